@@ -1,0 +1,154 @@
+"""The gentool plugin API, version 1: the one module a model plugin imports from gentool.
+
+A plugin is a pip package that declares an entry point in the group ``gentool.models``::
+
+    [project.entry-points."gentool.models"]
+    mymodel = "gentool_mymodel:plugin"
+
+The entry point resolves to a `ModelPlugin`. The plugin's top module must not import torch (that
+keeps `gentool --help`, `gentool list` and completion fast however many plugins are installed):
+torch is imported inside `build`. Nothing in this module imports torch either.
+
+`build(config, spec)` returns a `torch.nn.Module` that owns its math, as described by
+`GenerativeModel`: its optimizers, its training step, and sampling.
+
+Compatibility: `api_version` says which version of this API a plugin was written for. gentool
+refuses versions it does not support, naming the plugin's distribution and what to upgrade. The
+API only grows by optional members with defaults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from gentool.config import ConfigField, config_fields, option, parse_config
+from gentool.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "API_VERSION",
+    "SUPPORTED_API_VERSIONS",
+    "Batch",
+    "Capabilities",
+    "ConfigError",
+    "DataSpec",
+    "GenerativeModel",
+    "ModelPlugin",
+    "TrainContext",
+    "option",
+]
+
+API_VERSION = 1
+SUPPORTED_API_VERSIONS = frozenset({1})
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a model can do beyond training; commands and conformance checks follow these flags."""
+
+    sample: bool = False  # generates new images: `gentool sample`
+    reconstruct: bool = False  # maps an image to its reconstruction: `gentool reconstruct`
+    encode: bool = False  # maps an image to a code vector: `gentool encode`
+    conditional: bool = False  # needs class labels to train and can sample a chosen class
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """The shape of the training data, as the model is built for it."""
+
+    channels: int
+    height: int
+    width: int
+    class_names: tuple[str, ...] = ()  # empty when the data has no labels
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+@dataclass
+class Batch:
+    """One training batch on the training device.
+
+    `images` is (B, C, H, W) float32, already scaled to the plugin's `value_range`;
+    `labels` is (B,) int64 class indexes into `DataSpec.class_names`, or None without labels.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class ModelPlugin:
+    """What an entry point in ``gentool.models`` resolves to.
+
+    Images are resized to a config field named `image_size` when the config has one; otherwise the
+    data is used at its own (uniform) size.
+    """
+
+    name: str
+    summary: str
+    Config: type  # a dataclass whose fields are declared with `option()`
+    # (config, spec) -> torch.nn.Module; imports torch. A ValueError says that the config and the
+    # data do not fit together (a grayscale-only model on RGB data, say): gentool shows its message.
+    build: Callable[[Any, DataSpec], Any]
+    capabilities: Capabilities = field(default_factory=Capabilities)
+    value_range: tuple[float, float] = (-1.0, 1.0)  # the data layer scales pixels into this range
+    default_batch_size: int = 64
+    api_version: int = API_VERSION
+
+    def parse_config(self, values: Mapping[str, Any] | None = None) -> Any:
+        """The config from user values over the defaults; a ConfigError names what is wrong."""
+        return parse_config(self.Config, values or {}, owner=self.name)
+
+    def config_fields(self) -> tuple[ConfigField, ...]:
+        return config_fields(self.Config)
+
+
+class TrainContext(Protocol):
+    """What the trainer lends a model's `training_step`.
+
+    In manual optimisation (GANs) the step alternates its optimizers itself, but goes through
+    `backward` and `step` so that gradient scaling and distributed training stay in the trainer.
+    """
+
+    optimizers: Mapping[str, torch.optim.Optimizer]
+    device: torch.device
+    epoch: int  # counted from 0
+    global_step: int  # optimisation steps completed before this one
+
+    def backward(self, loss: torch.Tensor) -> None: ...
+
+    def step(self, name: str) -> None: ...
+
+
+class GenerativeModel(Protocol):
+    """The `torch.nn.Module` that `ModelPlugin.build` returns.
+
+    Automatic optimisation (the default): `configure_optimizers` returns one optimizer and
+    `training_step` returns a dict with a scalar "loss"; the trainer zeroes the gradients,
+    back-propagates and steps. Manual optimisation (`manual_optimization = True`): the step uses
+    `ctx.optimizers`, `ctx.backward` and `ctx.step` itself. Either way the returned dict holds the
+    scalars to log. Models draw their randomness from torch's generators so that a seed (and a
+    resumed run) reproduces them.
+    """
+
+    manual_optimization: bool
+
+    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]: ...
+
+    def training_step(self, batch: Batch, ctx: TrainContext) -> dict[str, torch.Tensor]: ...
+
+    def sample(
+        self,
+        n: int,
+        *,
+        labels: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """(n, C, H, W) float images in the plugin's value range (needs `capabilities.sample`)."""
+        ...

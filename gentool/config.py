@@ -1,0 +1,222 @@
+"""Typed model configuration: dataclasses whose fields carry a default, a description and a range.
+
+A plugin declares its configuration as a frozen dataclass built with `option()`:
+
+    @dataclass(frozen=True)
+    class Config:
+        latent_dim: int = option(100, "length of the noise vector z", min=1)
+        loss: Literal["bce", "mse"] = option("bce", "reconstruction loss")
+
+`parse_config` turns user input (strings from `-o key=value`, values from a TOML file, values read
+back from a run's JSON) into an instance: unknown keys, wrong types and out-of-range values are
+refused with a message naming the option and what it accepts; nothing is silently repaired.
+Supported field types: bool, int, float, str, `Literal[...]`, `tuple[int, ...]` (and the other
+scalar types) and `X | None`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+from gentool.errors import ConfigError
+
+ConfigT = TypeVar("ConfigT")
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def option(
+    default: Any,
+    help: str,
+    *,
+    min: float | None = None,
+    max: float | None = None,
+) -> Any:
+    """A configuration field: its default, a one-line description and an inclusive range."""
+    if isinstance(default, list):
+        raise TypeError("use a tuple, not a list, as an option's default: configs are immutable")
+    return dataclasses.field(default=default, metadata={"help": help, "min": min, "max": max})
+
+
+@dataclass(frozen=True)
+class ConfigField:
+    """One field of a configuration schema, as `gentool info` shows it."""
+
+    name: str
+    type: Any
+    default: Any
+    help: str
+    min: float | None
+    max: float | None
+
+    @property
+    def type_name(self) -> str:
+        return _type_name(self.type)
+
+    @property
+    def accepted(self) -> str:
+        """What values the field accepts, in words (for help and error messages)."""
+        base, optional = _unwrap_optional(self.type)
+        name = _type_name(base)
+        if typing.get_origin(base) is Literal:
+            text = "one of " + ", ".join(str(choice) for choice in typing.get_args(base))
+        elif self.min is not None and self.max is not None:
+            text = f"{name} in [{self.min}, {self.max}]"
+        elif self.min is not None:
+            text = f"{name} >= {self.min}"
+        elif self.max is not None:
+            text = f"{name} <= {self.max}"
+        else:
+            text = name
+        return text + (" or none" if optional else "")
+
+
+def config_fields(config_class: type) -> tuple[ConfigField, ...]:
+    """The fields of a configuration dataclass, in declaration order."""
+    if not (isinstance(config_class, type) and dataclasses.is_dataclass(config_class)):
+        raise TypeError(f"a model config must be a dataclass type, got {config_class!r}")
+    hints = typing.get_type_hints(config_class)
+    fields = []
+    for field in dataclasses.fields(config_class):
+        if field.default is dataclasses.MISSING:
+            raise TypeError(f"config field {config_class.__name__}.{field.name} needs a default")
+        fields.append(
+            ConfigField(
+                name=field.name,
+                type=hints[field.name],
+                default=field.default,
+                help=field.metadata.get("help", ""),
+                min=field.metadata.get("min"),
+                max=field.metadata.get("max"),
+            )
+        )
+    return tuple(fields)
+
+
+def parse_config(config_class: type[ConfigT], values: Mapping[str, Any], *, owner: str) -> ConfigT:
+    """Validate `values` against the schema and build the config; `owner` names it in errors."""
+    fields = {field.name: field for field in config_fields(config_class)}
+    parsed = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(_unknown_key_message(key, fields, owner))
+        parsed[key] = _coerce(fields[key], value, owner)
+    try:
+        return config_class(**parsed)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"invalid config for {owner}: {error}") from None
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A JSON- and TOML-friendly dict of the config (tuples become lists)."""
+    result = {}
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        result[field.name] = list(value) if isinstance(value, tuple) else value
+    return result
+
+
+def parse_assignment(text: str) -> tuple[str, str]:
+    """Split one `key=value` command-line override."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"expected key=value after -o, got {text!r}")
+    return key.strip().replace("-", "_"), value.strip()
+
+
+def _unknown_key_message(key: str, fields: Mapping[str, ConfigField], owner: str) -> str:
+    close = difflib.get_close_matches(key, list(fields), n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    known = ", ".join(fields) or "(none)"
+    return f"unknown option {key!r} for {owner}; {hint}known options: {known}"
+
+
+def _coerce(field: ConfigField, value: Any, owner: str) -> Any:
+    try:
+        result = _coerce_type(field.type, value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"option {field.name!r} of {owner} must be {field.accepted}, got {value!r}"
+        ) from None
+    _check_range(field, result, owner)
+    return result
+
+
+def _coerce_type(expected: Any, value: Any) -> Any:
+    base, optional = _unwrap_optional(expected)
+    if optional and (value is None or (isinstance(value, str) and value.lower() == "none")):
+        return None
+    origin = typing.get_origin(base)
+    if origin is Literal:
+        for choice in typing.get_args(base):
+            if value == choice or (isinstance(value, str) and value == str(choice)):
+                return choice
+        raise ValueError(value)
+    if origin is tuple:
+        item_type = typing.get_args(base)[0]
+        if isinstance(value, str):
+            items = [item for item in value.replace(" ", "").split(",") if item]
+        elif isinstance(value, (list, tuple)):
+            items = list(value)
+        else:
+            raise TypeError(value)
+        return tuple(_coerce_type(item_type, item) for item in items)
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+            return value.lower() in _TRUE
+        raise ValueError(value)
+    if base is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise TypeError(value)
+        return int(value)
+    if base is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise TypeError(value)
+        return float(value)
+    if base is str:
+        if not isinstance(value, str):
+            raise TypeError(value)
+        return value
+    raise TypeError(f"unsupported config field type {expected!r}")
+
+
+def _check_range(field: ConfigField, value: Any, owner: str) -> None:
+    items = value if isinstance(value, tuple) else (value,)
+    for item in items:
+        if not isinstance(item, (int, float)) or isinstance(item, bool):
+            continue
+        too_low = field.min is not None and item < field.min
+        too_high = field.max is not None and item > field.max
+        if too_low or too_high:
+            raise ConfigError(
+                f"option {field.name!r} of {owner} must be {field.accepted}, got {value!r}"
+            )
+
+
+def _unwrap_optional(expected: Any) -> tuple[Any, bool]:
+    if typing.get_origin(expected) in (typing.Union, types.UnionType):
+        args = [arg for arg in typing.get_args(expected) if arg is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return expected, False
+
+
+def _type_name(expected: Any) -> str:
+    base, optional = _unwrap_optional(expected)
+    origin = typing.get_origin(base)
+    if origin is Literal:
+        name = "choice"
+    elif origin is tuple:
+        name = f"list of {_type_name(typing.get_args(base)[0])}"
+    else:
+        name = getattr(base, "__name__", str(base))
+    return f"{name} or none" if optional else name

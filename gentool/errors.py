@@ -1,0 +1,33 @@
+"""Errors that describe a problem with what the user asked for.
+
+The CLI prints such an error's message as one line and exits with status 1, so each message says
+what was wrong, with the offending value, and what to do about it.
+"""
+
+
+class GentoolError(Exception):
+    """A user-facing error: bad input, bad options, a bad run folder."""
+
+
+class ConfigError(GentoolError):
+    """A model configuration value is unknown, of the wrong type, or out of range."""
+
+
+class DataError(GentoolError):
+    """A dataset is missing, empty, corrupt or unsuitable for the model."""
+
+
+class PluginError(GentoolError):
+    """A model plugin is unknown, ambiguous, broken or incompatible."""
+
+
+class CheckpointError(GentoolError):
+    """A run folder or checkpoint is missing, corrupt, or belongs to something else."""
+
+
+class TrainingError(GentoolError):
+    """Training cannot go on (for example, a loss became NaN); the last good checkpoint is kept."""
+
+
+class Interrupted(GentoolError):
+    """Training was stopped by a signal after saving a resumable checkpoint."""

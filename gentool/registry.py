@@ -1,0 +1,132 @@
+"""Finds model plugins through the ``gentool.models`` entry point group.
+
+Built-in models register exactly as third-party ones do. A plugin that fails to import, has an
+unsupported `api_version`, or is not a `ModelPlugin` is kept as an entry with its error: `gentool
+list` shows it, and it fails a command only when that command asks for it (set
+``GENTOOL_STRICT_PLUGINS=1`` to raise at discovery instead). When two distributions provide the
+same name, each stays reachable as ``distribution:name`` and the bare name is refused as ambiguous.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from importlib import metadata
+
+from gentool.api import SUPPORTED_API_VERSIONS, ModelPlugin
+from gentool.errors import PluginError
+
+ENTRY_POINT_GROUP = "gentool.models"
+STRICT_ENV = "GENTOOL_STRICT_PLUGINS"
+
+
+@dataclass(frozen=True)
+class PluginEntry:
+    """One entry point of the group, loaded or not."""
+
+    name: str
+    distribution: str
+    version: str
+    target: str  # "module:attribute", as the entry point declares it
+    plugin: ModelPlugin | None
+    error: str | None
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.distribution}:{self.name}"
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def discover() -> list[PluginEntry]:
+    """Every plugin entry point visible to this interpreter, sorted by name then distribution."""
+    strict = os.environ.get(STRICT_ENV, "").lower() in {"1", "true", "yes"}
+    entries: dict[tuple[str, str], PluginEntry] = {}
+    for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        distribution = entry_point.dist
+        dist_name = _normalize(distribution.name) if distribution else "unknown"
+        key = (dist_name, entry_point.name)
+        # A source checkout can expose the same distribution twice (egg-info beside dist-info).
+        if key not in entries:
+            version = distribution.version if distribution else "?"
+            entries[key] = _load(entry_point, dist_name, version, strict)
+    return sorted(entries.values(), key=lambda entry: (entry.name, entry.distribution))
+
+
+def resolve(reference: str, entries: list[PluginEntry] | None = None) -> PluginEntry:
+    """The loaded plugin for "name" or "distribution:name"; a PluginError says why not."""
+    entries = discover() if entries is None else entries
+    distribution, _, name = reference.rpartition(":")
+    matches = [
+        entry
+        for entry in entries
+        if entry.name == name
+        and (not distribution or entry.distribution == _normalize(distribution))
+    ]
+    if not matches:
+        names = sorted({entry.name for entry in entries})
+        known = ", ".join(names) if names else "none are installed"
+        raise PluginError(f"unknown model {reference!r}; available models: {known}")
+    if len(matches) > 1:
+        choices = " or ".join(entry.qualified_name for entry in matches)
+        raise PluginError(f"model name {name!r} is ambiguous: use {choices}")
+    entry = matches[0]
+    if not entry.ok:
+        raise PluginError(
+            f"model {entry.name!r} from {entry.distribution} {entry.version} is broken: "
+            f"{entry.error}"
+        )
+    return entry
+
+
+def clashing_names(entries: list[PluginEntry]) -> set[str]:
+    """Names that more than one distribution provides."""
+    seen: dict[str, int] = {}
+    for entry in entries:
+        seen[entry.name] = seen.get(entry.name, 0) + 1
+    return {name for name, count in seen.items() if count > 1}
+
+
+def _load(
+    entry_point: metadata.EntryPoint, dist_name: str, version: str, strict: bool
+) -> PluginEntry:
+    try:
+        plugin = _checked(entry_point.load(), entry_point.name, dist_name)
+        error = None
+    except Exception as exc:  # a broken third-party plugin must not break other commands
+        if strict:
+            raise
+        plugin = None
+        error = _describe(exc)
+    return PluginEntry(entry_point.name, dist_name, version, entry_point.value, plugin, error)
+
+
+def _checked(loaded: object, name: str, dist_name: str) -> ModelPlugin:
+    if not isinstance(loaded, ModelPlugin):
+        raise PluginError(f"entry point resolves to {type(loaded).__name__}, not a ModelPlugin")
+    if loaded.api_version not in SUPPORTED_API_VERSIONS:
+        supported = ", ".join(str(version) for version in sorted(SUPPORTED_API_VERSIONS))
+        newer = loaded.api_version > max(SUPPORTED_API_VERSIONS)
+        upgrade = "upgrade gentool" if newer else f"upgrade {dist_name}"
+        raise PluginError(
+            f"written for plugin API v{loaded.api_version}, this gentool supports v{supported}: "
+            f"{upgrade}"
+        )
+    if loaded.name != name:
+        raise PluginError(f"entry point {name!r} resolves to a plugin named {loaded.name!r}")
+    loaded.config_fields()  # a malformed schema is a broken plugin, found now rather than later
+    return loaded
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, PluginError):
+        return str(exc)
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first_line}" if first_line else type(exc).__name__
+
+
+def _normalize(distribution_name: str) -> str:
+    return re.sub(r"[-_.]+", "-", distribution_name).lower()
