@@ -1,0 +1,49 @@
+"""Atomic file writes: a reader (or a crash) sees the old file or the new one, never half of one."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; when the block succeeds, move it over `path`.
+
+    The data is fsynced before the rename and the folder after it, so a power cut cannot leave a
+    renamed but empty file. If the block raises (a full disk, say), `path` is left untouched.
+    """
+    path = Path(path)
+    descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(descriptor)
+    temporary = Path(name)
+    try:
+        yield temporary
+        fsync_path(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    fsync_path(path.parent)
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Atomically replace `path` with `text` (UTF-8)."""
+    with atomic_write(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file's or a folder's contents to disk."""
+    flags = os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0)
+    try:
+        descriptor = os.open(path, flags)
+    except OSError:  # some platforms cannot open folders; the rename is still atomic there
+        return
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

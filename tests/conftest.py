@@ -1,0 +1,46 @@
+"""Shared fixtures. Triton kernels run on the CPU through its interpreter when no GPU is present;
+the variable is read when kernels are decorated, so it is set before any gentool import."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "0" if os.environ.get("CUDA_VISIBLE_DEVICES") else "1")
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from gentool.registry import PluginEntry, resolve
+
+# The smallest DCGAN that keeps every architectural rule: 16×16 images, narrow layers.
+TINY_DCGAN = {"image_size": 16, "latent_dim": 8, "g_features": 8, "d_features": 8}
+TINY_DCGAN_ARGS = [arg for key, value in TINY_DCGAN.items() for arg in ("-o", f"{key}={value}")]
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """Each test decodes data into its own cache folder, never the user's."""
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("GENTOOL_CACHE", str(cache))
+    return cache
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run in an empty folder, so ./runs is the test's own."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def dcgan_entry() -> PluginEntry:
+    return resolve("dcgan")
+
+
+def entry_for(plugin, base: PluginEntry) -> PluginEntry:
+    """A registry entry for a plugin defined in a test, as if a distribution had installed it."""
+    return replace(base, name=plugin.name, plugin=plugin, error=None)
