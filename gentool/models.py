@@ -1,0 +1,60 @@
+"""Building a plugin's model, fresh or from a run folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gentool.api import DataSpec, ModelPlugin
+from gentool.checkpoint import RunFolder, RunRecord, latest_run
+from gentool.errors import CheckpointError, ConfigError, PluginError
+from gentool.registry import PluginEntry
+
+
+def build_model(
+    plugin: ModelPlugin, config: Any, spec: DataSpec, device: torch.device
+) -> torch.nn.Module:
+    """The plugin's model for data of shape `spec`, on `device`."""
+    try:
+        model = plugin.build(config, spec)
+    except ValueError as error:  # the API's way to say that config and data do not fit together
+        raise ConfigError(f"{plugin.name}: {error}") from None
+    if not isinstance(model, torch.nn.Module):
+        raise PluginError(f"{plugin.name}: build returned {type(model).__name__}, not an nn.Module")
+    return model.to(device)
+
+
+def spec_to_dict(spec: DataSpec) -> dict[str, Any]:
+    return {
+        "channels": spec.channels,
+        "height": spec.height,
+        "width": spec.width,
+        "class_names": list(spec.class_names),
+    }
+
+
+def spec_from_dict(values: dict[str, Any]) -> DataSpec:
+    try:
+        return DataSpec(
+            channels=int(values["channels"]),
+            height=int(values["height"]),
+            width=int(values["width"]),
+            class_names=tuple(str(name) for name in values.get("class_names", ())),
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"run.json has a damaged data spec: {error!r}") from None
+
+
+def load_trained(
+    entry: PluginEntry, run_dir: Path | None, device: torch.device
+) -> tuple[torch.nn.Module, RunRecord, RunFolder]:
+    """The model of a run (the newest run of the plugin when `run_dir` is None), in eval mode."""
+    assert entry.plugin is not None
+    run = RunFolder(run_dir) if run_dir is not None else latest_run(entry.name)
+    record = run.read(expected_plugin=entry.name)
+    config = entry.plugin.parse_config(record.config)
+    model = build_model(entry.plugin, config, spec_from_dict(record.data.get("spec", {})), device)
+    run.load_model(record, model)
+    return model.eval(), record, run

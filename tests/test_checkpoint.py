@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import time
+
+import pytest
+import torch
+from rich.console import Console
+
+from gentool.checkpoint import RUN_FORMAT, RunFolder, latest_run
+from gentool.errors import CheckpointError, ConfigError
+from gentool.models import load_trained
+from gentool.train import TrainRequest, run_training
+from tests.conftest import TINY_DCGAN
+
+MARKER = "unpickled.marker"
+
+
+class LeavesAMarker:
+    """Unpickling this writes a file: proof that a loader ran code from a checkpoint."""
+
+    def __reduce__(self):
+        return (open, (MARKER, "w"))
+
+
+@pytest.fixture
+def trained(dcgan_entry, in_tmp):
+    request = TrainRequest(
+        entry=dcgan_entry,
+        config_values=TINY_DCGAN,
+        limit=32,
+        batch_size=16,
+        epochs=1,
+        device="cpu",
+    )
+    _, run = run_training(request, Console(file=io.StringIO()))
+    return run
+
+
+def test_a_trained_model_loads_back_with_identical_weights(dcgan_entry, trained):
+    model, _, run = load_trained(dcgan_entry, None, torch.device("cpu"))
+    assert run.path == trained.path and not model.training
+    again, _, _ = load_trained(dcgan_entry, trained.path, torch.device("cpu"))
+    for (name, value), (_, other) in zip(
+        model.state_dict().items(), again.state_dict().items(), strict=True
+    ):
+        assert torch.equal(value, other), name
+
+
+def edit_run_json(run: RunFolder, change) -> None:
+    record = json.loads(run.run_file.read_text())
+    change(record)
+    run.run_file.write_text(json.dumps(record))
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda run: run.run_file.write_text("{not json"), r"run.json is damaged"),
+        (lambda run: run.run_file.write_text("[1, 2]"), r"run.json is damaged: not a JSON object"),
+        (lambda run: run.run_file.unlink(), r"is not a gentool run folder \(no run.json\)"),
+        (
+            lambda run: edit_run_json(run, lambda r: r.update(format=RUN_FORMAT + 1)),
+            r"written by gentool .* upgrade gentool",
+        ),
+        (
+            lambda run: edit_run_json(run, lambda r: r["plugin"].update(name="vae")),
+            r"is a run of 'vae', not 'dcgan'",
+        ),
+        (
+            lambda run: edit_run_json(run, lambda r: r["config"].update(g_features=4)),
+            r"do not fit this model .*different config",
+        ),
+        (
+            lambda run: (run.path / run.read().checkpoint / "model.safetensors").unlink(),
+            r"model.safetensors is missing",
+        ),
+        (
+            lambda run: (run.path / run.read().checkpoint / "model.safetensors").write_bytes(
+                b"\0" * 7
+            ),
+            r"model.safetensors is damaged",
+        ),
+    ],
+)
+def test_damaged_or_foreign_runs_are_clear_errors(dcgan_entry, trained, damage, message):
+    damage(trained)
+    with pytest.raises(CheckpointError, match=message):
+        load_trained(dcgan_entry, trained.path, torch.device("cpu"))
+
+
+def test_a_truncated_checkpoint_is_a_clear_error(dcgan_entry, trained):
+    weights = trained.path / trained.read().checkpoint / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="is damaged"):
+        load_trained(dcgan_entry, trained.path, torch.device("cpu"))
+
+
+def test_a_pickle_in_place_of_a_checkpoint_is_refused_without_running_it(dcgan_entry, trained):
+    weights = trained.path / trained.read().checkpoint / "model.safetensors"
+    weights.write_bytes(pickle.dumps(LeavesAMarker()))
+    with pytest.raises(CheckpointError, match="is damaged"):
+        load_trained(dcgan_entry, trained.path, torch.device("cpu"))
+    assert not os.path.exists(MARKER)
+
+
+def test_an_interrupted_save_leaves_the_previous_checkpoint_in_charge(trained, monkeypatch):
+    record = trained.read()
+    assert record.checkpoint == "checkpoint-00000002"
+    model_state = (trained.path / record.checkpoint / "model.safetensors").read_bytes()
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    model = torch.nn.Linear(2, 2)
+    record.progress.global_step += 1
+    monkeypatch.setattr("gentool.checkpoint.save_file", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        trained.save(record, model, {})
+    assert trained.read().checkpoint == "checkpoint-00000002"
+    assert (trained.path / "checkpoint-00000002" / "model.safetensors").read_bytes() == model_state
+    leftovers = [path.name for path in trained.path.iterdir() if "checkpoint" in path.name]
+    assert leftovers == ["checkpoint-00000002"]
+
+
+def test_a_run_whose_config_no_longer_fits_its_data_is_a_config_error(dcgan_entry, trained):
+    edit_run_json(trained, lambda record: record["config"].update(image_size=32))
+    with pytest.raises(ConfigError, match="dcgan: dcgan was configured for 32×32 images"):
+        load_trained(dcgan_entry, trained.path, torch.device("cpu"))
+
+
+def test_the_newest_run_is_found(dcgan_entry, trained, in_tmp):
+    time.sleep(0.01)
+    newer = in_tmp / "runs" / "dcgan" / "newer"
+    newer.mkdir()
+    (newer / "run.json").write_text(trained.run_file.read_text())
+    assert latest_run("dcgan").path.name == "newer"
+    with pytest.raises(CheckpointError, match=r"no runs of 'vae' under runs/vae: train one"):
+        latest_run("vae")

@@ -1,0 +1,154 @@
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from rich.console import Console
+from safetensors.torch import load_file
+
+from gentool.checkpoint import RunFolder
+from gentool.errors import DataError, GentoolError, Interrupted, TrainingError
+from gentool.plugins.dcgan.model import DCGAN
+from gentool.train import TrainRequest, run_training
+from tests.conftest import TINY_DCGAN, entry_for
+
+STEPS_PER_EPOCH = 3  # 48 images in batches of 16
+
+
+def train(entry, run_dir: Path, *, epochs: int, resume: bool = False, **overrides):
+    request = TrainRequest(
+        entry=entry,
+        config_values={} if resume else TINY_DCGAN,
+        limit=None if resume else 48,
+        batch_size=None if resume else 16,
+        epochs=epochs,
+        run_dir=run_dir,
+        resume=resume,
+        device="cpu",
+        **overrides,
+    )
+    return run_training(request, Console(file=io.StringIO()))
+
+
+def checkpoint_tensors(run_dir: Path) -> dict[str, torch.Tensor]:
+    run = RunFolder(run_dir)
+    record = run.read()
+    folder = run_dir / record.checkpoint
+    return {
+        **load_file(folder / "model.safetensors"),
+        **{f"optim/{k}": v for k, v in load_file(folder / "optim.safetensors").items()},
+    }
+
+
+def logged_losses(run_dir: Path) -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def assert_same_run(expected: Path, actual: Path) -> None:
+    want, got = checkpoint_tensors(expected), checkpoint_tensors(actual)
+    assert want.keys() == got.keys()
+    different = [key for key in want if not torch.equal(want[key], got[key])]
+    assert different == []
+    assert logged_losses(expected) == logged_losses(actual)
+    assert RunFolder(expected).read().progress == RunFolder(actual).read().progress
+
+
+def interrupting(entry, at_step: int):
+    """The tiny DCGAN, sending itself SIGINT during one step, as a user's Ctrl-C would."""
+
+    class InterruptedDCGAN(DCGAN):
+        def training_step(self, batch, ctx):
+            if ctx.global_step == at_step:
+                os.kill(os.getpid(), signal.SIGINT)
+            return super().training_step(batch, ctx)
+
+    plugin = replace(entry.plugin, build=lambda config, spec: InterruptedDCGAN(config, spec))
+    return entry_for(plugin, entry)
+
+
+def test_a_run_folder_has_checkpoint_samples_and_metrics(dcgan_entry, tmp_path):
+    summary, run = train(dcgan_entry, tmp_path / "run", epochs=2)
+    assert (summary.epochs_done, summary.steps) == (2, 2 * STEPS_PER_EPOCH)
+    record = run.read(expected_plugin="dcgan")
+    assert record.checkpoint == "checkpoint-00000006"
+    assert record.config["image_size"] == 16 and record.data["count"] == 48
+    assert sorted(path.name for path in run.path.iterdir()) == [
+        "checkpoint-00000006",
+        "metrics.jsonl",
+        "run.json",
+        "samples",
+    ]
+    assert sorted(path.name for path in run.samples_dir.iterdir()) == [
+        "epoch_0001.png",
+        "epoch_0002.png",
+    ]
+    metrics = logged_losses(run.path)
+    assert [line["step"] for line in metrics] == list(range(1, 7))
+    assert set(metrics[0]) == {"epoch", "step", "loss_d", "loss_g", "d_real", "d_fake"}
+
+
+def test_resuming_after_an_epoch_matches_an_uninterrupted_run(dcgan_entry, tmp_path):
+    train(dcgan_entry, tmp_path / "straight", epochs=2)
+    train(dcgan_entry, tmp_path / "resumed", epochs=1)
+    train(dcgan_entry, tmp_path / "resumed", epochs=2, resume=True)
+    assert_same_run(tmp_path / "straight", tmp_path / "resumed")
+
+
+def test_ctrl_c_saves_mid_epoch_and_the_resumed_run_matches(dcgan_entry, tmp_path):
+    train(dcgan_entry, tmp_path / "straight", epochs=2)
+    with pytest.raises(Interrupted, match=r"SIGINT: stopped at epoch 2, step 2/3.*--resume"):
+        train(interrupting(dcgan_entry, at_step=4), tmp_path / "stopped", epochs=2)
+    assert RunFolder(tmp_path / "stopped").read().progress.global_step == 5
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    train(dcgan_entry, tmp_path / "stopped", epochs=2, resume=True)
+    assert_same_run(tmp_path / "straight", tmp_path / "stopped")
+
+
+def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(dcgan_entry, tmp_path):
+    class DivergingDCGAN(DCGAN):
+        def training_step(self, batch, ctx):
+            logs = super().training_step(batch, ctx)
+            if ctx.global_step == 4:
+                logs["loss_g"] = torch.tensor(float("nan"))
+            return logs
+
+    plugin = replace(dcgan_entry.plugin, build=lambda config, spec: DivergingDCGAN(config, spec))
+    with pytest.raises(TrainingError, match=r"non-finite values at epoch 2, step 2 \(loss_g=nan\)"):
+        train(entry_for(plugin, dcgan_entry), tmp_path / "run", epochs=3)
+    record = RunFolder(tmp_path / "run").read()
+    assert (record.progress.epoch, record.checkpoint) == (1, "checkpoint-00000003")
+    checkpoint_tensors(tmp_path / "run")  # still complete and readable
+
+
+def test_resume_refuses_other_data_and_finished_runs(dcgan_entry, tmp_path):
+    train(dcgan_entry, tmp_path / "run", epochs=1)
+    with pytest.raises(DataError, match=r"differs from what .* was trained on"):
+        train(dcgan_entry, tmp_path / "run", epochs=2, resume=True, data="builtin:shapes")
+    with pytest.raises(GentoolError, match="already trained 1 epochs: pass --epochs N with N > 1"):
+        train(dcgan_entry, tmp_path / "run", epochs=1, resume=True)
+
+
+def test_an_existing_run_is_never_overwritten(dcgan_entry, tmp_path):
+    train(dcgan_entry, tmp_path / "run", epochs=1)
+    before = checkpoint_tensors(tmp_path / "run")
+    with pytest.raises(GentoolError, match="already holds a run: continue it with --resume"):
+        train(dcgan_entry, tmp_path / "run", epochs=1)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "keep.txt").write_text("mine")
+    with pytest.raises(GentoolError, match="is not empty"):
+        train(dcgan_entry, tmp_path / "other", epochs=1)
+    after = checkpoint_tensors(tmp_path / "run")
+    assert all(torch.equal(before[key], after[key]) for key in before)
+
+
+def test_a_run_that_fails_before_training_leaves_no_folder(dcgan_entry, tmp_path):
+    with pytest.raises(DataError):
+        train(dcgan_entry, tmp_path / "run", epochs=1, data=str(tmp_path / "missing"))
+    assert not (tmp_path / "run").exists()
