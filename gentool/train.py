@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Column
 
 from gentool.api import Batch, ModelPlugin
 from gentool.checkpoint import RunFolder, RunRecord, latest_run, new_run_folder
@@ -405,14 +406,19 @@ class TrainingDisplay:
 
     def __enter__(self) -> TrainingDisplay:
         if self.console.is_terminal:
+            # Losses come last: on a narrow terminal they are cut, not the bar.
             self.progress = Progress(
                 TextColumn("[bold]{task.description}"),
-                BarColumn(),
+                BarColumn(bar_width=24),
                 MofNCompleteColumn(),
-                TextColumn("{task.fields[losses]}"),
                 TextColumn("{task.fields[rate]}"),
                 TimeRemainingColumn(),
+                TextColumn(
+                    "{task.fields[losses]}",
+                    table_column=Column(ratio=1, no_wrap=True, overflow="ellipsis"),
+                ),
                 console=self.console,
+                expand=True,
             )
             self.progress.start()
         return self
@@ -450,7 +456,7 @@ class TrainingDisplay:
 
     def _means(self) -> str:
         return "  ".join(
-            f"{name} {total / max(self.count, 1):.4g}" for name, total in self.sums.items()
+            f"{name} {total / max(self.count, 1):.3g}" for name, total in self.sums.items()
         )
 
     def _rate(self) -> float:

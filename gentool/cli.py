@@ -1,0 +1,403 @@
+"""The `gentool` command line.
+
+Start-up stays light: this module imports only Typer, Rich and the plugin registry, whose plugins
+do not import torch. Commands that compute import torch inside their bodies, so `gentool --help`,
+`gentool list` and `gentool info NAME` answer without loading it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gentool import __version__
+from gentool.config import config_to_dict, parse_assignment
+from gentool.errors import ConfigError, GentoolError, Interrupted
+from gentool.registry import PluginEntry, clashing_names, discover, resolve
+
+app = typer.Typer(
+    name="gentool",
+    help="Train, sample and inspect image generative models: autoencoders, VAEs and GANs.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+data_app = typer.Typer(help="Work with datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+console = Console(soft_wrap=True)
+error_console = Console(stderr=True, soft_wrap=True)
+
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+EXIT_USER_ERROR = 1
+EXIT_INTERRUPTED = 130
+DATA_PANEL = "Data"
+TRAINING_PANEL = "Training"
+MODEL_PANEL = "Model config"
+RUN_PANEL = "Run folder"
+
+
+def user_errors(command: Command) -> Command:
+    """Print a GentoolError as one line and exit 1 (130 for an interruption), never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            try:
+                return command(*args, **kwargs)
+            except GentoolError as error:
+                from_signal = isinstance(error, Interrupted)
+                style = "yellow" if from_signal else "red"
+                label = "stopped" if from_signal else "error"
+                error_console.print(f"[{style}]{label}:[/] {error}", highlight=False)
+                raise typer.Exit(EXIT_INTERRUPTED if from_signal else EXIT_USER_ERROR) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _show_warning(
+    message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any
+) -> None:
+    error_console.print(f"[yellow]warning:[/] {message}", highlight=False)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"gentool {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Train, sample and inspect image generative models: autoencoders, VAEs and GANs.
+
+    [dim]Example: gentool train dcgan --epochs 5 && gentool sample dcgan --n 64[/]
+    """
+
+
+@app.command()
+@user_errors
+def train(
+    name: str = typer.Argument(..., help="Model to train (see `gentool list`), or DIST:NAME."),
+    data: str | None = typer.Option(
+        None,
+        "--data",
+        "-d",
+        help="Image folder, .npz file, or builtin:faces / builtin:shapes [default: a built-in set]",
+        rich_help_panel=DATA_PANEL,
+    ),
+    limit: int | None = typer.Option(
+        None,
+        "--limit",
+        help="Use at most N images (built-in sets: generate N) [default: all; 5000 built-in]",
+        rich_help_panel=DATA_PANEL,
+    ),
+    epochs: int | None = typer.Option(
+        None,
+        "--epochs",
+        "-e",
+        min=1,
+        help="Train until this many epochs are done [default: 5; "
+        "on --resume, the run's own target]",
+        rich_help_panel=TRAINING_PANEL,
+    ),
+    batch_size: int | None = typer.Option(
+        None,
+        "--batch-size",
+        "-b",
+        min=1,
+        help="Images per batch [default: the model's]",
+        rich_help_panel=TRAINING_PANEL,
+    ),
+    seed: int | None = typer.Option(
+        None,
+        "--seed",
+        help="Seed for initialisation, shuffling and noise [default: 0]",
+        rich_help_panel=TRAINING_PANEL,
+    ),
+    device: str = typer.Option(
+        "auto", "--device", help="auto, cpu, cuda or cuda:N", rich_help_panel=TRAINING_PANEL
+    ),
+    lr: float | None = typer.Option(
+        None, "--lr", help="Learning rate (same as -o lr=...)", rich_help_panel=MODEL_PANEL
+    ),
+    overrides: list[str] = typer.Option(
+        [],
+        "--option",
+        "-o",
+        metavar="KEY=VALUE",
+        help="Set a model config field; repeatable (see `gentool info NAME`)",
+        rich_help_panel=MODEL_PANEL,
+    ),
+    config_file: Path | None = typer.Option(
+        None,
+        "--config",
+        "-c",
+        help="TOML file of model config fields",
+        rich_help_panel=MODEL_PANEL,
+    ),
+    run_dir: Path | None = typer.Option(
+        None,
+        "--run-dir",
+        help="Run folder [default: runs/NAME/DATE_TIME]; with --resume, the run to "
+        "continue [default: the newest]",
+        rich_help_panel=RUN_PANEL,
+    ),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Continue a run exactly where its last checkpoint stopped",
+        rich_help_panel=RUN_PANEL,
+    ),
+) -> None:
+    """Train a model and write checkpoints, metrics and sample grids to a run folder.
+
+    [dim]Examples:
+      gentool train dcgan --data ./faces --epochs 20
+      gentool train dcgan --limit 2000 -o image_size=32 --epochs 3
+      gentool train dcgan --resume --epochs 30[/]
+    """
+    from gentool.train import TrainRequest, run_training
+
+    entry = resolve(name)
+    if resume:
+        changed = {
+            "--option": overrides,
+            "--config": config_file,
+            "--lr": lr,
+            "--batch-size": batch_size,
+            "--seed": seed,
+            "--limit": limit,
+        }
+        given = [flag for flag, value in changed.items() if value not in (None, [])]
+        if given:
+            raise ConfigError(
+                f"{', '.join(given)} cannot change a run being resumed; start a new run instead"
+            )
+        config_values: dict[str, Any] = {}
+    else:
+        config_values = _config_values(entry, config_file, overrides, lr)
+    request = TrainRequest(
+        entry=entry,
+        config_values=config_values,
+        data=data,
+        limit=limit,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        device=device,
+        run_dir=run_dir,
+        resume=resume,
+    )
+    summary, run = run_training(request, console)
+    grid = f"; last samples: {summary.last_sample_grid}" if summary.last_sample_grid else ""
+    console.print(
+        f"[green]done:[/] {summary.epochs_done} epochs of {entry.name} in {run} "
+        f"({summary.steps} steps, {summary.seconds:.1f} s, {summary.images_per_second:.1f} "
+        f"images/s){grid}",
+        highlight=False,
+    )
+
+
+@app.command()
+@user_errors
+def sample(
+    name: str = typer.Argument(..., help="Model whose run to sample from."),
+    count: int = typer.Option(64, "--n", "-n", min=1, max=4096, help="Number of images."),
+    run_dir: Path | None = typer.Option(
+        None, "--run", help="Run folder [default: the newest run of NAME under ./runs]"
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="PNG to write [default: RUN/samples/sample_seedS_nN.png]"
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the noise: same seed, same images."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),
+) -> None:
+    """Write a grid of new images from a trained model.
+
+    [dim]Example: gentool sample dcgan --n 64 --seed 3 --out faces.png[/]
+    """
+    from gentool.generate import sample_images
+
+    entry = resolve(name)
+    path = sample_images(entry, count=count, run_dir=run_dir, out=out, seed=seed, device=device)
+    columns = math.ceil(math.sqrt(count))
+    console.print(f"wrote {count} samples ({columns} per row) to {path}", highlight=False)
+
+
+@app.command("list")
+@user_errors
+def list_models(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List installed model plugins, including broken ones with their errors.
+
+    [dim]Example: gentool list --json[/]
+    """
+    entries = discover()
+    clashes = clashing_names(entries)
+    rows = [_entry_summary(entry, clashes) for entry in entries]
+    if as_json:
+        console.print_json(json.dumps(rows))
+        return
+    table = Table("name", "summary", "from", "API", "capabilities")
+    table.add_column("status", overflow="fold")
+    for row in rows:
+        status = "[green]ok[/]" if row["status"] == "ok" else f"[red]{row['status']}[/]"
+        table.add_row(
+            row["name"],
+            row["summary"],
+            f"{row['distribution']} {row['version']}",
+            str(row["api_version"] or "?"),
+            ", ".join(row["capabilities"]) or "train only",
+            status,
+        )
+    console.print(table)
+
+
+@app.command()
+@user_errors
+def info(
+    name: str = typer.Argument(..., help="Model to describe."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+) -> None:
+    """Describe a model: what it does, what it can do, and every config field.
+
+    [dim]Example: gentool info dcgan[/]
+    """
+    entry = resolve(name)
+    plugin = entry.plugin
+    assert plugin is not None  # resolve() returns loaded plugins only
+    fields = plugin.config_fields()
+    if as_json:
+        summary = _entry_summary(entry, set())
+        summary["value_range"] = list(plugin.value_range)
+        summary["default_batch_size"] = plugin.default_batch_size
+        defaults = config_to_dict(plugin.parse_config())
+        summary["config"] = [
+            {
+                "name": field.name,
+                "type": field.type_name,
+                "default": defaults[field.name],
+                "accepted": field.accepted,
+                "help": field.help,
+            }
+            for field in fields
+        ]
+        console.print_json(json.dumps(summary))
+        return
+    capabilities = ", ".join(_capability_names(entry)) or "train only"
+    console.print(f"[bold]{plugin.name}[/] — {plugin.summary}", highlight=False)
+    console.print(
+        f"from {entry.distribution} {entry.version} · plugin API v{plugin.api_version} · "
+        f"{capabilities} · pixels in [{plugin.value_range[0]:g}, {plugin.value_range[1]:g}] · "
+        f"batch size {plugin.default_batch_size}",
+        highlight=False,
+    )
+    table = Table("option", "default", "accepts", "description", title="config (-o KEY=VALUE)")
+    for field in fields:
+        table.add_row(field.name, _format_value(field.default), field.accepted, field.help)
+    console.print(table)
+
+
+@data_app.command("make")
+@user_errors
+def data_make(
+    kind: str = typer.Argument(..., help="Built-in set: faces or shapes."),
+    folder: Path = typer.Argument(..., help="Folder to write PNGs into (created; must be empty)."),
+    count: int = typer.Option(5000, "--n", "-n", min=1, help="Number of images."),
+    size: int = typer.Option(64, "--size", min=8, max=1024, help="Side of the square images."),
+) -> None:
+    """Write a built-in synthetic data set as PNG files (shapes in one sub-folder per class).
+
+    [dim]Example: gentool data make faces ./faces --n 5000 && gentool train dcgan --data ./faces[/]
+    """
+    from gentool.data import write_builtin_set
+
+    written = write_builtin_set(kind, folder, count=count, size=size)
+    console.print(f"wrote {written} {kind} images ({size}×{size}) to {folder}", highlight=False)
+
+
+def _config_values(
+    entry: PluginEntry, config_file: Path | None, overrides: list[str], lr: float | None
+) -> dict[str, Any]:
+    """Config values from the TOML file, then -o assignments, then --lr, later ones winning."""
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        values.update(_read_toml(config_file))
+    for assignment in overrides:
+        key, value = parse_assignment(assignment)
+        values[key] = value
+    if lr is not None:
+        if "lr" not in {field.name for field in entry.plugin.config_fields()}:
+            raise ConfigError(f"{entry.name} has no learning-rate option 'lr'; see gentool info")
+        values["lr"] = lr
+    entry.plugin.parse_config(values)  # fail now, before any data is read
+    return values
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:
+        import tomli as tomllib
+    try:
+        with path.open("rb") as file:
+            return tomllib.load(file)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
+
+
+def _capability_names(entry: PluginEntry) -> list[str]:
+    if entry.plugin is None:
+        return []
+    capabilities = entry.plugin.capabilities
+    names = ("sample", "reconstruct", "encode", "conditional")
+    return [name for name in names if getattr(capabilities, name)]
+
+
+def _entry_summary(entry: PluginEntry, clashes: set[str]) -> dict[str, Any]:
+    if not entry.ok:
+        status = f"error: {entry.error}"
+    elif entry.name in clashes:
+        status = f"name clash: use {entry.qualified_name}"
+    else:
+        status = "ok"
+    return {
+        "name": entry.name,
+        "summary": entry.plugin.summary if entry.plugin else "",
+        "distribution": entry.distribution,
+        "version": entry.version,
+        "api_version": entry.plugin.api_version if entry.plugin else None,
+        "capabilities": _capability_names(entry),
+        "status": status,
+    }
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(str(item) for item in value)
+    return str(value)
+
+
+def main() -> None:
+    app()
