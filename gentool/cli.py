@@ -64,6 +64,9 @@ def user_errors(command: Command) -> Command:
                 label = "stopped" if from_signal else "error"
                 error_console.print(f"[{style}]{label}:[/] {error}", highlight=False)
                 raise typer.Exit(EXIT_INTERRUPTED if from_signal else EXIT_USER_ERROR) from None
+            except KeyboardInterrupt:  # a second Ctrl-C: stop at once; saved checkpoints are intact
+                error_console.print("[yellow]aborted[/]")
+                raise typer.Exit(EXIT_INTERRUPTED) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -100,13 +103,13 @@ def train(
         None,
         "--data",
         "-d",
-        help="Image folder, .npz file, or builtin:faces / builtin:shapes [default: a built-in set]",
+        help="Image folder, .npz file, or builtin:faces / builtin:shapes (default: a built-in set)",
         rich_help_panel=DATA_PANEL,
     ),
     limit: int | None = typer.Option(
         None,
         "--limit",
-        help="Use at most N images (built-in sets: generate N) [default: all; 5000 built-in]",
+        help="Use at most N images (built-in sets: generate N) (default: all; 5000 built-in)",
         rich_help_panel=DATA_PANEL,
     ),
     epochs: int | None = typer.Option(
@@ -114,8 +117,8 @@ def train(
         "--epochs",
         "-e",
         min=1,
-        help="Train until this many epochs are done [default: 5; "
-        "on --resume, the run's own target]",
+        help="Train until this many epochs are done (default: 5; "
+        "on --resume, the run's own target)",
         rich_help_panel=TRAINING_PANEL,
     ),
     batch_size: int | None = typer.Option(
@@ -123,13 +126,13 @@ def train(
         "--batch-size",
         "-b",
         min=1,
-        help="Images per batch [default: the model's]",
+        help="Images per batch (default: the model's)",
         rich_help_panel=TRAINING_PANEL,
     ),
     seed: int | None = typer.Option(
         None,
         "--seed",
-        help="Seed for initialisation, shuffling and noise [default: 0]",
+        help="Seed for initialisation, shuffling and noise (default: 0)",
         rich_help_panel=TRAINING_PANEL,
     ),
     device: str = typer.Option(
@@ -156,8 +159,8 @@ def train(
     run_dir: Path | None = typer.Option(
         None,
         "--run-dir",
-        help="Run folder [default: runs/NAME/DATE_TIME]; with --resume, the run to "
-        "continue [default: the newest]",
+        help="Run folder (default: runs/NAME/DATE_TIME); with --resume, the run to "
+        "continue (default: the newest)",
         rich_help_panel=RUN_PANEL,
     ),
     resume: bool = typer.Option(
@@ -222,10 +225,10 @@ def sample(
     name: str = typer.Argument(..., help="Model whose run to sample from."),
     count: int = typer.Option(64, "--n", "-n", min=1, max=4096, help="Number of images."),
     run_dir: Path | None = typer.Option(
-        None, "--run", help="Run folder [default: the newest run of NAME under ./runs]"
+        None, "--run", help="Run folder (default: the newest run of NAME under ./runs)"
     ),
     out: Path | None = typer.Option(
-        None, "--out", help="PNG to write [default: RUN/samples/sample_seedS_nN.png]"
+        None, "--out", help="PNG to write (default: RUN/samples/sample_seedS_nN.png)"
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the noise: same seed, same images."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import signal
 import time
 from collections.abc import Iterator, Mapping
@@ -24,6 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Column
 
 from gentool.api import Batch, ModelPlugin
+from gentool.atomic import write_text
 from gentool.checkpoint import RunFolder, RunRecord, latest_run, new_run_folder
 from gentool.config import config_to_dict
 from gentool.data import BatchLoader, ImageDataset, load_dataset, to_uint8
@@ -241,8 +243,8 @@ def fit(
                     raise Interrupted(
                         f"{stop.signal_name}: stopped at epoch {epoch + 1}, step "
                         f"{progress.step_in_epoch}/{loader.steps_per_epoch}, checkpoint saved; "
-                        f"resume with: gentool train {plugin.name} --resume --run-dir {run}"
-                        f" --epochs {epochs}"
+                        f"resume with: gentool train {plugin.name} --resume --run-dir "
+                        f"{shlex.quote(str(run))} --epochs {epochs}"
                     )
             progress.epoch, progress.step_in_epoch = epoch + 1, 0
             if plugin.capabilities.sample:
@@ -283,12 +285,12 @@ class MetricsLog:
     def __init__(self, path: Path, *, keep_through_step: int) -> None:
         self.path = path
         if path.exists():
-            kept = [
-                line
-                for line in path.read_text(encoding="utf-8").splitlines()
-                if _step_of(line) is not None and _step_of(line) <= keep_through_step
-            ]
-            path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+            kept = []
+            for line in path.read_text(encoding="utf-8").splitlines():
+                step = _step_of(line)
+                if step is not None and step <= keep_through_step:
+                    kept.append(line + "\n")
+            write_text(path, "".join(kept))
 
     def append(self, values: Mapping[str, float]) -> None:
         with self.path.open("a", encoding="utf-8") as file:
