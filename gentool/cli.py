@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -138,6 +139,12 @@ def train(
     device: str = typer.Option(
         "auto", "--device", help="auto, cpu, cuda or cuda:N", rich_help_panel=TRAINING_PANEL
     ),
+    kernels: str | None = typer.Option(
+        None,
+        "--kernels",
+        help="Fused-kernel backend: auto, triton or torch (default: $GENTOOL_KERNELS, else auto)",
+        rich_help_panel=TRAINING_PANEL,
+    ),
     lr: float | None = typer.Option(
         None, "--lr", help="Learning rate (same as -o lr=...)", rich_help_panel=MODEL_PANEL
     ),
@@ -177,9 +184,13 @@ def train(
       gentool train dcgan --limit 2000 -o image_size=32 --epochs 3
       gentool train dcgan --resume --epochs 30[/]
     """
+    from gentool.kernels.dispatch import BACKEND_ENV, requested_backend
     from gentool.train import TrainRequest, run_training
 
     entry = resolve(name)
+    if kernels is not None:
+        os.environ[BACKEND_ENV] = kernels
+        requested_backend()  # validates the name
     if resume:
         changed = {
             "--option": overrides,

@@ -31,6 +31,7 @@ from gentool.config import config_to_dict
 from gentool.data import BatchLoader, ImageDataset, load_dataset, to_uint8
 from gentool.errors import DataError, GentoolError, Interrupted, PluginError, TrainingError
 from gentool.images import save_grid
+from gentool.kernels.dispatch import check_requested_backend
 from gentool.models import build_model, spec_to_dict
 from gentool.registry import PluginEntry
 
@@ -85,6 +86,7 @@ def run_training(request: TrainRequest, console: Console) -> tuple[TrainSummary,
     plugin = request.entry.plugin
     assert plugin is not None  # the registry resolves loaded plugins only
     device = resolve_device(request.device)
+    check_requested_backend(device)
     if request.resume:
         run, record, config, dataset = _resumed_run(request, plugin)
     else:

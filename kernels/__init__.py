@@ -1,8 +1,11 @@
-"""Fused operations for gentool's models, each with a PyTorch implementation that is the reference.
+"""Fused operations for gentool's models.
 
-Importing this package does not import Triton; only the kernel files do, when a kernel is used.
+Each op has a PyTorch implementation, which is also the reference its kernels are tested against,
+and a Triton implementation picked by the rule in `dispatch.py`. Triton is imported only when a
+Triton kernel runs (the `triton_*` modules), so gentool works where Triton is not installed.
 """
 
 from gentool.kernels.convt_bn_relu import ConvTransposeBNReLU
+from gentool.kernels.reparam_kl import reparameterize_kl, reparameterize_kl_reference
 
-__all__ = ["ConvTransposeBNReLU"]
+__all__ = ["ConvTransposeBNReLU", "reparameterize_kl", "reparameterize_kl_reference"]

@@ -1,16 +1,20 @@
-"""Shared fixtures. Triton kernels run on the CPU through its interpreter when no GPU is present;
-the variable is read when kernels are decorated, so it is set before any gentool import."""
+"""Shared fixtures.
+
+Without a GPU, Triton kernels run on the CPU through Triton's interpreter. Triton reads
+TRITON_INTERPRET when kernels are decorated, so it is set before gentool loads any kernel.
+"""
 
 from __future__ import annotations
 
 import os
-
-os.environ.setdefault("TRITON_INTERPRET", "0" if os.environ.get("CUDA_VISIBLE_DEVICES") else "1")
-
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from gentool.registry import PluginEntry, resolve
 

@@ -156,3 +156,16 @@ def test_every_command_has_help_with_an_example():
     for command in (["train"], ["sample"], ["list"], ["info"], ["data", "make"]):
         result = invoke(*command, "--help")
         assert result.exit_code == 0 and "Example" in result.output, command
+
+
+def test_kernel_backend_is_validated_before_training(in_tmp, monkeypatch):
+    monkeypatch.setenv("GENTOOL_KERNELS", "auto")  # restored after the CLI sets it
+    assert_one_line_error(
+        invoke("train", "dcgan", "--kernels", "fastest"),
+        1,
+        "GENTOOL_KERNELS='fastest' is not a kernel backend; use one of auto, triton, torch",
+    )
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    result = invoke("train", "dcgan", "--kernels", "triton", "--device", "cpu")
+    assert_one_line_error(result, 1, "--kernels triton cannot run here (the tensor is on cpu")
+    assert not (in_tmp / "runs").exists()
