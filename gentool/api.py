@@ -32,11 +32,13 @@ if TYPE_CHECKING:
 __all__ = [
     "API_VERSION",
     "SUPPORTED_API_VERSIONS",
+    "AutoencodingModel",
     "Batch",
     "Capabilities",
     "ConfigError",
     "DataSpec",
     "GenerativeModel",
+    "LatentModel",
     "ModelPlugin",
     "TrainContext",
     "option",
@@ -100,6 +102,9 @@ class ModelPlugin:
     value_range: tuple[float, float] = (-1.0, 1.0)  # the data layer scales pixels into this range
     default_batch_size: int = 64
     api_version: int = API_VERSION
+    # A tiny configuration (a few thousand parameters, small images) that the conformance kit
+    # builds and trains on the CPU in a moment.
+    test_config: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def parse_config(self, values: Mapping[str, Any] | None = None) -> Any:
         """The config from user values over the defaults; a ConfigError names what is wrong."""
@@ -150,5 +155,37 @@ class GenerativeModel(Protocol):
         labels: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """(n, C, H, W) float images in the plugin's value range (needs `capabilities.sample`)."""
+        """(n, C, H, W) float images in the plugin's value range (needs `capabilities.sample`).
+
+        Conditional models take `labels`, (n,) class indexes."""
+        ...
+
+
+class LatentModel(Protocol):
+    """Optional members of a generative model that `gentool interpolate` walks through."""
+
+    def sample_latent(
+        self,
+        n: int,
+        *,
+        labels: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """(n, ...) codes from the model's prior."""
+        ...
+
+    def decode(self, z: torch.Tensor, *, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Images in the plugin's value range from codes."""
+        ...
+
+
+class AutoencodingModel(Protocol):
+    """Members a model has when its capabilities say `reconstruct` and `encode`."""
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) reconstructions of images in the plugin's value range."""
+        ...
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, ...) codes of images in the plugin's value range."""
         ...

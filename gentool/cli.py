@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
-import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gentool import __version__
-from gentool.config import config_to_dict, parse_assignment
+from gentool.config import config_to_dict, parse_assignment, toml_load_file
 from gentool.errors import ConfigError, GentoolError, Interrupted
 from gentool.registry import PluginEntry, clashing_names, discover, resolve
 
@@ -235,25 +233,100 @@ def train(
 def sample(
     name: str = typer.Argument(..., help="Model whose run to sample from."),
     count: int = typer.Option(64, "--n", "-n", min=1, max=4096, help="Number of images."),
+    label: str | None = typer.Option(
+        None, "--label", help="Conditional models: the class to draw, by index or name."
+    ),
+    grid_by_class: bool | None = typer.Option(
+        None,
+        "--grid-by-class/--no-grid-by-class",
+        help="Conditional models: one row per class (default for them).",
+        show_default=False,
+    ),
     run_dir: Path | None = typer.Option(
         None, "--run", help="Run folder (default: the newest run of NAME under ./runs)"
     ),
     out: Path | None = typer.Option(
-        None, "--out", help="PNG to write (default: RUN/samples/sample_seedS_nN.png)"
+        None, "--out", help="File to write (default: RUN/samples/sample_seedS_nN.png or .npz)"
+    ),
+    output_format: str = typer.Option(
+        "png", "--format", help="png (a grid) or npz (the raw images, and labels, as arrays)"
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the noise: same seed, same images."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),
 ) -> None:
     """Write a grid of new images from a trained model.
 
-    [dim]Example: gentool sample dcgan --n 64 --seed 3 --out faces.png[/]
+    [dim]Examples:
+      gentool sample dcgan --n 64 --seed 3 --out faces.png
+      gentool sample cgan --label circle --n 16
+      gentool sample vae --n 1000 --format npz --out samples.npz[/]
     """
     from gentool.generate import sample_images
 
-    entry = resolve(name)
-    path = sample_images(entry, count=count, run_dir=run_dir, out=out, seed=seed, device=device)
-    columns = math.ceil(math.sqrt(count))
-    console.print(f"wrote {count} samples ({columns} per row) to {path}", highlight=False)
+    if output_format not in ("png", "npz"):
+        raise GentoolError(f"--format must be png or npz, got {output_format!r}")
+    written = sample_images(
+        resolve(name),
+        count=count,
+        run_dir=run_dir,
+        out=out,
+        seed=seed,
+        device=device,
+        label=label,
+        grid_by_class=grid_by_class,
+        output_format=output_format,
+    )
+    layout = "" if output_format == "npz" else f" ({written.columns} per row)"
+    console.print(f"wrote {written.count} samples{layout} to {written.path}", highlight=False)
+
+
+@app.command()
+@user_errors
+def interpolate(
+    name: str = typer.Argument(..., help="Generative model whose run to walk through."),
+    steps: int = typer.Option(8, "--steps", min=2, max=64, help="Images per row, ends included."),
+    rows: int = typer.Option(8, "--rows", min=1, max=64, help="Random code pairs, one per row."),
+    method: str = typer.Option("slerp", "--method", help="lerp (straight) or slerp (spherical)"),
+    start_image: Path | None = typer.Option(
+        None, "--from", help="Models that encode: walk from this image's code ..."
+    ),
+    end_image: Path | None = typer.Option(None, "--to", help="... to this image's code."),
+    run_dir: Path | None = typer.Option(
+        None, "--run", help="Run folder (default: the newest run of NAME under ./runs)"
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="PNG to write (default: RUN/samples/interpolate_METHOD_seedS.png)"
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random codes."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),
+) -> None:
+    """Walk through a model's latent space: rows of images between pairs of codes.
+
+    [dim]Examples:
+      gentool interpolate dcgan --steps 10 --method lerp
+      gentool interpolate vae --from a.png --to b.png --steps 12[/]
+    """
+    from gentool.generate import interpolate_images
+
+    if method not in ("lerp", "slerp"):
+        raise GentoolError(f"--method must be lerp or slerp, got {method!r}")
+    written = interpolate_images(
+        resolve(name),
+        run_dir=run_dir,
+        out=out,
+        steps=steps,
+        rows=rows,
+        method=method,
+        seed=seed,
+        device=device,
+        start_image=start_image,
+        end_image=end_image,
+    )
+    console.print(
+        f"wrote {written.count // written.columns} walks of {written.columns} steps to "
+        f"{written.path}",
+        highlight=False,
+    )
 
 
 @app.command("list")
@@ -355,7 +428,7 @@ def _config_values(
     """Config values from the TOML file, then -o assignments, then --lr, later ones winning."""
     values: dict[str, Any] = {}
     if config_file is not None:
-        values.update(_read_toml(config_file))
+        values.update(toml_load_file(config_file))
     for assignment in overrides:
         key, value = parse_assignment(assignment)
         values[key] = value
@@ -365,20 +438,6 @@ def _config_values(
         values["lr"] = lr
     entry.plugin.parse_config(values)  # fail now, before any data is read
     return values
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:
-        import tomli as tomllib
-    try:
-        with path.open("rb") as file:
-            return tomllib.load(file)
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
 
 
 def _capability_names(entry: PluginEntry) -> list[str]:

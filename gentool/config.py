@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
+import math
+import sys
 import types
 import typing
 from collections.abc import Mapping
@@ -121,6 +124,54 @@ def config_to_dict(config: Any) -> dict[str, Any]:
         value = getattr(config, field.name)
         result[field.name] = list(value) if isinstance(value, tuple) else value
     return result
+
+
+def config_to_toml(config: Any) -> str:
+    """The config as TOML, a `key = value` line per field; None, which TOML lacks, is left out."""
+    lines = []
+    for key, value in config_to_dict(config).items():
+        if value is not None:
+            lines.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def toml_loads(text: str) -> dict[str, Any]:
+    """Parse TOML text (tomllib, or tomli before Python 3.11)."""
+    return _toml_module().loads(text)
+
+
+def toml_load_file(path: Any) -> dict[str, Any]:
+    """Parse a TOML file; a ConfigError names the file when it is missing or malformed."""
+    module = _toml_module()
+    try:
+        with open(path, "rb") as file:
+            return module.load(file)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (module.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
+
+
+def _toml_module() -> Any:
+    if sys.version_info >= (3, 11):
+        import tomllib
+
+        return tomllib
+    import tomli
+
+    return tomli
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    return str(value)
 
 
 def parse_assignment(text: str) -> tuple[str, str]:

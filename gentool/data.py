@@ -165,6 +165,24 @@ def to_uint8(images: torch.Tensor, value_range: tuple[float, float]) -> torch.Te
     return scaled.round().clamp(0, 255).to(torch.uint8)
 
 
+def load_image(path: Path, spec: DataSpec) -> torch.Tensor:
+    """One image file fitted to a model's data shape, as (C, H, W) uint8."""
+    try:
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image)
+            image = image.convert("L" if spec.channels == 1 else "RGB")
+            if image.size != (spec.width, spec.height):
+                image = ImageOps.fit(image, (spec.width, spec.height), Image.Resampling.LANCZOS)
+            pixels = np.array(image)
+    except FileNotFoundError:
+        raise DataError(f"image {path} does not exist") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise DataError(f"cannot read image {path}: {error}") from None
+    if pixels.ndim == 2:
+        pixels = pixels[..., None]
+    return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
+
+
 def make_builtin_arrays(
     name: str, count: int, size: int
 ) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...]]:

@@ -1,17 +1,33 @@
-"""Generating images from a trained run."""
+"""Generating images from a trained run: sample grids, class grids and latent walks."""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
+import numpy as np
 import torch
 
-from gentool.data import to_uint8
+from gentool.api import DataSpec, ModelPlugin
+from gentool.atomic import atomic_write
+from gentool.data import load_image, to_uint8, to_value_range
 from gentool.errors import GentoolError, PluginError
 from gentool.images import save_grid
-from gentool.models import load_trained
+from gentool.models import load_trained, spec_from_dict
 from gentool.registry import PluginEntry
 from gentool.train import resolve_device
+
+OutputFormat = Literal["png", "npz"]
+Interpolation = Literal["lerp", "slerp"]
+
+
+@dataclass(frozen=True)
+class Written:
+    path: Path
+    count: int
+    columns: int
 
 
 def sample_images(
@@ -22,21 +38,178 @@ def sample_images(
     out: Path | None,
     seed: int,
     device: str,
-) -> Path:
-    """Draw `count` images from a run's model and write them as one grid PNG; return its path."""
-    plugin = entry.plugin
-    assert plugin is not None
+    label: str | None = None,
+    grid_by_class: bool | None = None,
+    output_format: OutputFormat = "png",
+) -> Written:
+    """Draw images from a run's model and write them as a grid PNG or an .npz of raw values.
+
+    Conditional models draw one row per class by default (`grid_by_class`), `count` being the total
+    (rounded down to whole rows), or `count` images of one class with `label`.
+    """
+    plugin = _plugin_of(entry)
     if not plugin.capabilities.sample:
         raise GentoolError(f"{plugin.name} does not generate new images, so it cannot sample")
     model, record, run = load_trained(entry, run_dir, resolve_device(device))
-    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    spec = spec_from_dict(record.data["spec"])
+    labels, columns = _sample_labels(plugin, spec, count, label, grid_by_class)
+    generator = _generator(model, seed)
     with torch.no_grad():
-        images = model.sample(count, generator=generator)
-    spec = record.data["spec"]
-    expected = (count, spec["channels"], spec["height"], spec["width"])
+        images = model.sample(
+            len(labels) if labels is not None else count, labels=labels, generator=generator
+        )
+    _check_images(plugin, images, images.shape[0], spec)
+    suffix = f"sample_seed{seed}_n{images.shape[0]}.{output_format}"
+    path = out or run.samples_dir / suffix
+    if output_format == "npz":
+        _save_npz(path, images, labels, plugin.value_range)
+    else:
+        save_grid(to_uint8(images, plugin.value_range), path, columns=columns)
+    return Written(path, images.shape[0], columns)
+
+
+def interpolate_images(
+    entry: PluginEntry,
+    *,
+    run_dir: Path | None,
+    out: Path | None,
+    steps: int,
+    rows: int,
+    method: Interpolation,
+    seed: int,
+    device: str,
+    start_image: Path | None = None,
+    end_image: Path | None = None,
+) -> Written:
+    """A grid whose rows walk through latent space between two codes, in `steps` images each.
+
+    The codes are random pairs from the model's prior, or the codes of two images (for models
+    that encode), in which case there is one row from the first image to the second.
+    """
+    plugin = _plugin_of(entry)
+    model, record, run = load_trained(entry, run_dir, resolve_device(device))
+    if not (hasattr(model, "sample_latent") and hasattr(model, "decode")):
+        raise GentoolError(f"{plugin.name} has no latent space to walk (no sample_latent/decode)")
+    spec = spec_from_dict(record.data["spec"])
+    labels = None
+    if (start_image is None) != (end_image is None):
+        raise GentoolError("--from and --to go together: give both images or neither")
+    if start_image is not None and end_image is not None:
+        if not plugin.capabilities.encode:
+            raise GentoolError(
+                f"{plugin.name} cannot encode images, so it cannot walk between two of them; "
+                "drop --from/--to to walk between random codes"
+            )
+        pixels = torch.stack([load_image(path, spec) for path in (start_image, end_image)])
+        images = to_value_range(pixels, plugin.value_range).to(_device_of(model))
+        with torch.no_grad():
+            codes = model.encode(images)
+        start, end = codes[:1], codes[1:]
+    else:
+        generator = _generator(model, seed)
+        if plugin.capabilities.conditional:
+            labels = torch.arange(rows, device=_device_of(model)) % spec.num_classes
+        start = model.sample_latent(rows, labels=labels, generator=generator)
+        end = model.sample_latent(rows, labels=labels, generator=generator)
+    walk = torch.stack([_interpolate(start, end, t, method) for t in _fractions(steps)], dim=1)
+    flat = walk.flatten(0, 1)  # (rows·steps, latent): row by row
+    row_labels = None if labels is None else labels.repeat_interleave(steps)
+    with torch.no_grad():
+        images = model.decode(flat, labels=row_labels)
+    _check_images(plugin, images, flat.shape[0], spec)
+    path = out or run.samples_dir / f"interpolate_{method}_seed{seed}.png"
+    save_grid(to_uint8(images, plugin.value_range), path, columns=steps)
+    return Written(path, images.shape[0], steps)
+
+
+def slerp(start: torch.Tensor, end: torch.Tensor, t: float) -> torch.Tensor:
+    """Spherical interpolation of each row pair (White 2016): keeps norms typical of a Gaussian."""
+    start_flat, end_flat = start.flatten(1), end.flatten(1)
+    cosine = torch.nn.functional.cosine_similarity(start_flat, end_flat, dim=1).clamp(-1, 1)
+    omega = torch.arccos(cosine)[:, None]  # (rows, 1)
+    sin_omega = torch.sin(omega)
+    nearly_parallel = sin_omega.abs() < 1e-6
+    safe = torch.where(nearly_parallel, torch.ones_like(sin_omega), sin_omega)
+    spherical = (torch.sin((1 - t) * omega) * start_flat + torch.sin(t * omega) * end_flat) / safe
+    linear = torch.lerp(start_flat, end_flat, t)
+    return torch.where(nearly_parallel, linear, spherical).view_as(start)
+
+
+def _interpolate(start: torch.Tensor, end: torch.Tensor, t: float, method: Interpolation):
+    if t == 0.0:
+        return start  # exact endpoints: an image walk starts at the image's own code
+    if t == 1.0:
+        return end
+    return slerp(start, end, t) if method == "slerp" else torch.lerp(start, end, t)
+
+
+def _fractions(steps: int) -> list[float]:
+    return [index / (steps - 1) for index in range(steps)]
+
+
+def _sample_labels(
+    plugin: ModelPlugin,
+    spec: DataSpec,
+    count: int,
+    label: str | None,
+    grid_by_class: bool | None,
+) -> tuple[torch.Tensor | None, int]:
+    """The labels to sample with (None for unconditional models) and the grid's columns."""
+    square = math.ceil(math.sqrt(count))
+    if not plugin.capabilities.conditional:
+        if label is not None or grid_by_class:
+            raise GentoolError(
+                f"{plugin.name} is not conditional: --label and --grid-by-class need a model "
+                "trained with class labels"
+            )
+        return None, square
+    if label is not None:
+        return torch.full((count,), _class_index(label, spec), dtype=torch.int64), square
+    if grid_by_class is False:
+        return torch.arange(count) % spec.num_classes, square
+    per_class = max(1, count // spec.num_classes)
+    return torch.arange(spec.num_classes).repeat_interleave(per_class), per_class
+
+
+def _class_index(label: str, spec: DataSpec) -> int:
+    if label in spec.class_names:
+        return spec.class_names.index(label)
+    if label.isdigit() and int(label) < spec.num_classes:
+        return int(label)
+    names = ", ".join(f"{index}={name}" for index, name in enumerate(spec.class_names))
+    raise GentoolError(f"unknown --label {label!r}; the classes are {names}")
+
+
+def _check_images(plugin: ModelPlugin, images: torch.Tensor, count: int, spec: DataSpec) -> None:
+    expected = (count, spec.channels, spec.height, spec.width)
     if tuple(images.shape) != expected:
         raise PluginError(
-            f"{plugin.name}: sample returned shape {tuple(images.shape)}, expected {expected}"
+            f"{plugin.name} returned images of shape {tuple(images.shape)}, expected {expected}"
         )
-    path = out or run.samples_dir / f"sample_seed{seed}_n{count}.png"
-    return save_grid(to_uint8(images, plugin.value_range), path)
+
+
+def _save_npz(
+    path: Path, images: torch.Tensor, labels: torch.Tensor | None, value_range: tuple[float, float]
+) -> None:
+    arrays = {
+        "images": images.detach().float().cpu().numpy(),  # (N, C, H, W) in the model's range
+        "value_range": np.array(value_range, dtype=np.float32),
+    }
+    if labels is not None:
+        arrays["labels"] = labels.cpu().numpy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as temporary, temporary.open("wb") as file:
+        np.savez(file, **arrays)
+
+
+def _plugin_of(entry: PluginEntry) -> ModelPlugin:
+    assert entry.plugin is not None  # the registry resolves loaded plugins only
+    return entry.plugin
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _generator(model: torch.nn.Module, seed: int) -> torch.Generator:
+    return torch.Generator(device=_device_of(model)).manual_seed(seed)

@@ -212,7 +212,7 @@ def fit(
     batch_size = record.training["batch_size"]
     torch.manual_seed(seed)  # before build, so weight initialisation follows the seed
     model = build_model(plugin, config, dataset.spec, device)
-    optimizers = _optimizers_of(model, plugin)
+    optimizers = optimizers_of(model, plugin)
     if resume:
         run.load_model(record, model)
         run.load_training_state(record, optimizers)
@@ -233,7 +233,7 @@ def fit(
             display.start_epoch(epoch, epochs, loader.steps_per_epoch, progress.step_in_epoch)
             for batch in loader.epoch(epoch, start_step=progress.step_in_epoch):
                 context.epoch, context.global_step = epoch, progress.global_step
-                logs = _train_step(model, batch, context, optimizers, manual, plugin)
+                logs = train_step(model, batch, context, optimizers, manual, plugin)
                 _check_finite(logs, epoch, progress.step_in_epoch, run, record)
                 progress.step_in_epoch += 1
                 progress.global_step += 1
@@ -306,7 +306,7 @@ def _step_of(line: str) -> int | None:
         return None  # a line torn by a crash mid-write
 
 
-def _optimizers_of(model: torch.nn.Module, plugin: ModelPlugin) -> dict[str, torch.optim.Optimizer]:
+def optimizers_of(model: torch.nn.Module, plugin: ModelPlugin) -> dict[str, torch.optim.Optimizer]:
     optimizers = model.configure_optimizers()
     if (
         not isinstance(optimizers, Mapping)
@@ -327,7 +327,7 @@ def _optimizers_of(model: torch.nn.Module, plugin: ModelPlugin) -> dict[str, tor
     return dict(optimizers)
 
 
-def _train_step(
+def train_step(
     model: torch.nn.Module,
     batch: Batch,
     context: StepContext,
@@ -339,7 +339,7 @@ def _train_step(
     if manual:
         outputs = model.training_step(batch, context)
     else:
-        (optimizer,) = optimizers.values()
+        ((name, optimizer),) = optimizers.items()
         optimizer.zero_grad(set_to_none=True)
         outputs = model.training_step(batch, context)
         if "loss" not in outputs:
@@ -347,8 +347,8 @@ def _train_step(
         loss = outputs["loss"]
         if torch.isfinite(loss):  # a non-finite loss must not reach the weights
             context.backward(loss)
-            optimizer.step()
-    return {name: float(value) for name, value in outputs.items()}
+            context.step(name)
+    return {name: float(torch.as_tensor(value).detach()) for name, value in outputs.items()}
 
 
 def _check_finite(

@@ -43,4 +43,5 @@ plugin = ModelPlugin(
     capabilities=Capabilities(sample=True),
     value_range=(-1.0, 1.0),
     default_batch_size=128,
+    test_config={"image_size": 16, "latent_dim": 8, "g_features": 8, "d_features": 8},
 )

@@ -129,6 +129,21 @@ class DCGAN(nn.Module):
             "d_fake": torch.sigmoid(fake_logits).mean().detach(),  # D(G(z)) before G's update
         }
 
+    def sample_latent(
+        self,
+        n: int,
+        *,
+        labels: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Noise vectors z ~ N(0, I), the generator's input."""
+        device = next(self.parameters()).device
+        return torch.randn(n, self.config.latent_dim, generator=generator, device=device)
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, *, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.generator(z)
+
     @torch.no_grad()
     def sample(
         self,
@@ -137,6 +152,4 @@ class DCGAN(nn.Module):
         labels: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        device = next(self.parameters()).device
-        z = torch.randn(n, self.config.latent_dim, generator=generator, device=device)
-        return self.generator(z)
+        return self.decode(self.sample_latent(n, generator=generator))
