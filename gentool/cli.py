@@ -34,6 +34,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Work with datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+plugin_app = typer.Typer(help="Write and check model plugins.", no_args_is_help=True)
+app.add_typer(plugin_app, name="plugin")
 
 console = Console(soft_wrap=True)
 error_console = Console(stderr=True, soft_wrap=True)
@@ -420,6 +422,57 @@ def data_make(
 
     written = write_builtin_set(kind, folder, count=count, size=size)
     console.print(f"wrote {written} {kind} images ({size}×{size}) to {folder}", highlight=False)
+
+
+@plugin_app.command("check")
+@user_errors
+def plugin_check(
+    name: str = typer.Argument(..., help="Installed model to check, or DIST:NAME."),
+) -> None:
+    """Run the conformance kit on an installed model plugin: one row per rule of the plugin API.
+
+    [dim]Example: gentool plugin check mymodel[/]
+    """
+    from gentool.testing import check_plugin
+
+    entry = resolve(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the table shows each failure
+        results = check_plugin(entry.plugin, on_fail="warn")
+    table = Table("check", "rule", title=f"{entry.qualified_name} {entry.version}")
+    table.add_column("result", overflow="fold")
+    for result in results:
+        verdict = "[green]passed[/]" if result.passed else f"[red]FAILED[/]: {result.message}"
+        table.add_row(result.check, result.description, verdict)
+    console.print(table)
+    failed = [result.check for result in results if not result.passed]
+    if failed:
+        raise GentoolError(f"{len(failed)} of {len(results)} checks failed: {', '.join(failed)}")
+    console.print(f"[green]all {len(results)} checks passed[/]")
+
+
+@plugin_app.command("new")
+@user_errors
+def plugin_new(
+    name: str = typer.Argument(..., help="The model's name, e.g. wgan-gp."),
+    folder: Path | None = typer.Option(
+        None, "--dir", help="Where to write the package (default: ./gentool-NAME)"
+    ),
+) -> None:
+    """Write a ready plugin package: pyproject with the entry point, a small model, a kit test.
+
+    [dim]Example: gentool plugin new wgan-gp && pip install -e ./gentool-wgan-gp[/]
+    """
+    from gentool.scaffold import write_plugin_package
+
+    folder = folder or Path(f"gentool-{name}")
+    for path in write_plugin_package(name, folder):
+        console.print(f"  {path}", highlight=False)
+    console.print(
+        f"wrote the {name} plugin package; next: pip install -e {folder} && gentool plugin "
+        f"check {name}",
+        highlight=False,
+    )
 
 
 def _config_values(

@@ -5,6 +5,10 @@ unsupported `api_version`, or is not a `ModelPlugin` is kept as an entry with it
 list` shows it, and it fails a command only when that command asks for it (set
 ``GENTOOL_STRICT_PLUGINS=1`` to raise at discovery instead). When two distributions provide the
 same name, each stays reachable as ``distribution:name`` and the bare name is refused as ambiguous.
+
+``GENTOOL_LOAD_PLUGINS=a,b`` loads only the third-party plugins named there (by model or
+distribution name); set but empty, it loads the built-in models alone. The variable exists to
+rule a misbehaving plugin out without uninstalling it.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from gentool.errors import PluginError
 
 ENTRY_POINT_GROUP = "gentool.models"
 STRICT_ENV = "GENTOOL_STRICT_PLUGINS"
+LOAD_ENV = "GENTOOL_LOAD_PLUGINS"
+BUILT_IN_DISTRIBUTION = "gentool"
 
 
 @dataclass(frozen=True)
@@ -44,10 +50,17 @@ class PluginEntry:
 def discover() -> list[PluginEntry]:
     """Every plugin entry point visible to this interpreter, sorted by name then distribution."""
     strict = os.environ.get(STRICT_ENV, "").lower() in {"1", "true", "yes"}
+    allowed = _allowed_third_party()
     entries: dict[tuple[str, str], PluginEntry] = {}
     for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
         distribution = entry_point.dist
         dist_name = _normalize(distribution.name) if distribution else "unknown"
+        if (
+            allowed is not None
+            and dist_name != BUILT_IN_DISTRIBUTION
+            and not {_normalize(entry_point.name), dist_name} & allowed
+        ):
+            continue
         key = (dist_name, entry_point.name)
         # A source checkout can expose the same distribution twice (egg-info beside dist-info).
         if key not in entries:
@@ -88,6 +101,13 @@ def clashing_names(entries: list[PluginEntry]) -> set[str]:
     for entry in entries:
         seen[entry.name] = seen.get(entry.name, 0) + 1
     return {name for name, count in seen.items() if count > 1}
+
+
+def _allowed_third_party() -> set[str] | None:
+    """The third-party names GENTOOL_LOAD_PLUGINS admits, or None when it is not set."""
+    if LOAD_ENV not in os.environ:
+        return None
+    return {_normalize(name.strip()) for name in os.environ[LOAD_ENV].split(",") if name.strip()}
 
 
 def _load(

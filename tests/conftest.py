@@ -7,6 +7,7 @@ TRITON_INTERPRET when kernels are decorated, so it is set before gentool loads a
 from __future__ import annotations
 
 import os
+import textwrap
 from dataclasses import replace
 from pathlib import Path
 
@@ -48,3 +49,23 @@ def dcgan_entry() -> PluginEntry:
 def entry_for(plugin, base: PluginEntry) -> PluginEntry:
     """A registry entry for a plugin defined in a test, as if a distribution had installed it."""
     return replace(base, name=plugin.name, plugin=plugin, error=None)
+
+
+def install_fake_distribution(
+    site: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    dist: str = "fake-models",
+    module: str,
+    source: str,
+    entry_points: dict[str, str],
+) -> None:
+    """Lay out an installed distribution (module + dist-info) on a sys.path entry."""
+    site.mkdir(exist_ok=True)
+    (site / f"{module}.py").write_text(textwrap.dedent(source))
+    info = site / f"{dist.replace('-', '_')}-1.2.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.2\n")
+    lines = "".join(f"{name} = {target}\n" for name, target in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[gentool.models]\n{lines}")
+    monkeypatch.syspath_prepend(str(site))

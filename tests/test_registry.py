@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import json
-import textwrap
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -10,6 +8,7 @@ from typer.testing import CliRunner
 from gentool.cli import app
 from gentool.errors import PluginError
 from gentool.registry import discover, resolve
+from tests.conftest import install_fake_distribution
 
 PLUGIN_SOURCE = """
 from dataclasses import replace
@@ -17,26 +16,6 @@ from gentool.plugins.dcgan import plugin as dcgan
 
 plugin = replace(dcgan, name={name!r}, summary="a third party's GAN", api_version={api_version})
 """
-
-
-def install_fake_distribution(
-    site: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    *,
-    dist: str = "fake-models",
-    module: str,
-    source: str,
-    entry_points: dict[str, str],
-) -> None:
-    """Lay out an installed distribution (module + dist-info) on a sys.path entry."""
-    site.mkdir(exist_ok=True)
-    (site / f"{module}.py").write_text(textwrap.dedent(source))
-    info = site / f"{dist.replace('-', '_')}-1.2.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.2\n")
-    lines = "".join(f"{name} = {target}\n" for name, target in entry_points.items())
-    (info / "entry_points.txt").write_text(f"[gentool.models]\n{lines}")
-    monkeypatch.syspath_prepend(str(site))
 
 
 def fake_plugin(tmp_path, monkeypatch, name="fakegan", api_version=1, **kwargs):
@@ -154,3 +133,13 @@ def test_two_distributions_with_one_name_are_reachable_by_qualified_name(tmp_pat
 def test_unknown_names_list_what_is_available():
     with pytest.raises(PluginError, match=r"unknown model 'nope'; available models: .*dcgan"):
         resolve("nope")
+
+
+def test_load_plugins_limits_third_party_plugins(tmp_path, monkeypatch):
+    fake_plugin(tmp_path, monkeypatch)
+    monkeypatch.setenv("GENTOOL_LOAD_PLUGINS", "")
+    names = {entry.name for entry in discover()}
+    assert "fakegan" not in names and "dcgan" in names
+    for allowed in ("fakegan", "fake-models", "fake_models, other"):
+        monkeypatch.setenv("GENTOOL_LOAD_PLUGINS", allowed)
+        assert "fakegan" in {entry.name for entry in discover()}, allowed

@@ -1,0 +1,488 @@
+"""The conformance kit: the contract every model plugin keeps, as named checks.
+
+A plugin author runs it in their own tests::
+
+    from gentool.testing import parametrize_with_checks
+    from gentool_mymodel import plugin
+
+    @parametrize_with_checks([plugin])
+    def test_plugin(plugin, check):
+        check(plugin)
+
+Each check is a pytest case named ``<plugin>-<check>``, so ``-k`` selects one. Checks adapt to the
+plugin's capability flags; those that do not apply are left out. Outside pytest, `check_plugin`
+runs them all and raises (or warns) on a failure; `gentool plugin check NAME` shows them as a table.
+
+Models are built on the CPU with the plugin's `test_config` (a tiny configuration) for 3-channel
+data, labelled with three classes when the plugin is conditional, filled with random values in the
+plugin's value range.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from gentool.api import Batch, DataSpec, ModelPlugin
+from gentool.config import config_to_dict, config_to_toml, toml_loads
+from gentool.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+CHECK_CLASSES = ("first", "second", "third")
+CHECK_BATCH = 8
+
+
+class CheckFailed(AssertionError):
+    """A plugin broke a rule of the plugin API; the message says which rule and what to do."""
+
+
+@dataclass(frozen=True)
+class Check:
+    """One rule of the plugin API, runnable on a plugin."""
+
+    name: str
+    run: Callable[[ModelPlugin], None]
+    applies: Callable[[ModelPlugin], bool]
+    description: str
+
+    def __call__(self, plugin: ModelPlugin) -> None:
+        self.run(plugin)
+
+    def __repr__(self) -> str:
+        return f"Check({self.name})"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    check: str
+    description: str
+    passed: bool
+    message: str = ""
+
+
+def checks_for(plugin: ModelPlugin) -> list[Check]:
+    """The checks that apply to `plugin`, in order."""
+    return [check for check in CHECKS if check.applies(plugin)]
+
+
+def check_plugin(
+    plugin: ModelPlugin, on_fail: Literal["raise", "warn"] = "raise"
+) -> list[CheckResult]:
+    """Run every applicable check: raise CheckFailed at the first failure, or warn and go on."""
+    results = []
+    for check in checks_for(plugin):
+        try:
+            check(plugin)
+        except Exception as error:  # a crash inside the plugin fails the check as well
+            message = (
+                error.args[0] if isinstance(error, CheckFailed) and error.args else repr(error)
+            )
+            if on_fail == "raise":
+                raise CheckFailed(f"{plugin.name}: {check.name}: {message}") from error
+            warnings.warn(f"{plugin.name}: {check.name}: {message}", stacklevel=2)
+            results.append(CheckResult(check.name, check.description, False, message))
+        else:
+            results.append(CheckResult(check.name, check.description, True))
+    return results
+
+
+def parametrize_with_checks(
+    plugins: Iterable[ModelPlugin], *, expected_failed_checks: Mapping[str, str] | None = None
+) -> Any:
+    """A pytest decorator giving each (plugin, check) pair its own test case.
+
+    `expected_failed_checks` maps check names to why they are known to fail; those cases are strict
+    xfails, so the test suite says when one starts to pass.
+    """
+    import pytest
+
+    expected = dict(expected_failed_checks or {})
+    unknown = set(expected) - {check.name for check in CHECKS}
+    if unknown:
+        raise ValueError(f"unknown check names in expected_failed_checks: {sorted(unknown)}")
+    cases = []
+    for plugin in plugins:
+        for check in checks_for(plugin):
+            marks = []
+            if check.name in expected:
+                marks.append(pytest.mark.xfail(reason=expected[check.name], strict=True))
+            cases.append(pytest.param(plugin, check, id=f"{plugin.name}-{check.name}", marks=marks))
+    return pytest.mark.parametrize(("plugin", "check"), cases)
+
+
+# --- the checks ---------------------------------------------------------------------------------
+
+
+def _import_leaves_torch_unloaded(plugin: ModelPlugin) -> None:
+    module = _plugin_module(plugin)
+    probe = (
+        "import importlib, sys\n"
+        f"importlib.import_module({module!r})\n"
+        "print(sorted(name for name in ('torch', 'triton') if name in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
+    )
+    if result.returncode != 0:
+        last_line = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise CheckFailed(f"importing {module} fails: {last_line}")
+    loaded = result.stdout.strip().splitlines()[-1]
+    if loaded != "[]":
+        raise CheckFailed(
+            f"importing {module} loads {loaded}: import torch inside build(), not at the top of "
+            "the plugin's module, so that `gentool --help` and `gentool list` stay fast"
+        )
+
+
+def _plugin_module(plugin: ModelPlugin) -> str:
+    """The module gentool imports to find `plugin`: its entry point's, else its config's."""
+    from gentool.registry import discover
+
+    for entry in discover():
+        if entry.plugin == plugin:
+            return entry.target.partition(":")[0]
+    return plugin.Config.__module__
+
+
+def _entry_point_resolves(plugin: ModelPlugin) -> None:
+    from gentool.registry import discover
+
+    entries = [entry for entry in discover() if entry.name == plugin.name]
+    if not entries:
+        raise CheckFailed(
+            f"no entry point named {plugin.name!r} in the gentool.models group: declare "
+            f'{plugin.name} = "your_module:plugin" under [project.entry-points."gentool.models"] '
+            "and install the package"
+        )
+    broken = [entry for entry in entries if not entry.ok]
+    if broken:
+        raise CheckFailed(f"the entry point {broken[0].qualified_name} fails: {broken[0].error}")
+    if not any(entry.plugin == plugin for entry in entries):
+        raise CheckFailed(f"the entry point {plugin.name!r} resolves to another plugin")
+
+
+def _config_defaults_validate(plugin: ModelPlugin) -> None:
+    plugin.parse_config({})
+    plugin.parse_config(plugin.test_config)
+    undescribed = [field.name for field in plugin.config_fields() if not field.help.strip()]
+    if undescribed:
+        raise CheckFailed(f"config fields without a description: {', '.join(undescribed)}")
+
+
+def _config_rejects_unknown_keys(plugin: ModelPlugin) -> None:
+    try:
+        plugin.parse_config({"surely_not_an_option": 1})
+    except ConfigError:
+        return
+    raise CheckFailed("an unknown config key was accepted")
+
+
+def _config_round_trips(plugin: ModelPlugin) -> None:
+    config = plugin.parse_config(plugin.test_config)
+    from_json = plugin.parse_config(json.loads(json.dumps(config_to_dict(config))))
+    if from_json != config:
+        raise CheckFailed(f"the config changes through JSON: {config} became {from_json}")
+    from_toml = plugin.parse_config(toml_loads(config_to_toml(config)))
+    if from_toml != config:
+        raise CheckFailed(f"the config changes through TOML: {config} became {from_toml}")
+
+
+def _builds_on_cpu(plugin: ModelPlugin) -> None:
+    import torch
+
+    model, _ = _build(plugin)
+    if not isinstance(model, torch.nn.Module):
+        raise CheckFailed(f"build returned {type(model).__name__}, not a torch.nn.Module")
+    if not any(parameter.requires_grad for parameter in model.parameters()):
+        raise CheckFailed("the model has no trainable parameters")
+    for method in ("configure_optimizers", "training_step"):
+        if not callable(getattr(model, method, None)):
+            raise CheckFailed(f"the model has no {method}() method")
+
+
+def _training_step_updates_parameters(plugin: ModelPlugin) -> None:
+    import torch
+
+    from gentool.train import StepContext, optimizers_of, train_step
+
+    model, spec = _build(plugin)
+    optimizers = optimizers_of(model, plugin)
+    manual = bool(getattr(model, "manual_optimization", False))
+    owners = _parameter_owners(model, optimizers)
+    before = {name: value.detach().clone() for name, value in model.named_parameters()}
+
+    class AuditingContext(StepContext):
+        """Checks that parameters move only inside ctx.step, each by the optimizer that owns it."""
+
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            self.settled = before
+
+        def step(self, name: str) -> None:
+            self._refuse_moves("outside ctx.step (step optimizers through ctx.step(name))")
+            super().step(name)
+            self._refuse_moves(f"by optimizer {name!r}, which does not own them", owner=name)
+
+        def _refuse_moves(self, how: str, owner: str | None = None) -> None:
+            now = {key: value.detach().clone() for key, value in model.named_parameters()}
+            moved = [key for key in now if not torch.equal(now[key], self.settled[key])]
+            wrong = [key for key in moved if owner is None or owners.get(key) != owner]
+            if wrong:
+                raise CheckFailed(f"parameters changed {how}: {', '.join(wrong[:5])}")
+            self.settled = now
+
+    context = AuditingContext(optimizers, torch.device("cpu"))
+    logs = train_step(model, _random_batch(plugin, spec), context, optimizers, manual, plugin)
+    context._refuse_moves("after the last ctx.step")
+    bad = {
+        name: value for name, value in logs.items() if value != value or abs(value) == float("inf")
+    }
+    if bad:
+        raise CheckFailed(f"one training step logged non-finite values: {bad}")
+    unchanged = [
+        name
+        for name, value in model.named_parameters()
+        if value.requires_grad and torch.equal(value, before[name])
+    ]
+    if unchanged:
+        raise CheckFailed(
+            f"{len(unchanged)} trainable parameters did not change in one training step "
+            f"(first: {', '.join(unchanged[:3])}); is every parameter in an optimizer and the loss?"
+        )
+
+
+def _sample_shape_dtype_range(plugin: ModelPlugin) -> None:
+    model, spec = _build(plugin)
+    model.eval()
+    images = _sample(plugin, model, spec, seed=0)
+    _check_images("sample", images, (5, spec.channels, spec.height, spec.width), plugin)
+
+
+def _reconstruct_shape_dtype_range(plugin: ModelPlugin) -> None:
+    model, spec = _build(plugin)
+    model.eval()
+    images = _random_batch(plugin, spec).images
+    _check_images("reconstruct", model.reconstruct(images), tuple(images.shape), plugin)
+
+
+def _encode_gives_one_code_per_image(plugin: ModelPlugin) -> None:
+    import torch
+
+    model, spec = _build(plugin)
+    model.eval()
+    codes = model.encode(_random_batch(plugin, spec).images)
+    if not isinstance(codes, torch.Tensor) or codes.ndim < 2 or codes.shape[0] != CHECK_BATCH:
+        shape = tuple(codes.shape) if isinstance(codes, torch.Tensor) else type(codes).__name__
+        raise CheckFailed(f"encode of {CHECK_BATCH} images returned {shape}, not (B, ...) codes")
+    if not torch.isfinite(codes).all():
+        raise CheckFailed("encode returned non-finite codes")
+
+
+def _same_seed_same_output(plugin: ModelPlugin) -> None:
+    import torch
+
+    model, spec = _build(plugin)
+    model.eval()
+    first, again = _sample(plugin, model, spec, seed=1), _sample(plugin, model, spec, seed=1)
+    if not torch.equal(first, again):
+        raise CheckFailed(
+            "two samples with generators of the same seed differ: draw noise from "
+            "the `generator` argument"
+        )
+    if torch.equal(first, _sample(plugin, model, spec, seed=2)):
+        raise CheckFailed("samples with different seeds are identical: is `generator` used?")
+
+
+def _save_load_gives_identical_outputs(plugin: ModelPlugin) -> None:
+    import torch
+    from safetensors.torch import load, save
+
+    model, spec = _build(plugin)
+    _train_once(plugin, model, spec)  # so that buffers such as running statistics have moved
+    state = {key: value.detach().clone().contiguous() for key, value in model.state_dict().items()}
+    restored, _ = _build(plugin, seed=123)
+    restored.load_state_dict(load(save(state)), strict=True)
+    model.eval()
+    restored.eval()
+    if plugin.capabilities.sample:
+        same = torch.equal(
+            _sample(plugin, model, spec, seed=3), _sample(plugin, restored, spec, seed=3)
+        )
+    else:
+        images = _random_batch(plugin, spec).images
+        with torch.no_grad():
+            same = torch.equal(model.reconstruct(images), restored.reconstruct(images))
+    if not same:
+        raise CheckFailed(
+            "a model loaded from its safetensors state_dict gives other outputs: keep all state "
+            "in parameters and registered buffers"
+        )
+
+
+def _has(capability: str) -> Callable[[ModelPlugin], bool]:
+    return lambda plugin: getattr(plugin.capabilities, capability)
+
+
+def _always(plugin: ModelPlugin) -> bool:
+    return True
+
+
+CHECKS: list[Check] = [
+    Check(
+        "import_leaves_torch_unloaded",
+        _import_leaves_torch_unloaded,
+        _always,
+        "importing the plugin's module does not import torch",
+    ),
+    Check(
+        "entry_point_resolves",
+        _entry_point_resolves,
+        _always,
+        "an installed gentool.models entry point of this name loads this plugin",
+    ),
+    Check(
+        "config_defaults_validate",
+        _config_defaults_validate,
+        _always,
+        "defaults and test_config validate; every field is described",
+    ),
+    Check(
+        "config_rejects_unknown_keys",
+        _config_rejects_unknown_keys,
+        _always,
+        "an unknown config key is a ConfigError",
+    ),
+    Check(
+        "config_round_trips",
+        _config_round_trips,
+        _always,
+        "the config survives JSON and TOML unchanged",
+    ),
+    Check(
+        "builds_on_cpu",
+        _builds_on_cpu,
+        _always,
+        "build gives an nn.Module with trainable parameters on the CPU",
+    ),
+    Check(
+        "training_step_updates_parameters",
+        _training_step_updates_parameters,
+        _always,
+        "one step: finite logs, every parameter moves, each optimizer only its own",
+    ),
+    Check(
+        "sample_shape_dtype_range",
+        _sample_shape_dtype_range,
+        _has("sample"),
+        "sample gives (n, C, H, W) floats in the value range",
+    ),
+    Check(
+        "reconstruct_shape_dtype_range",
+        _reconstruct_shape_dtype_range,
+        _has("reconstruct"),
+        "reconstruct gives images of the input's shape in the value range",
+    ),
+    Check(
+        "encode_gives_one_code_per_image",
+        _encode_gives_one_code_per_image,
+        _has("encode"),
+        "encode gives finite (B, ...) codes",
+    ),
+    Check(
+        "same_seed_same_output",
+        _same_seed_same_output,
+        _has("sample"),
+        "the same generator seed gives the same samples, another seed others",
+    ),
+    Check(
+        "save_load_gives_identical_outputs",
+        _save_load_gives_identical_outputs,
+        _always,
+        "a safetensors round trip of the state_dict gives identical outputs",
+    ),
+]
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _build(plugin: ModelPlugin, seed: int = 0) -> tuple[torch.nn.Module, DataSpec]:
+    import torch
+
+    config = plugin.parse_config(plugin.test_config)
+    size = getattr(config, "image_size", 16)
+    classes = CHECK_CLASSES if plugin.capabilities.conditional else ()
+    spec = DataSpec(channels=3, height=size, width=size, class_names=classes)
+    torch.manual_seed(seed)
+    return plugin.build(config, spec), spec
+
+
+def _random_batch(plugin: ModelPlugin, spec: DataSpec) -> Batch:
+    import torch
+
+    generator = torch.Generator().manual_seed(7)
+    low, high = plugin.value_range
+    shape = (CHECK_BATCH, spec.channels, spec.height, spec.width)
+    images = low + (high - low) * torch.rand(shape, generator=generator)
+    labels = None
+    if spec.class_names:
+        labels = torch.arange(CHECK_BATCH) % spec.num_classes
+    return Batch(images=images, labels=labels)
+
+
+def _sample(plugin: ModelPlugin, model: Any, spec: DataSpec, *, seed: int) -> torch.Tensor:
+    import torch
+
+    labels = torch.arange(5) % spec.num_classes if spec.class_names else None
+    with torch.no_grad():
+        return model.sample(5, labels=labels, generator=torch.Generator().manual_seed(seed))
+
+
+def _train_once(plugin: ModelPlugin, model: Any, spec: DataSpec) -> None:
+    import torch
+
+    from gentool.train import StepContext, optimizers_of, train_step
+
+    optimizers = optimizers_of(model, plugin)
+    manual = bool(getattr(model, "manual_optimization", False))
+    context = StepContext(optimizers, torch.device("cpu"))
+    train_step(model, _random_batch(plugin, spec), context, optimizers, manual, plugin)
+
+
+def _parameter_owners(model: Any, optimizers: Mapping[str, Any]) -> dict[str, str]:
+    """Which optimizer steps each named parameter; a parameter in two optimizers is an error."""
+    name_of = {id(value): name for name, value in model.named_parameters()}
+    owners: dict[str, str] = {}
+    for optimizer_name, optimizer in optimizers.items():
+        for group in optimizer.param_groups:
+            for parameter in group["params"]:
+                name = name_of.get(id(parameter), "<a tensor that is not a model parameter>")
+                if name in owners:
+                    raise CheckFailed(
+                        f"parameter {name} is in optimizers {owners[name]!r} and {optimizer_name!r}"
+                    )
+                owners[name] = optimizer_name
+    return owners
+
+
+def _check_images(what: str, images: Any, shape: tuple[int, ...], plugin: ModelPlugin) -> None:
+    import torch
+
+    if not isinstance(images, torch.Tensor) or tuple(images.shape) != shape:
+        got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise CheckFailed(f"{what} returned {got}, expected a tensor of shape {shape}")
+    if not images.is_floating_point():
+        raise CheckFailed(f"{what} returned {images.dtype}, expected floating point")
+    low, high = plugin.value_range
+    if not torch.isfinite(images).all() or images.min() < low or images.max() > high:
+        raise CheckFailed(
+            f"{what} returned values in [{images.min().item():.3g}, {images.max().item():.3g}], "
+            f"outside the value range [{low}, {high}]"
+        )
