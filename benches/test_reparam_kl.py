@@ -4,8 +4,8 @@
     pytest benches/test_reparam_kl.py --benchmark-json out.json
 
 Peers: the unfused composition a VAE would write by hand (eager), the same under torch.compile,
-and the fused op on its Triton backend (GPU only). Each case records its achieved bandwidth:
-the fused op's forward moves 3 tensors (μ and log σ² in, z out) and its backward 5.
+the op's PyTorch fallback, and the op on its Triton backend (GPU only). Each case records its
+achieved bandwidth: the fused op's forward moves 3 tensors (μ and log σ² in, z out), its backward 5.
 """
 
 from __future__ import annotations
@@ -31,19 +31,32 @@ def unfused(mu: torch.Tensor, logvar: torch.Tensor) -> tuple[torch.Tensor, torch
     return z, kl
 
 
-def fused_triton(mu: torch.Tensor, logvar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    os.environ["GENTOOL_KERNELS"] = "triton"
-    try:
-        return reparameterize_kl(mu, logvar)
-    finally:
-        os.environ.pop("GENTOOL_KERNELS")
+def on_backend(backend: str):
+    """reparameterize_kl pinned to one backend, whatever GENTOOL_KERNELS says."""
+
+    def run(mu: torch.Tensor, logvar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        previous = os.environ.get("GENTOOL_KERNELS")
+        os.environ["GENTOOL_KERNELS"] = backend
+        try:
+            return reparameterize_kl(mu, logvar)
+        finally:
+            if previous is None:
+                os.environ.pop("GENTOOL_KERNELS")
+            else:
+                os.environ["GENTOOL_KERNELS"] = previous
+
+    return run
 
 
 def backends() -> list:
-    cases = [pytest.param(unfused, id="eager"), pytest.param(torch.compile(unfused), id="compile")]
+    cases = [
+        pytest.param(unfused, id="eager"),
+        pytest.param(torch.compile(unfused), id="compile"),
+        pytest.param(on_backend("torch"), id="fallback"),
+    ]
     cases.append(
         pytest.param(
-            fused_triton,
+            on_backend("triton"),
             id="triton",
             marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="Triton needs a GPU"),
         )

@@ -36,6 +36,10 @@ data_app = typer.Typer(help="Work with datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 plugin_app = typer.Typer(help="Write and check model plugins.", no_args_is_help=True)
 app.add_typer(plugin_app, name="plugin")
+bench_app = typer.Typer(
+    help="Check and time fused kernels and training steps.", no_args_is_help=True
+)
+app.add_typer(bench_app, name="bench")
 
 console = Console(soft_wrap=True)
 error_console = Console(stderr=True, soft_wrap=True)
@@ -473,6 +477,155 @@ def plugin_new(
         f"check {name}",
         highlight=False,
     )
+
+
+@bench_app.command("kernels")
+@user_errors
+def bench_kernels(
+    op: str | None = typer.Option(None, "--op", help="One op (default: all): reparam_kl"),
+    sizes: str = typer.Option("dcgan", "--sizes", help="small, dcgan (model sizes) or large"),
+    backends: str = typer.Option(
+        "eager,compile,torch,triton", "--backends", help="Comma-separated backends to compare"
+    ),
+    dtype: str = typer.Option("float32", "--dtype", help="float32 or bfloat16"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),
+    json_path: Path | None = typer.Option(None, "--json", help="Also write the numbers here"),
+) -> None:
+    """Check each fused op against a float64 reference, then time it on each backend.
+
+    Backends: eager (the unfused PyTorch composition), compile (it under torch.compile), torch
+    (the op's PyTorch implementation), triton (its kernels; CUDA only). A wrong result is shown
+    in red and makes the exit status 1.
+
+    [dim]Example: gentool bench kernels --sizes large --json bench.json[/]
+    """
+    import torch
+    from rich.progress import Progress
+
+    from gentool.atomic import write_text
+    from gentool.bench import OPS, cases, device_copy_ceiling, results_to_json, run_op
+    from gentool.train import resolve_device
+
+    ops = [_choice("--op", op, OPS)] if op else list(OPS.values())
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+    chosen_dtype = _choice("--dtype", dtype, dtypes)
+    chosen_backends = [name.strip() for name in backends.split(",") if name.strip()]
+    for operation in ops:
+        _choice("--sizes", sizes, operation.sizes)
+    target = resolve_device(device)
+    ceiling = device_copy_ceiling(target)
+    results = []
+    with Progress(console=error_console, transient=True) as progress:
+        task = progress.add_task(
+            "benchmarking", total=sum(cases(o, sizes, chosen_backends) for o in ops)
+        )
+        for operation in ops:
+            results += run_op(
+                operation,
+                sizes=sizes,
+                backends=chosen_backends,
+                dtype=chosen_dtype,
+                device=target,
+                ceiling_gbps=ceiling,
+                on_result=lambda result: progress.advance(task),
+            )
+    device_name = torch.cuda.get_device_name(target) if target.type == "cuda" else "cpu"
+    verdicts = {"ok": "[green]yes[/]", "failed": "[red]FAILED[/]", "skipped": "[dim]skipped[/]"}
+    for operation in ops:
+        table = Table(title=f"{operation.name} · {device_name} · {dtype} · copy {ceiling:.0f} GB/s")
+        for column in ("shape", "backend", "correct", "ms", "GB/s", "%copy", "×eager", "peak MB"):
+            table.add_column(column, no_wrap=True)
+        table.add_column("note", overflow="fold")
+        for result in (result for result in results if result.op == operation.name):
+            error = "" if result.max_error is None else f" {result.max_error:.0e}"
+            note = result.reason
+            table.add_row(
+                "×".join(map(str, result.shape)),
+                result.backend,
+                verdicts[result.status] + error,
+                _number(result.median_ms, "{:.3f}"),
+                _number(result.gbps, "{:.1f}"),
+                _number(result.ceiling_percent, "{:.0f}"),
+                _number(result.speedup, "{:.2f}"),
+                _number(result.peak_mb, "{:.0f}"),
+                f"[red]{note}[/]" if result.status == "failed" else note,
+            )
+        console.print(table)
+    if json_path is not None:
+        report = results_to_json(results, device=device_name, ceiling_gbps=ceiling)
+        write_text(json_path, json.dumps(report, indent=2) + "\n")
+    failed = [result for result in results if result.status == "failed"]
+    if failed:
+        names = ", ".join(f"{result.op}/{result.backend}" for result in failed)
+        raise GentoolError(f"{len(failed)} results disagree with the reference: {names}")
+
+
+@bench_app.command("train")
+@user_errors
+def bench_train(
+    name: str = typer.Argument(..., help="Model to time."),
+    overrides: list[str] = typer.Option(
+        [], "--option", "-o", metavar="KEY=VALUE", help="Set a model config field; repeatable"
+    ),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", "-b", min=1, help="Images per step (default: the model's)"
+    ),
+    steps: int = typer.Option(5, "--steps", min=1, help="Timed steps per variant, after warm-up"),
+    variants: str = typer.Option(
+        "eager,compile,fused", "--variants", help="Comma-separated: eager, compile, fused"
+    ),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),
+) -> None:
+    """Images per second of full training steps: eager, torch.compile, and the fused kernels.
+
+    [dim]Example: gentool bench train dcgan --steps 10[/]
+    """
+    import torch
+
+    from gentool.bench import TRAIN_VARIANTS, bench_training
+    from gentool.train import resolve_device
+
+    entry = resolve(name)
+    config = entry.plugin.parse_config(_config_values(entry, None, overrides, None))
+    chosen = [variant.strip() for variant in variants.split(",") if variant.strip()]
+    for variant in chosen:
+        _choice("--variants", variant, dict.fromkeys(TRAIN_VARIANTS))
+    target = resolve_device(device)
+    batch = batch_size or entry.plugin.default_batch_size
+    with error_console.status(f"timing {entry.name} training steps"):
+        results = bench_training(
+            entry.plugin, config, batch_size=batch, device=target, variants=chosen, steps=steps
+        )
+    device_name = torch.cuda.get_device_name(target) if target.type == "cuda" else "cpu"
+    table = Table(
+        "variant",
+        "images/s",
+        "step",
+        "vs eager",
+        "peak",
+        "note",
+        title=f"{entry.name} · batch {batch} · {device_name}",
+    )
+    for result in results:
+        table.add_row(
+            result.variant,
+            _number(result.images_per_second, "{:.1f}"),
+            _number(result.step_ms, "{:.1f} ms"),
+            _number(result.speedup, "{:.2f}×"),
+            _number(result.peak_mb, "{:.0f} MB"),
+            f"[dim]skipped: {result.reason}[/]" if result.status == "skipped" else "",
+        )
+    console.print(table)
+
+
+def _choice(option: str, value: str, choices: Any) -> Any:
+    if value not in choices:
+        raise GentoolError(f"{option} must be one of {', '.join(choices)}; got {value!r}")
+    return choices[value]
+
+
+def _number(value: float | None, template: str) -> str:
+    return "–" if value is None else template.format(value)
 
 
 def _config_values(

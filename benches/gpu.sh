@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The GPU check in one call: the kernel tests run natively, then the kernel and training
+# benchmarks; everything lands in $OUT and a short table is printed last. For a machine whose
+# image already has torch, triton, typer, rich, safetensors and pytest (no network needed).
+#
+#   OUT=/tmp/gpu-results bash benches/gpu.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-benches/results}"
+mkdir -p "$OUT"
+status=0
+
+step() {  # step NAME SECONDS COMMAND...: run one part with a time limit, log it, remember failures
+    local name="$1" limit="$2"
+    shift 2
+    echo "== $name"
+    if ! timeout "$limit" "$@" > "$OUT/$name.txt" 2>&1; then
+        echo "   failed (exit $?), see $OUT/$name.txt"
+        tail -n 5 "$OUT/$name.txt"
+        status=1
+    fi
+}
+
+# gentool.kernels and gentool.plugins are mapped folders: an editable install resolves them.
+step install 120 python -m pip install --no-deps --no-build-isolation -e .
+{
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+    python -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"
+    date -u +%Y-%m-%dT%H:%MZ
+} > "$OUT/environment.txt" 2>&1
+cat "$OUT/environment.txt"
+
+step kernel-tests 240 python -m pytest tests/kernels -q -p no:cacheprovider
+step bench-kernels-dcgan 60 python -m gentool bench kernels --sizes dcgan --json "$OUT/kernels-dcgan.json"
+step bench-kernels-large 90 python -m gentool bench kernels --sizes large --json "$OUT/kernels-large.json"
+step bench-kernels-large-bf16 90 python -m gentool bench kernels --sizes large --dtype bfloat16 \
+    --json "$OUT/kernels-large-bf16.json"
+step bench-train-dcgan 120 python -m gentool bench train dcgan --steps 10
+step bench-train-vae 60 python -m gentool bench train vae --steps 10
+
+echo
+grep -E "passed|failed" "$OUT/kernel-tests.txt" | tail -n 1
+python - "$OUT" <<'PY'
+import json, pathlib, sys
+
+out = pathlib.Path(sys.argv[1])
+print(f"{'op':<11}{'shape':<11}{'dtype':<9}{'backend':<9}{'ok':<8}{'ms':>9}{'GB/s':>8}{'%copy':>7}{'×eager':>8}")
+for path in sorted(out.glob("kernels-*.json")):
+    report = json.loads(path.read_text())
+    for row in report["results"]:
+        def show(key, template):
+            return template.format(row[key]) if row[key] is not None else "–"
+        shape = "x".join(map(str, row["shape"]))
+        print(f"{row['op']:<11}{shape:<11}{row['dtype']:<9}{row['backend']:<9}{row['status']:<8}"
+              f"{show('median_ms', '{:.4f}'):>9}{show('gbps', '{:.0f}'):>8}"
+              f"{show('ceiling_percent', '{:.0f}'):>7}{show('speedup', '{:.2f}'):>8}")
+PY
+for name in bench-train-dcgan bench-train-vae; do
+    [ -f "$OUT/$name.txt" ] && cat "$OUT/$name.txt"
+done
+exit $status

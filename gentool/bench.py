@@ -1,0 +1,430 @@
+"""`gentool bench`: each fused op checked against a float64 reference, then timed, per backend.
+
+For every op, size and backend the result's correctness comes first: a backend whose outputs or
+gradients disagree with the reference is marked failed, whatever its speed. Timing runs the
+forward and backward pass as training does. Achieved bandwidth is set against a ceiling measured
+in the same run (a large on-device copy), not a datasheet.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from gentool.kernels import reparameterize_kl_reference
+from gentool.kernels.dispatch import BACKEND_ENV, choose_backend
+from gentool.kernels.reparam_kl import reparameterize_kl
+
+Tensors = tuple[torch.Tensor, ...]
+TIMING_BUDGET_SECONDS = 0.5  # per case, after warm-up; at least MIN_REPEATS runs
+MIN_REPEATS = 5
+WARMUP = 3
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    atol: float
+    rtol: float
+
+
+TOLERANCES = {
+    torch.float32: Tolerance(atol=1e-4, rtol=1e-4),
+    torch.bfloat16: Tolerance(atol=3e-2, rtol=3e-2),
+}
+
+
+@dataclass(frozen=True)
+class Op:
+    """A fused op to benchmark: how to make its inputs, run it, and check it."""
+
+    name: str
+    sizes: Mapping[str, list[tuple[int, ...]]]
+    make_inputs: Callable[[tuple[int, ...], torch.dtype, torch.device], Tensors]
+    # (inputs, noise) -> outputs; noise fixed for the correctness check, None when timing.
+    backends: Mapping[str, Callable[[Tensors, torch.Tensor | None], Tensors]]
+    reference: Callable[[Tensors, torch.Tensor], Tensors]  # float64 outputs
+    noise: Callable[[Tensors], torch.Tensor]
+    bytes_moved: Callable[[tuple[int, ...], torch.dtype], int]  # forward + backward traffic
+
+
+@dataclass
+class Result:
+    op: str
+    backend: str
+    shape: tuple[int, ...]
+    dtype: str
+    status: str  # "ok", "failed" (wrong results) or "skipped"
+    reason: str = ""
+    max_error: float | None = None
+    median_ms: float | None = None
+    gbps: float | None = None
+    ceiling_percent: float | None = None
+    speedup: float | None = None
+    peak_mb: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# --- reparameterize_kl ----------------------------------------------------------------------------
+
+
+def _reparam_inputs(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensors:
+    generator = torch.Generator().manual_seed(0)
+    mu = torch.randn(shape, generator=generator).to(device, dtype).requires_grad_(True)
+    logvar = (torch.randn(shape, generator=generator) * 0.5).to(device, dtype).requires_grad_(True)
+    return mu, logvar
+
+
+def _reparam_eager(inputs: Tensors, eps: torch.Tensor | None) -> Tensors:
+    """The unfused composition a VAE writes by hand."""
+    mu, logvar = inputs
+    std = torch.exp(0.5 * logvar)
+    eps = torch.randn_like(std) if eps is None else eps
+    z = mu + eps * std
+    kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=1)
+    return z, kl
+
+
+_reparam_compiled = torch.compile(_reparam_eager, dynamic=False)
+
+
+def _on_backend(backend: str) -> Callable[[Tensors, torch.Tensor | None], Tensors]:
+    def run(inputs: Tensors, eps: torch.Tensor | None) -> Tensors:
+        with kernel_backend(backend):
+            return reparameterize_kl(*inputs, eps=eps)
+
+    return run
+
+
+def _reparam_reference(inputs: Tensors, eps: torch.Tensor) -> Tensors:
+    mu, logvar = (tensor.detach().double().requires_grad_(True) for tensor in inputs)
+    z, kl = reparameterize_kl_reference(mu, logvar, eps=eps.double())
+    return z, kl, mu, logvar
+
+
+REPARAM_KL = Op(
+    name="reparam_kl",
+    sizes={
+        "small": [(64, 32)],
+        "dcgan": [(128, 128), (256, 512)],  # VAE latents: batch × latent size
+        "large": [(4096, 4096)],  # 16M elements: bandwidth-bound
+    },
+    make_inputs=_reparam_inputs,
+    backends={
+        "eager": _reparam_eager,
+        "compile": _reparam_compiled,
+        "torch": _on_backend("torch"),
+        "triton": _on_backend("triton"),
+    },
+    reference=_reparam_reference,
+    noise=lambda inputs: torch.randn(
+        inputs[0].shape, generator=torch.Generator().manual_seed(1)
+    ).to(inputs[0].device, inputs[0].dtype),
+    # forward: μ, log σ² in, z out; backward: μ, log σ², dz in, dμ, dlog σ² out
+    bytes_moved=lambda shape, dtype: 8 * math.prod(shape) * torch.finfo(dtype).bits // 8,
+)
+
+OPS: dict[str, Op] = {REPARAM_KL.name: REPARAM_KL}
+
+
+# --- running ------------------------------------------------------------------------------------
+
+
+@contextmanager
+def kernel_backend(name: str) -> Iterator[None]:
+    """GENTOOL_KERNELS set to `name` for the duration of the block."""
+    previous = os.environ.get(BACKEND_ENV)
+    os.environ[BACKEND_ENV] = name
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(BACKEND_ENV, None)
+        else:
+            os.environ[BACKEND_ENV] = previous
+
+
+def device_copy_ceiling(device: torch.device) -> float:
+    """The device's achievable memory bandwidth in GB/s: a large copy, read plus write."""
+    count = (256 if device.type == "cuda" else 64) * 2**20 // 4
+    source = torch.empty(count, dtype=torch.float32, device=device).uniform_()
+    target = torch.empty_like(source)
+    seconds = _median_seconds(lambda: target.copy_(source), device)
+    return 2 * source.numel() * source.element_size() / seconds / 1e9
+
+
+def run_op(
+    op: Op,
+    *,
+    sizes: str,
+    backends: list[str],
+    dtype: torch.dtype,
+    device: torch.device,
+    ceiling_gbps: float,
+    on_result: Callable[[Result], None] = lambda result: None,
+) -> list[Result]:
+    """Check, then time, every (shape, backend) of `op`."""
+    results = []
+    for shape in op.sizes[sizes]:
+        eager_ms = None
+        for backend in backends:
+            result = _run_case(op, backend, shape, dtype, device, ceiling_gbps)
+            if backend == "eager":
+                eager_ms = result.median_ms
+            if eager_ms and result.median_ms:
+                result.speedup = eager_ms / result.median_ms
+            results.append(result)
+            on_result(result)
+    return results
+
+
+def cases(op: Op, sizes: str, backends: list[str]) -> int:
+    return len(op.sizes[sizes]) * len(backends)
+
+
+def _run_case(
+    op: Op,
+    backend: str,
+    shape: tuple[int, ...],
+    dtype: torch.dtype,
+    device: torch.device,
+    ceiling_gbps: float,
+) -> Result:
+    result = Result(op.name, backend, shape, str(dtype).removeprefix("torch."), "ok")
+    reason = _why_backend_cannot_run(op, backend, dtype, device)
+    if reason:
+        result.status, result.reason = "skipped", reason
+        return result
+    function = op.backends[backend]
+    inputs = op.make_inputs(shape, dtype, device)
+    try:
+        result.max_error = _check(op, function, inputs, dtype)
+    except _Mismatch as mismatch:
+        result.status, result.reason, result.max_error = "failed", str(mismatch), mismatch.error
+        return result
+    except Exception as error:  # a backend that crashes (a compile failure, say) is skipped
+        result.status, result.reason = "skipped", f"{type(error).__name__}: {error}"[:200]
+        return result
+    gradients = tuple(torch.randn_like(output) for output in function(inputs, None))
+
+    def step() -> None:
+        outputs = function(inputs, None)
+        torch.autograd.backward(outputs, gradients)
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    seconds = _median_seconds(step, device)
+    result.median_ms = seconds * 1e3
+    result.gbps = op.bytes_moved(shape, dtype) / seconds / 1e9
+    result.ceiling_percent = 100 * result.gbps / ceiling_gbps
+    if device.type == "cuda":
+        result.peak_mb = torch.cuda.max_memory_allocated(device) / 2**20
+    return result
+
+
+class _Mismatch(Exception):
+    def __init__(self, message: str, error: float) -> None:
+        super().__init__(message)
+        self.error = error
+
+
+def _check(op: Op, function: Callable, inputs: Tensors, dtype: torch.dtype) -> float:
+    """Largest error against the float64 reference, outputs and gradients; _Mismatch if too big."""
+    noise = op.noise(inputs)
+    outputs = function(inputs, noise)
+    reference = op.reference(inputs, noise)
+    reference_outputs, reference_inputs = reference[: len(outputs)], reference[len(outputs) :]
+    gradients = [
+        torch.randn(
+            output.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(index)
+        )
+        for index, output in enumerate(outputs)
+    ]
+    actual_grads = torch.autograd.grad(
+        outputs,
+        inputs,
+        [
+            gradient.to(output.device, output.dtype)
+            for gradient, output in zip(gradients, outputs, strict=True)
+        ],
+    )
+    expected_grads = torch.autograd.grad(
+        reference_outputs,
+        reference_inputs,
+        [
+            gradient.to(output.device)
+            for gradient, output in zip(gradients, reference_outputs, strict=True)
+        ],
+    )
+    tolerance = TOLERANCES[dtype]
+    worst = 0.0
+    pairs = [
+        *zip(outputs, reference_outputs, strict=True),
+        *zip(actual_grads, expected_grads, strict=True),
+    ]
+    names = [f"output {index}" for index in range(len(outputs))] + [
+        f"gradient {index}" for index in range(len(actual_grads))
+    ]
+    for name, (actual, expected) in zip(names, pairs, strict=True):
+        difference = (actual.double() - expected).abs()
+        allowed = tolerance.atol + tolerance.rtol * expected.abs()
+        worst = max(worst, difference.max().item())
+        if (difference > allowed).any():
+            raise _Mismatch(
+                f"{name} differs from the float64 reference by up to {difference.max().item():.3g}",
+                difference.max().item(),
+            )
+    return worst
+
+
+def _why_backend_cannot_run(
+    op: Op, backend: str, dtype: torch.dtype, device: torch.device
+) -> str | None:
+    if backend not in op.backends:
+        return f"{op.name} has no {backend} backend"
+    if backend == "triton":
+        if device.type != "cuda":
+            return "Triton kernels need a CUDA device"
+        try:
+            with kernel_backend("triton"):
+                choose_backend(op.name, torch.empty(0, device=device, dtype=dtype))
+        except Exception as error:
+            return str(error)
+    if dtype == torch.bfloat16 and device.type == "cpu" and backend == "compile":
+        return "bfloat16 compile is not measured on the CPU"
+    return None
+
+
+def _median_seconds(function: Callable[[], Any], device: torch.device) -> float:
+    """Median wall time of `function` after warm-up, synchronising the device around each run."""
+    for _ in range(WARMUP):
+        function()
+    _synchronize(device)
+    times = []
+    started = time.perf_counter()
+    while len(times) < MIN_REPEATS or time.perf_counter() - started < TIMING_BUDGET_SECONDS:
+        if device.type == "cuda":
+            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            begin.record()
+            function()
+            end.record()
+            end.synchronize()
+            times.append(begin.elapsed_time(end) / 1e3)
+        else:
+            begin_time = time.perf_counter()
+            function()
+            times.append(time.perf_counter() - begin_time)
+        if len(times) >= 1000:
+            break
+    return statistics.median(times)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def results_to_json(results: list[Result], *, device: str, ceiling_gbps: float) -> dict[str, Any]:
+    return {
+        "device": device,
+        "torch": torch.__version__,
+        "ceiling_gbps": ceiling_gbps,
+        "results": [asdict(result) for result in results],
+    }
+
+
+# --- training steps -----------------------------------------------------------------------------
+
+TRAIN_VARIANTS = ("eager", "compile", "fused")
+
+
+@dataclass
+class TrainResult:
+    variant: str
+    status: str  # "ok" or "skipped"
+    reason: str = ""
+    step_ms: float | None = None
+    images_per_second: float | None = None
+    speedup: float | None = None
+    peak_mb: float | None = None
+
+
+def bench_training(
+    plugin: Any,
+    config: Any,
+    *,
+    batch_size: int,
+    device: torch.device,
+    variants: list[str],
+    steps: int,
+) -> list[TrainResult]:
+    """Images per second of full training steps (forward, backward, optimizer) per variant.
+
+    eager: the PyTorch kernels; compile: each top-level network under torch.compile; fused: the
+    Triton kernels (CUDA only).
+    """
+    from gentool.api import Batch, DataSpec
+    from gentool.models import build_model
+    from gentool.train import StepContext, optimizers_of, train_step
+
+    size = getattr(config, "image_size", 32)
+    classes = (
+        tuple(f"class {index}" for index in range(10)) if plugin.capabilities.conditional else ()
+    )
+    spec = DataSpec(channels=3, height=size, width=size, class_names=classes)
+    low, high = plugin.value_range
+    images = low + (high - low) * torch.rand(batch_size, 3, size, size, device=device)
+    labels = torch.arange(batch_size, device=device) % len(classes) if classes else None
+    batch = Batch(images=images, labels=labels)
+    results = []
+    for variant in variants:
+        if variant == "fused" and device.type != "cuda":
+            results.append(TrainResult(variant, "skipped", "Triton kernels need a CUDA device"))
+            continue
+        with kernel_backend("triton" if variant == "fused" else "torch"):
+            torch.manual_seed(0)
+            model = build_model(plugin, config, spec, device)
+            optimizers = optimizers_of(model, plugin)
+            if variant == "compile":
+                for name, child in list(model.named_children()):
+                    setattr(model, name, torch.compile(child))
+            manual = bool(getattr(model, "manual_optimization", False))
+            context = StepContext(optimizers, device)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            try:
+                for _ in range(2):  # warm-up: compilation, allocator, autotuning
+                    train_step(model, batch, context, optimizers, manual, plugin)
+                _synchronize(device)
+                times = []
+                for _ in range(steps):
+                    started = time.perf_counter()
+                    train_step(model, batch, context, optimizers, manual, plugin)
+                    _synchronize(device)
+                    times.append(time.perf_counter() - started)
+            except Exception as error:  # torch.compile can fail on some platforms
+                results.append(
+                    TrainResult(variant, "skipped", f"{type(error).__name__}: {error}"[:200])
+                )
+                continue
+        seconds = statistics.median(times)
+        result = TrainResult(
+            variant, "ok", step_ms=seconds * 1e3, images_per_second=batch_size / seconds
+        )
+        if device.type == "cuda":
+            result.peak_mb = torch.cuda.max_memory_allocated(device) / 2**20
+        results.append(result)
+    eager = next(
+        (result for result in results if result.variant == "eager" and result.step_ms), None
+    )
+    for result in results:
+        if eager and result.step_ms:
+            result.speedup = eager.step_ms / result.step_ms
+    return results
