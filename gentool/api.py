@@ -40,6 +40,7 @@ __all__ = [
     "GenerativeModel",
     "LatentModel",
     "ModelPlugin",
+    "Phase",
     "TrainContext",
     "option",
 ]
@@ -114,6 +115,21 @@ class ModelPlugin:
         return config_fields(self.Config)
 
 
+@dataclass(frozen=True)
+class Phase:
+    """One stage of a model's training, for greedy layer-wise schemes (pretrain, then fine-tune).
+
+    A model that defines `phases()` is trained phase after phase, each for its `epochs`; the
+    progress display names the phase, `ctx.phase` tells the training step which one it is in,
+    and a run resumes mid-phase. In automatic optimisation the phase names the optimizer (a key
+    of `configure_optimizers`) that the trainer steps; None means the model's only one.
+    """
+
+    name: str
+    epochs: int
+    optimizer: str | None = None
+
+
 class TrainContext(Protocol):
     """What the trainer lends a model's `training_step`.
 
@@ -125,6 +141,7 @@ class TrainContext(Protocol):
     device: torch.device
     epoch: int  # counted from 0
     global_step: int  # optimisation steps completed before this one
+    phase: str | None  # the name of the current Phase, for models that define phases()
 
     def backward(self, loss: torch.Tensor) -> None: ...
 
@@ -133,6 +150,8 @@ class TrainContext(Protocol):
 
 class GenerativeModel(Protocol):
     """The `torch.nn.Module` that `ModelPlugin.build` returns.
+
+    Optional: `phases() -> list[Phase]` for training in stages (see `Phase`).
 
     Automatic optimisation (the default): `configure_optimizers` returns one optimizer and
     `training_step` returns a dict with a scalar "loss"; the trainer zeroes the gradients,

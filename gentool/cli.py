@@ -335,6 +335,68 @@ def interpolate(
     )
 
 
+@app.command()
+@user_errors
+def reconstruct(
+    name: str = typer.Argument(..., help="Model whose run reconstructs (an autoencoder or vae)."),
+    run_dir: Path | None = typer.Option(
+        None, "--run", help="Run folder (default: the newest run of NAME under ./runs)"
+    ),
+    data: str | None = typer.Option(
+        None, "--data", "-d", help="Images to reconstruct (default: the run's own data)"
+    ),
+    count: int = typer.Option(32, "--n", "-n", min=1, max=1024, help="Number of images."),
+    out: Path | None = typer.Option(
+        None, "--out", help="PNG to write (default: RUN/samples/reconstruct_nN.png)"
+    ),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),
+) -> None:
+    """Show images above their reconstructions, and print the mean reconstruction error.
+
+    [dim]Example: gentool reconstruct ae --data ./faces --n 32[/]
+    """
+    from gentool.generate import reconstruct_images
+
+    written, error = reconstruct_images(
+        resolve(name), run_dir=run_dir, data=data, count=count, out=out, device=device
+    )
+    console.print(
+        f"mean squared error {error:.5f} (pixels in [0, 1]) over {written.count} images; "
+        f"originals above reconstructions in {written.path}",
+        highlight=False,
+    )
+
+
+@app.command()
+@user_errors
+def encode(
+    name: str = typer.Argument(..., help="Model whose run encodes (an autoencoder or vae)."),
+    out: Path = typer.Option(..., "--out", help="safetensors file to write the codes to"),
+    data: str | None = typer.Option(
+        None, "--data", "-d", help="Images to encode (default: the run's own data)"
+    ),
+    run_dir: Path | None = typer.Option(
+        None, "--run", help="Run folder (default: the newest run of NAME under ./runs)"
+    ),
+    batch_size: int = typer.Option(256, "--batch-size", "-b", min=1, help="Images per batch"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),
+) -> None:
+    """Encode a dataset into codes (and its labels), as features for other tools.
+
+    The file holds "codes" (N, ...) float32 and, for labelled data, "labels" (N,) int64; its
+    metadata names the model, the run, the data and the class names.
+
+    [dim]Example: gentool encode ae --data ./faces --out codes.safetensors[/]
+    """
+    from gentool.generate import encode_images
+
+    path, count, shape = encode_images(
+        resolve(name), run_dir=run_dir, data=data, out=out, batch_size=batch_size, device=device
+    )
+    shown = "×".join(map(str, shape))
+    console.print(f"wrote {count} codes of shape ({shown}) to {path}", highlight=False)
+
+
 @app.command("list")
 @user_errors
 def list_models(

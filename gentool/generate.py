@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,10 +10,12 @@ from typing import Literal
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 
 from gentool.api import DataSpec, ModelPlugin
 from gentool.atomic import atomic_write
-from gentool.data import load_image, to_uint8, to_value_range
+from gentool.checkpoint import RunRecord
+from gentool.data import load_dataset, load_image, to_uint8, to_value_range
 from gentool.errors import GentoolError, PluginError
 from gentool.images import save_grid
 from gentool.models import load_trained, spec_from_dict
@@ -49,6 +52,11 @@ def sample_images(
     """
     plugin = _plugin_of(entry)
     if not plugin.capabilities.sample:
+        if plugin.capabilities.reconstruct:
+            raise GentoolError(
+                f"{plugin.name} is an autoencoder: it reconstructs images and does not sample new "
+                f"ones; use `gentool reconstruct {plugin.name}`"
+            )
         raise GentoolError(f"{plugin.name} does not generate new images, so it cannot sample")
     model, record, run = load_trained(entry, run_dir, resolve_device(device))
     spec = spec_from_dict(record.data["spec"])
@@ -120,6 +128,97 @@ def interpolate_images(
     path = out or run.samples_dir / f"interpolate_{method}_seed{seed}.png"
     save_grid(to_uint8(images, plugin.value_range), path, columns=steps)
     return Written(path, images.shape[0], steps)
+
+
+def reconstruct_images(
+    entry: PluginEntry,
+    *,
+    run_dir: Path | None,
+    data: str | None,
+    count: int,
+    out: Path | None,
+    device: str,
+) -> tuple[Written, float]:
+    """A grid of images (odd rows) above their reconstructions (even rows), and the mean squared
+    error of the reconstructions in [0, 1] pixel units."""
+    plugin = _plugin_of(entry)
+    if not plugin.capabilities.reconstruct:
+        raise GentoolError(f"{plugin.name} does not reconstruct images")
+    model, record, run = load_trained(entry, run_dir, resolve_device(device))
+    dataset = _run_data(plugin, record, data, limit=count)
+    originals = to_value_range(dataset.images[:count], plugin.value_range).to(_device_of(model))
+    with torch.no_grad():
+        reconstructions = model.reconstruct(originals)
+    spec = spec_from_dict(record.data["spec"])
+    _check_images(plugin, reconstructions, originals.shape[0], spec)
+    before, after = (
+        to_uint8(originals, plugin.value_range),
+        to_uint8(reconstructions, plugin.value_range),
+    )
+    error = ((before.float() - after.float()) / 255).square().mean().item()
+    columns = min(8, originals.shape[0])
+    rows = []
+    for start in range(0, originals.shape[0], columns):
+        for images in (before[start : start + columns], after[start : start + columns]):
+            blank = torch.full((columns - len(images), *images.shape[1:]), 255, dtype=torch.uint8)
+            rows.append(torch.cat([images, blank.to(images.device)]))  # a short last row, padded
+    path = out or run.samples_dir / f"reconstruct_n{originals.shape[0]}.png"
+    save_grid(torch.cat(rows), path, columns=columns)
+    return Written(path, originals.shape[0], columns), error
+
+
+def encode_images(
+    entry: PluginEntry,
+    *,
+    run_dir: Path | None,
+    data: str | None,
+    out: Path,
+    batch_size: int,
+    device: str,
+) -> tuple[Path, int, tuple[int, ...]]:
+    """Codes of every image of `data` (default: the run's data) as safetensors, with labels when
+    the data has them; returns the path, the image count and the shape of one code."""
+    plugin = _plugin_of(entry)
+    if not plugin.capabilities.encode:
+        raise GentoolError(f"{plugin.name} does not encode images into codes")
+    model, record, run = load_trained(entry, run_dir, resolve_device(device))
+    dataset = _run_data(plugin, record, data, limit=None)
+    codes = []
+    with torch.no_grad():
+        for start in range(0, len(dataset), batch_size):
+            images = dataset.images[start : start + batch_size]
+            batch = to_value_range(images, plugin.value_range).to(_device_of(model))
+            codes.append(model.encode(batch).float().cpu())
+    tensors = {"codes": torch.cat(codes).contiguous()}
+    if dataset.labels is not None:
+        tensors["labels"] = dataset.labels.contiguous()
+    metadata = {
+        "model": plugin.name,
+        "run": str(run),
+        "source": dataset.source,
+        "class_names": json.dumps(dataset.class_names),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out) as temporary:
+        save_file(tensors, temporary, metadata=metadata)
+    return out, len(dataset), tuple(tensors["codes"].shape[1:])
+
+
+def _run_data(plugin: ModelPlugin, record: RunRecord, data: str | None, *, limit: int | None):
+    """`data`, or the run's own data, fitted to the run's model."""
+    config = plugin.parse_config(record.config)
+    source = data or record.data["source"]
+    if limit is None and data is None:
+        limit = record.data.get("limit")
+    dataset = load_dataset(source, image_size=getattr(config, "image_size", None), limit=limit)
+    trained = spec_from_dict(record.data["spec"])
+    if (dataset.spec.channels, dataset.spec.height) != (trained.channels, trained.height):
+        raise GentoolError(
+            f"{source!r} gives {dataset.spec.channels}-channel {dataset.spec.height}×"
+            f"{dataset.spec.width} images, and the run was trained on {trained.channels}-channel "
+            f"{trained.height}×{trained.width} ones"
+        )
+    return dataset
 
 
 def slerp(start: torch.Tensor, end: torch.Tensor, t: float) -> torch.Tensor:

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Column
 
-from gentool.api import Batch, ModelPlugin
+from gentool.api import Batch, ModelPlugin, Phase
 from gentool.atomic import write_text
 from gentool.checkpoint import RunFolder, RunRecord, latest_run, new_run_folder
 from gentool.config import config_to_dict
@@ -73,6 +73,8 @@ class StepContext:
         self.device = device
         self.epoch = 0
         self.global_step = 0
+        self.phase: str | None = None
+        self.phase_optimizer: str | None = None  # automatic mode: the optimizer of the phase
 
     def backward(self, loss: torch.Tensor) -> None:
         loss.backward()
@@ -134,7 +136,7 @@ def _new_run(
         training={
             "seed": DEFAULT_SEED if request.seed is None else request.seed,
             "batch_size": request.batch_size or plugin.default_batch_size,
-            "epochs": request.epochs or DEFAULT_EPOCHS,
+            "epochs": request.epochs,  # None: settled by fit() once the model's phases are known
             "device": str(device),
         },
     )
@@ -202,17 +204,24 @@ def fit(
     run: RunFolder,
     record: RunRecord,
     *,
-    epochs: int,
+    epochs: int | None,
     device: torch.device,
     resume: bool,
     console: Console,
 ) -> TrainSummary:
-    """Train until `epochs` epochs are done, checkpointing after each, and return a summary."""
+    """Train until `epochs` epochs are done, checkpointing after each, and return a summary.
+
+    `epochs` None means all of the model's phases, or DEFAULT_EPOCHS for a model without any.
+    """
     seed = record.training["seed"]
     batch_size = record.training["batch_size"]
     torch.manual_seed(seed)  # before build, so weight initialisation follows the seed
     model = build_model(plugin, config, dataset.spec, device)
     optimizers = optimizers_of(model, plugin)
+    phases = phases_of(model, plugin)
+    if epochs is None:  # a new run without --epochs: all of its phases, or the default
+        epochs = sum(phase.epochs for phase in phases) if phases else DEFAULT_EPOCHS
+        record.training["epochs"] = epochs
     if resume:
         run.load_model(record, model)
         run.load_training_state(record, optimizers)
@@ -230,7 +239,12 @@ def fit(
     last_grid = None
     with _stop_on_signals() as stop, TrainingDisplay(console) as display:
         for epoch in range(progress.epoch, epochs):
-            display.start_epoch(epoch, epochs, loader.steps_per_epoch, progress.step_in_epoch)
+            phase = phase_at(phases, epoch)
+            context.phase = phase.name if phase else None
+            context.phase_optimizer = phase.optimizer if phase else None
+            display.start_epoch(
+                epoch, epochs, loader.steps_per_epoch, progress.step_in_epoch, context.phase
+            )
             for batch in loader.epoch(epoch, start_step=progress.step_in_epoch):
                 context.epoch, context.global_step = epoch, progress.global_step
                 logs = train_step(model, batch, context, optimizers, manual, plugin)
@@ -238,7 +252,10 @@ def fit(
                 progress.step_in_epoch += 1
                 progress.global_step += 1
                 steps += 1
-                metrics.append({"epoch": epoch + 1, "step": progress.global_step, **logs})
+                phase_field = {"phase": context.phase} if context.phase else {}
+                metrics.append(
+                    {"epoch": epoch + 1, "step": progress.global_step, **phase_field, **logs}
+                )
                 display.advance(logs)
                 if stop.signal_name:
                     run.save(record, model, optimizers)
@@ -319,12 +336,41 @@ def optimizers_of(model: torch.nn.Module, plugin: ModelPlugin) -> dict[str, torc
             f"{plugin.name}: configure_optimizers must return a non-empty dict of optimizers"
         )
     manual = bool(getattr(model, "manual_optimization", False))
-    if not manual and len(optimizers) != 1:
+    phases = phases_of(model, plugin)
+    if not manual and phases and len(optimizers) > 1:
+        unnamed = [phase.name for phase in phases if phase.optimizer not in optimizers]
+        if unnamed:
+            raise PluginError(
+                f"{plugin.name}: phase {unnamed[0]!r} must name one of the optimizers "
+                f"{', '.join(optimizers)}"
+            )
+    elif not manual and len(optimizers) != 1:
         raise PluginError(
             f"{plugin.name}: automatic optimisation takes one optimizer, got {len(optimizers)}; "
-            "set manual_optimization = True to step several"
+            "name one per phase, or set manual_optimization = True to step several"
         )
     return dict(optimizers)
+
+
+def phases_of(model: torch.nn.Module, plugin: ModelPlugin) -> list[Phase]:
+    """The model's training phases, or [] when it trains in one stage."""
+    define = getattr(model, "phases", None)
+    if define is None:
+        return []
+    phases = list(define())
+    if not phases or not all(isinstance(phase, Phase) and phase.epochs >= 1 for phase in phases):
+        raise PluginError(f"{plugin.name}: phases() must return Phase objects of 1 epoch or more")
+    return phases
+
+
+def phase_at(phases: list[Phase], epoch: int) -> Phase | None:
+    """The phase that epoch `epoch` (from 0) belongs to; epochs past the end extend the last."""
+    end = 0
+    for phase in phases:
+        end += phase.epochs
+        if epoch < end:
+            return phase
+    return phases[-1] if phases else None
 
 
 def train_step(
@@ -339,7 +385,8 @@ def train_step(
     if manual:
         outputs = model.training_step(batch, context)
     else:
-        ((name, optimizer),) = optimizers.items()
+        name = context.phase_optimizer or next(iter(optimizers))
+        optimizer = optimizers[name]
         optimizer.zero_grad(set_to_none=True)
         outputs = model.training_step(batch, context)
         if "loss" not in outputs:
@@ -431,10 +478,12 @@ class TrainingDisplay:
         if self.progress is not None:
             self.progress.stop()
 
-    def start_epoch(self, epoch: int, epochs: int, steps: int, done: int) -> None:
+    def start_epoch(
+        self, epoch: int, epochs: int, steps: int, done: int, phase: str | None = None
+    ) -> None:
         self.sums, self.count = {}, 0
         self.epoch_started = time.perf_counter()
-        self.label = f"epoch {epoch + 1}/{epochs}"
+        self.label = f"epoch {epoch + 1}/{epochs}" + (f" · {phase}" if phase else "")
         if self.progress is not None:
             self.task = self.progress.add_task(
                 self.label, total=steps, completed=done, losses="", rate=""

@@ -8,7 +8,8 @@ from dataclasses import dataclass, replace
 import pytest
 import torch
 
-from gentool.api import ModelPlugin, option
+from gentool.api import ModelPlugin, Phase, option
+from gentool.errors import PluginError
 from gentool.plugins.dcgan import plugin as dcgan
 from gentool.plugins.dcgan.model import DCGAN
 from gentool.plugins.vae import plugin as vae
@@ -230,3 +231,20 @@ def test_expected_failures_are_strict_xfails(plugin, check):
 def test_unknown_expected_failures_are_refused():
     with pytest.raises(ValueError, match="unknown check names"):
         parametrize_with_checks([dcgan], expected_failed_checks={"no_such_check": "why"})
+
+
+def test_phased_models_move_every_parameter_across_their_phases():
+    from tests.test_train import TWO_STAGE
+
+    CHECK["training_step_updates_parameters"](TWO_STAGE)  # each phase moves half the model
+
+
+def test_a_phase_without_an_optimizer_of_its_own_fails():
+    from tests.test_train import TWO_STAGE, TwoStage
+
+    class Unnamed(TwoStage):
+        def phases(self):
+            return [Phase("encoder", 1), Phase("decoder", 1)]
+
+    with pytest.raises(PluginError, match="phase 'encoder' must name one of the optimizers"):
+        CHECK["training_step_updates_parameters"](replace(TWO_STAGE, build=Unnamed))

@@ -4,18 +4,20 @@ import io
 import json
 import os
 import signal
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 import torch
 from rich.console import Console
 from safetensors.torch import load_file
+from torch import nn
 
+from gentool.api import DataSpec, ModelPlugin, Phase, option
 from gentool.checkpoint import RunFolder
 from gentool.errors import DataError, GentoolError, Interrupted, TrainingError
 from gentool.plugins.dcgan.model import DCGAN
-from gentool.train import TrainRequest, run_training
+from gentool.train import TrainRequest, phase_at, run_training
 from tests.conftest import TINY_DCGAN, entry_for
 
 STEPS_PER_EPOCH = 3  # 48 images in batches of 16
@@ -152,3 +154,85 @@ def test_a_run_that_fails_before_training_leaves_no_folder(dcgan_entry, tmp_path
     with pytest.raises(DataError):
         train(dcgan_entry, tmp_path / "run", epochs=1, data=str(tmp_path / "missing"))
     assert not (tmp_path / "run").exists()
+
+
+@dataclass(frozen=True)
+class TwoStageConfig:
+    image_size: int = option(8, "side of the images")
+
+
+class TwoStage(nn.Module):
+    """An autoencoder trained in two phases: its encoder first, then its decoder."""
+
+    def __init__(self, config, spec):
+        super().__init__()
+        pixels = spec.channels * spec.height * spec.width
+        self.encoder = nn.Linear(pixels, 4)
+        self.decoder = nn.Linear(4, pixels)
+
+    def phases(self):
+        return [Phase("encoder", 2, "encoder"), Phase("decoder", 1, "decoder")]
+
+    def configure_optimizers(self):
+        return {
+            "encoder": torch.optim.SGD(self.encoder.parameters(), lr=0.1),
+            "decoder": torch.optim.SGD(self.decoder.parameters(), lr=0.1),
+        }
+
+    def training_step(self, batch, ctx):
+        x = batch.images.flatten(1)
+        loss = nn.functional.mse_loss(self.decoder(torch.sigmoid(self.encoder(x))), x)
+        return {"loss": loss}
+
+
+TWO_STAGE = ModelPlugin(
+    name="two-stage",
+    summary="a phased test model",
+    Config=TwoStageConfig,
+    build=TwoStage,
+    value_range=(0.0, 1.0),
+)
+
+
+def train_two_stage(dcgan_entry, run_dir, *, epochs, resume=False):
+    request = TrainRequest(
+        entry=entry_for(TWO_STAGE, dcgan_entry),
+        config_values={},
+        limit=None if resume else 32,
+        batch_size=None if resume else 16,
+        epochs=epochs,
+        run_dir=run_dir,
+        resume=resume,
+        device="cpu",
+    )
+    output = io.StringIO()
+    run_training(request, Console(file=output))
+    return output.getvalue()
+
+
+def test_phases_run_in_order_each_stepping_its_own_optimizer(dcgan_entry, tmp_path):
+    shown = train_two_stage(dcgan_entry, tmp_path / "run", epochs=None)
+    assert "epoch 1/3 · encoder" in shown and "epoch 3/3 · decoder" in shown
+    phases = [(line["epoch"], line["phase"]) for line in logged_losses(tmp_path / "run")]
+    assert phases == [(1, "encoder")] * 2 + [(2, "encoder")] * 2 + [(3, "decoder")] * 2
+
+    train_two_stage(dcgan_entry, tmp_path / "encoder-only", epochs=2)
+    torch.manual_seed(0)
+    untrained = TwoStage(TwoStageConfig(), DataSpec(3, 8, 8))
+    weights = checkpoint_tensors(tmp_path / "encoder-only")
+    assert torch.equal(weights["decoder.weight"], untrained.decoder.weight.detach())
+    assert not torch.equal(weights["encoder.weight"], untrained.encoder.weight.detach())
+
+
+def test_a_run_resumes_in_the_middle_of_a_phase(dcgan_entry, tmp_path):
+    train_two_stage(dcgan_entry, tmp_path / "straight", epochs=3)
+    train_two_stage(dcgan_entry, tmp_path / "resumed", epochs=1)
+    shown = train_two_stage(dcgan_entry, tmp_path / "resumed", epochs=3, resume=True)
+    assert "epoch 2/3 · encoder" in shown and "epoch 1/3" not in shown
+    assert_same_run(tmp_path / "straight", tmp_path / "resumed")
+
+
+def test_epochs_past_the_phases_extend_the_last_one():
+    phases = [Phase("a", 2), Phase("b", 1)]
+    assert [phase_at(phases, epoch).name for epoch in range(5)] == ["a", "a", "b", "b", "b"]
+    assert phase_at([], 0) is None

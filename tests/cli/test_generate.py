@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors import safe_open
 from typer.testing import CliRunner
 
 from gentool.cli import app
-from gentool.data import load_image, to_uint8, to_value_range
+from gentool.data import load_dataset, load_image, to_uint8, to_value_range
 from gentool.generate import slerp
 from gentool.images import image_grid
 from gentool.models import load_trained, spec_from_dict
@@ -215,3 +216,55 @@ def test_conditional_walks_keep_one_class_per_row(cgan_run):
     result = invoke("interpolate", "cgan", "--run", str(cgan_run), "--rows", "6", "--steps", "4")
     assert result.exit_code == 0, result.output
     assert "wrote 6 walks of 4 steps" in result.output
+
+
+def test_reconstructions_sit_below_their_originals(vae_run):
+    result = invoke("reconstruct", "vae", "--run", str(vae_run), "--n", "10", "--out", "rec.png")
+    assert result.exit_code == 0, result.output
+    assert "over 10 images; originals above reconstructions in rec.png" in result.output
+    error = float(result.output.split("mean squared error ")[1].split()[0])
+    assert 0 < error < 1
+    grid = np.asarray(Image.open(vae_run.parent / "rec.png"))
+    assert grid.shape[:2] == (4 * 18 + 2, 8 * 18 + 2)  # 8 columns: 2 pairs of rows for 10 images
+    first_face = load_dataset("builtin:faces", image_size=16, limit=1).images[0]
+    assert np.array_equal(cell(grid, 0, 0), first_face.permute(1, 2, 0).numpy())
+    assert not np.array_equal(cell(grid, 1, 0), cell(grid, 0, 0))  # its reconstruction
+
+
+def test_codes_are_written_with_their_labels(in_tmp):
+    train("vae", TINY_VAE_ARGS, "vae-run")
+    invoke("data", "make", "shapes", "shapes", "--n", "12", "--size", "16")
+    result = invoke("encode", "vae", "--run", "vae-run", "--data", "shapes", "--out",
+                    "codes.safetensors")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "wrote 12 codes of shape (4) to codes.safetensors" in result.output
+    with safe_open(str(in_tmp / "codes.safetensors"), "pt") as handle:
+        codes, labels = handle.get_tensor("codes"), handle.get_tensor("labels")
+        metadata = handle.metadata()
+    assert codes.shape == (12, 4) and codes.dtype == torch.float32
+    assert labels.tolist() == sorted(index % 6 for index in range(12))
+    assert metadata["model"] == "vae" and "circle" in metadata["class_names"]
+
+    model, record, _ = load_trained(resolve("vae"), in_tmp / "vae-run", torch.device("cpu"))
+    first = sorted((in_tmp / "shapes" / "circle").glob("*.png"))[0]
+    image = to_value_range(load_image(first, spec_from_dict(record.data["spec"])), (0.0, 1.0))
+    torch.testing.assert_close(codes[0], model.encode(image[None])[0])
+
+
+def test_autoencoders_point_from_sample_to_reconstruct(vae_run):
+    from dataclasses import replace
+
+    from gentool.api import Capabilities
+    from gentool.errors import GentoolError
+    from gentool.generate import sample_images
+    from tests.conftest import entry_for
+
+    vae = resolve("vae")
+    autoencoder = replace(vae.plugin, capabilities=Capabilities(reconstruct=True, encode=True))
+    with pytest.raises(
+        GentoolError,
+        match=r"vae is an autoencoder: it reconstructs images and "
+        r"does not sample new ones; use `gentool reconstruct vae`",
+    ):
+        sample_images(entry_for(autoencoder, vae), count=4, run_dir=vae_run, out=None, seed=0,
+                      device="cpu")  # fmt: skip
