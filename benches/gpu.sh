@@ -21,8 +21,25 @@ step() {  # step NAME SECONDS COMMAND...: run one part with a time limit, log it
     fi
 }
 
-# gentool.kernels and gentool.plugins are mapped folders: an editable install resolves them.
+# gentool.kernels and gentool.plugins are mapped folders: an editable install resolves them. Where
+# pip cannot build offline, links put them in place and a metadata folder declares the models.
 step install 120 python -m pip install --no-deps --no-build-isolation -e .
+if ! python -c "import gentool.kernels, gentool.plugins.dcgan" 2> /dev/null; then
+    ln -sfn ../kernels gentool/kernels
+    ln -sfn ../plugins gentool/plugins
+    metadata="$OUT/metadata/gentool-0.0.dist-info"
+    mkdir -p "$metadata"
+    printf 'Metadata-Version: 2.1\nName: gentool\nVersion: 0.0\n' > "$metadata/METADATA"
+    python - "$metadata" <<'PY'
+import pathlib, sys, tomllib
+
+models = tomllib.loads(pathlib.Path("pyproject.toml").read_text())["project"]["entry-points"]
+lines = ["[gentool.models]"] + [f"{name} = {target}" for name, target in models["gentool.models"].items()]
+(pathlib.Path(sys.argv[1]) / "entry_points.txt").write_text("\n".join(lines) + "\n")
+PY
+    export PYTHONPATH="$PWD:$(dirname "$metadata")${PYTHONPATH:+:$PYTHONPATH}"
+    echo "   running from source: gentool/kernels and gentool/plugins linked"
+fi
 {
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
     python -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"
