@@ -95,13 +95,18 @@ def interpolate_images(
     that encode), in which case there is one row from the first image to the second.
     """
     plugin = _plugin_of(entry)
-    model, record, run = load_trained(entry, run_dir, resolve_device(device))
-    if not (hasattr(model, "sample_latent") and hasattr(model, "decode")):
-        raise GentoolError(f"{plugin.name} has no latent space to walk (no sample_latent/decode)")
-    spec = spec_from_dict(record.data["spec"])
-    labels = None
     if (start_image is None) != (end_image is None):
         raise GentoolError("--from and --to go together: give both images or neither")
+    model, record, run = load_trained(entry, run_dir, resolve_device(device))
+    if not hasattr(model, "decode"):
+        raise GentoolError(f"{plugin.name} cannot decode codes into images, so it cannot walk")
+    if start_image is None and not hasattr(model, "sample_latent"):
+        raise GentoolError(
+            f"{plugin.name} has no prior to draw random codes from: walk between two images "
+            "with --from and --to"
+        )
+    spec = spec_from_dict(record.data["spec"])
+    labels = None
     if start_image is not None and end_image is not None:
         if not plugin.capabilities.encode:
             raise GentoolError(
