@@ -69,3 +69,17 @@ def install_fake_distribution(
     lines = "".join(f"{name} = {target}\n" for name, target in entry_points.items())
     (info / "entry_points.txt").write_text(f"[gentool.models]\n{lines}")
     monkeypatch.syspath_prepend(str(site))
+
+
+@pytest.fixture
+def tiny_cpu_training():
+    """Settings for training a tiny model on a shared CPU: one thread, as the layers are too small
+    to split (and two threads on busy cores wait on each other, tens of times slower), and
+    denormal floats flushed to zero, as saturated sigmoids make them and they slow arithmetic
+    several times over."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)
+    yield
+    torch.set_flush_denormal(False)
+    torch.set_num_threads(threads)
