@@ -268,3 +268,19 @@ def test_autoencoders_point_from_sample_to_reconstruct(vae_run):
     ):
         sample_images(entry_for(autoencoder, vae), count=4, run_dir=vae_run, out=None, seed=0,
                       device="cpu")  # fmt: skip
+
+
+def test_an_autoencoder_run_reconstructs_encodes_and_refuses_to_sample(in_tmp):
+    train("ae", ["-o", "image_size=8", "-o", "hidden=16", "-o", "code_dim=4"], "ae-run")
+    sampled = invoke("sample", "ae", "--run", "ae-run")
+    assert sampled.exit_code == 1
+    assert "ae is an autoencoder: it reconstructs images and does not sample new ones; use " \
+           "`gentool reconstruct ae`" in sampled.output  # fmt: skip
+    rebuilt = invoke("reconstruct", "ae", "--run", "ae-run", "--n", "8")
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert (in_tmp / "ae-run" / "samples" / "reconstruct_n8.png").exists()
+    encoded = invoke("encode", "ae", "--run", "ae-run", "--out", "codes.safetensors")
+    assert encoded.exit_code == 0, encoded.output
+    assert "wrote 32 codes of shape (4) to codes.safetensors" in encoded.output
+    walked = invoke("interpolate", "ae", "--run", "ae-run")
+    assert walked.exit_code == 1 and "walk between two images with --from and --to" in walked.output
