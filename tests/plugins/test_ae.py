@@ -12,8 +12,8 @@ from gentool.cli import app
 from gentool.errors import ConfigError
 from gentool.plugins.ae import plugin
 from gentool.plugins.ae.model import AE
-from gentool.synthetic import make_faces
 from gentool.train import StepContext
+from tests.plugins.autoencoding import faces, train
 
 TINY = {"image_size": 8, "hidden": (16,), "code_dim": 4}
 
@@ -21,21 +21,6 @@ TINY = {"image_size": 8, "hidden": (16,), "code_dim": 4}
 def build(channels=3, **overrides) -> AE:
     config = plugin.parse_config({**TINY, **overrides})
     return plugin.build(config, DataSpec(channels, config.image_size, config.image_size))
-
-
-def faces(count=16, size=8) -> torch.Tensor:
-    return torch.from_numpy(make_faces(count, size)).permute(0, 3, 1, 2).float() / 255
-
-
-def train(model: AE, x: torch.Tensor, steps: int) -> dict[str, torch.Tensor]:
-    optimizer = model.configure_optimizers()["ae"]
-    context = StepContext({"ae": optimizer}, torch.device("cpu"))
-    for _ in range(steps):
-        optimizer.zero_grad()
-        logs = model.training_step(Batch(x), context)
-        logs["loss"].backward()
-        optimizer.step()
-    return logs
 
 
 def step_logs(model: AE, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -11,8 +11,8 @@ from gentool.api import Batch, DataSpec
 from gentool.cli import app
 from gentool.plugins.contractive_ae import plugin
 from gentool.plugins.contractive_ae.model import ContractiveAE
-from gentool.synthetic import make_faces
 from gentool.train import StepContext
+from tests.plugins.autoencoding import faces, train
 
 TINY = {"image_size": 8, "code_dim": 8}
 
@@ -20,21 +20,6 @@ TINY = {"image_size": 8, "code_dim": 8}
 def build(channels=3, **overrides) -> ContractiveAE:
     config = plugin.parse_config({**TINY, **overrides})
     return plugin.build(config, DataSpec(channels, config.image_size, config.image_size))
-
-
-def faces(count=16, size=8) -> torch.Tensor:
-    return torch.from_numpy(make_faces(count, size)).permute(0, 3, 1, 2).float() / 255
-
-
-def train(model: ContractiveAE, x: torch.Tensor, steps: int) -> dict[str, torch.Tensor]:
-    optimizer = model.configure_optimizers()["contractive-ae"]
-    context = StepContext({"contractive-ae": optimizer}, torch.device("cpu"))
-    for _ in range(steps):
-        optimizer.zero_grad()
-        logs = model.training_step(Batch(x), context)
-        logs["loss"].backward()
-        optimizer.step()
-    return logs
 
 
 def autograd_jacobian_norm_squared(model: ContractiveAE, flat: torch.Tensor) -> torch.Tensor:

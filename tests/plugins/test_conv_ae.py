@@ -11,8 +11,8 @@ from gentool.cli import app
 from gentool.errors import ConfigError
 from gentool.plugins.conv_ae import plugin
 from gentool.plugins.conv_ae.model import ConvAutoencoder
-from gentool.synthetic import make_faces
 from gentool.train import StepContext
+from tests.plugins.autoencoding import faces
 
 TINY = {"image_size": 8, "features": 4, "code_dim": 4}
 
@@ -20,10 +20,6 @@ TINY = {"image_size": 8, "features": 4, "code_dim": 4}
 def build(image_size=8, channels=3, **overrides) -> ConvAutoencoder:
     config = plugin.parse_config({**TINY, "image_size": image_size, **overrides})
     return plugin.build(config, DataSpec(channels, image_size, image_size))
-
-
-def faces(count: int, size: int) -> torch.Tensor:
-    return torch.from_numpy(make_faces(count, size)).permute(0, 3, 1, 2).float() / 255
 
 
 @pytest.mark.parametrize("image_size", [8, 16, 32, 64, 128])

@@ -12,8 +12,8 @@ from gentool.cli import app
 from gentool.errors import ConfigError
 from gentool.plugins.denoising_ae import plugin
 from gentool.plugins.denoising_ae.model import DenoisingAE
-from gentool.synthetic import make_faces
 from gentool.train import StepContext
+from tests.plugins.autoencoding import faces, train
 
 TINY = {"image_size": 8, "hidden": (16,), "code_dim": 4}
 
@@ -21,20 +21,6 @@ TINY = {"image_size": 8, "hidden": (16,), "code_dim": 4}
 def build(channels=3, **overrides) -> DenoisingAE:
     config = plugin.parse_config({**TINY, **overrides})
     return plugin.build(config, DataSpec(channels, config.image_size, config.image_size))
-
-
-def faces(count=16, size=8, start=0) -> torch.Tensor:
-    images = make_faces(count, size, start=start)
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
-
-
-def train(model: DenoisingAE, x: torch.Tensor, steps: int) -> None:
-    optimizer = model.configure_optimizers()["denoising-ae"]
-    context = StepContext({"denoising-ae": optimizer}, torch.device("cpu"))
-    for _ in range(steps):
-        optimizer.zero_grad()
-        model.training_step(Batch(x), context)["loss"].backward()
-        optimizer.step()
 
 
 @pytest.mark.parametrize("channels", [1, 3])

@@ -12,8 +12,8 @@ from gentool.cli import app
 from gentool.errors import ConfigError
 from gentool.plugins.sparse_ae import plugin
 from gentool.plugins.sparse_ae.model import SparseAE
-from gentool.synthetic import make_faces
 from gentool.train import StepContext
+from tests.plugins.autoencoding import faces, train
 
 TINY = {"image_size": 8, "code_dim": 16}
 
@@ -23,23 +23,10 @@ def build(channels=3, **overrides) -> SparseAE:
     return plugin.build(config, DataSpec(channels, config.image_size, config.image_size))
 
 
-def faces(count=16, size=8) -> torch.Tensor:
-    return torch.from_numpy(make_faces(count, size)).permute(0, 3, 1, 2).float() / 255
-
-
 def step_logs(model: SparseAE, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """What one training step logs, without stepping."""
     optimizers = model.configure_optimizers()
     return model.training_step(Batch(x), StepContext(optimizers, torch.device("cpu")))
-
-
-def train(model: SparseAE, x: torch.Tensor, steps: int) -> None:
-    optimizer = model.configure_optimizers()["sparse-ae"]
-    context = StepContext({"sparse-ae": optimizer}, torch.device("cpu"))
-    for _ in range(steps):
-        optimizer.zero_grad()
-        model.training_step(Batch(x), context)["loss"].backward()
-        optimizer.step()
 
 
 @pytest.mark.parametrize("channels", [1, 3])
