@@ -216,7 +216,7 @@ def _training_step_updates_parameters(plugin: ModelPlugin) -> None:
     model, spec = _build(plugin)
     optimizers = optimizers_of(model, plugin)
     manual = bool(getattr(model, "manual_optimization", False))
-    owners = _parameter_owners(model, optimizers)
+    owners = _parameter_owners(model, optimizers, phased=bool(phases_of(model, plugin)))
     before = {name: value.detach().clone() for name, value in model.named_parameters()}
 
     class AuditingContext(StepContext):
@@ -234,7 +234,7 @@ def _training_step_updates_parameters(plugin: ModelPlugin) -> None:
         def _refuse_moves(self, how: str, owner: str | None = None) -> None:
             now = {key: value.detach().clone() for key, value in model.named_parameters()}
             moved = [key for key in now if not torch.equal(now[key], self.settled[key])]
-            wrong = [key for key in moved if owner is None or owners.get(key) != owner]
+            wrong = [key for key in moved if owner is None or owner not in owners.get(key, ())]
             if wrong:
                 raise CheckFailed(f"parameters changed {how}: {', '.join(wrong[:5])}")
             self.settled = now
@@ -461,19 +461,26 @@ def _train_once(plugin: ModelPlugin, model: Any, spec: DataSpec) -> None:
     train_step(model, _random_batch(plugin, spec), context, optimizers, manual, plugin)
 
 
-def _parameter_owners(model: Any, optimizers: Mapping[str, Any]) -> dict[str, str]:
-    """Which optimizer steps each named parameter; a parameter in two optimizers is an error."""
+def _parameter_owners(
+    model: Any, optimizers: Mapping[str, Any], *, phased: bool
+) -> dict[str, set[str]]:
+    """The optimizers that step each named parameter.
+
+    Networks that train side by side (a GAN's) must not share a parameter between optimizers;
+    phases, which run one after another, may (a fine-tune phase steps what pretraining trained).
+    """
     name_of = {id(value): name for name, value in model.named_parameters()}
-    owners: dict[str, str] = {}
+    owners: dict[str, set[str]] = {}
     for optimizer_name, optimizer in optimizers.items():
         for group in optimizer.param_groups:
             for parameter in group["params"]:
                 name = name_of.get(id(parameter), "<a tensor that is not a model parameter>")
-                if name in owners:
+                if name in owners and not phased:
+                    (other,) = owners[name]
                     raise CheckFailed(
-                        f"parameter {name} is in optimizers {owners[name]!r} and {optimizer_name!r}"
+                        f"parameter {name} is in optimizers {other!r} and {optimizer_name!r}"
                     )
-                owners[name] = optimizer_name
+                owners.setdefault(name, set()).add(optimizer_name)
     return owners
 
 

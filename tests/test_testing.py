@@ -248,3 +248,17 @@ def test_a_phase_without_an_optimizer_of_its_own_fails():
 
     with pytest.raises(PluginError, match="phase 'encoder' must name one of the optimizers"):
         CHECK["training_step_updates_parameters"](replace(TWO_STAGE, build=Unnamed))
+
+
+def test_phases_may_share_parameters_between_their_optimizers():
+    from tests.test_train import TWO_STAGE, TwoStage
+
+    class FineTuned(TwoStage):
+        def phases(self):
+            return [*super().phases(), Phase("fine-tune", 1, "everything")]
+
+        def configure_optimizers(self):
+            everything = torch.optim.SGD(self.parameters(), lr=0.1)
+            return {**super().configure_optimizers(), "everything": everything}
+
+    CHECK["training_step_updates_parameters"](replace(TWO_STAGE, build=FineTuned))
