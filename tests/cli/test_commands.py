@@ -46,11 +46,13 @@ def test_sampling_defaults_to_the_run_folder_and_repeats_with_a_seed(in_tmp):
     first = invoke("sample", "dcgan", "--run", "run", "--n", "4", "--seed", "7")
     assert first.exit_code == 0, first.output
     path = in_tmp / "run" / "samples" / "sample_seed7_n4.png"
-    pixels = path.read_bytes()
     invoke("sample", "dcgan", "--run", "run", "--n", "4", "--seed", "7", "--out", "again.png")
+    invoke("sample", "dcgan", "--run", "run", "--n", "4", "--seed", "8", "--out", "other.png")
     with Image.open(path) as one, Image.open(in_tmp / "again.png") as two:
+        assert one.size == (2 * 18 + 2, 2 * 18 + 2)  # 4 samples: a 2×2 grid
         assert one.tobytes() == two.tobytes()
-    assert pixels
+        with Image.open(in_tmp / "other.png") as other:
+            assert other.tobytes() != one.tobytes()
 
 
 def test_resume_continues_a_run_to_more_epochs(in_tmp):
