@@ -25,12 +25,12 @@ follow no loss that could be back-propagated, so the model optimises manually: a
 the negated updates into the parameters' .grad and steps that RBM's SGD (with momentum, as the
 paper) through ctx.step; the fine-tune phase back-propagates through ctx.backward and ctx.step.
 
-Fine-tuning learns offsets. Each parameter has one optimizer (gentool's conformance kit checks
-that none is in two), so the fine-tune phase does not step the RBMs' weights: it learns offsets,
-zero at the start, and the unrolled layers compute with W_i + ΔE_i and W_iᵀ + ΔD_i (biases alike).
-The gradient is the same for an offset as for the weight it shifts, so each unrolled weight takes
-exactly the steps a fresh Adam would take on a copy of the RBM's weight; the RBMs stay as they
-were pretrained.
+Fine-tuning learns offsets. The unrolled decoder must start as the RBMs' transposes, which exist
+only when pretraining ends, so the unrolled layers compute with W_i + ΔE_i and W_iᵀ + ΔD_i (biases
+alike), the offsets starting at zero: no weights are copied in the middle of a run, and resuming
+needs no record of such a copy. The gradient is the same for an offset as for the weight it
+shifts, so each unrolled weight takes exactly the steps a fresh Adam would take on a copy of the
+RBM's weight (a test checks this); the RBMs stay as they were pretrained, to compare with.
 
 Where this differs from the paper:
 - The paper fine-tuned with conjugate gradients on large batches; here Adam (`lr`) on the trainer's

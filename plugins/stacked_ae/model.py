@@ -17,12 +17,9 @@ and trains them end to end on the mean squared error of x' against x. When the d
 linear classifier on the code h_k adds its cross-entropy (× `classifier_weight`), so that the code
 is also shaped for classification: the notes' stack ends in a classifier.
 
-Fine-tuning learns offsets. The trainer steps one optimizer per phase, and each parameter has one
-owner (gentool's conformance kit checks that none is in two optimizers), so the fine-tune phase
-does not step the pretrained weights: it learns offsets ΔW, Δb that start at zero, and the stacked
-layers compute with W + ΔW and b + Δb. The gradient of the loss is the same for ΔW as for W, so
-W + ΔW takes exactly the steps that a fresh Adam would take on the pretrained W itself; the
-pretrained weights stay as they were, to compare with.
+Pretraining and fine-tuning train the same weights: each "layer i" phase steps AE i's encoder and
+decoder with that layer's own Adam, and the fine-tune phase steps every AE's weights, and the
+classifier's, with its own Adam, starting from where pretraining left them.
 """
 
 from __future__ import annotations
@@ -39,45 +36,19 @@ from gentool.plugins.stacked_ae import Config
 FINE_TUNE = "fine-tune"
 
 
-class FineTunedLinear(nn.Module):
-    """A Linear layer trained in a pretraining phase, and the offsets that fine-tuning adds."""
-
-    def __init__(self, n_in: int, n_out: int) -> None:
-        super().__init__()
-        self.pretrained = nn.Linear(n_in, n_out)
-        self.weight_offset = nn.Parameter(torch.zeros(n_out, n_in))
-        self.bias_offset = nn.Parameter(torch.zeros(n_out))
-
-    def forward(self, x: torch.Tensor, *, fine_tuned: bool) -> torch.Tensor:
-        if not fine_tuned:
-            return self.pretrained(x)
-        weight = self.pretrained.weight.detach() + self.weight_offset  # (n_out, n_in)
-        bias = self.pretrained.bias.detach() + self.bias_offset
-        return F.linear(x, weight, bias)
-
-    def offsets(self) -> list[nn.Parameter]:
-        return [self.weight_offset, self.bias_offset]
-
-
 class LayerAutoencoder(nn.Module):
     """AE i of the stack: n_in → n_out → n_in, a sigmoid after each layer."""
 
     def __init__(self, n_in: int, n_out: int) -> None:
         super().__init__()
-        self.encoder = FineTunedLinear(n_in, n_out)
-        self.decoder = FineTunedLinear(n_out, n_in)
+        self.encoder = nn.Linear(n_in, n_out)
+        self.decoder = nn.Linear(n_out, n_in)
 
-    def encode(self, h: torch.Tensor, *, fine_tuned: bool) -> torch.Tensor:
-        return torch.sigmoid(self.encoder(h, fine_tuned=fine_tuned))  # (B, n_out)
+    def encode(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.encoder(h))  # (B, n_out)
 
-    def decode(self, code: torch.Tensor, *, fine_tuned: bool) -> torch.Tensor:
-        return torch.sigmoid(self.decoder(code, fine_tuned=fine_tuned))  # (B, n_in)
-
-    def pretrained_parameters(self) -> list[nn.Parameter]:
-        return [*self.encoder.pretrained.parameters(), *self.decoder.pretrained.parameters()]
-
-    def offsets(self) -> list[nn.Parameter]:
-        return [*self.encoder.offsets(), *self.decoder.offsets()]
+    def decode(self, code: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.decoder(code))  # (B, n_in)
 
 
 class StackedAutoencoder(nn.Module):
@@ -109,13 +80,11 @@ class StackedAutoencoder(nn.Module):
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         lr = self.config.lr
         optimizers = {
-            f"layer {i}": torch.optim.Adam(layer.pretrained_parameters(), lr=lr)
+            f"layer {i}": torch.optim.Adam(layer.parameters(), lr=lr)
             for i, layer in enumerate(self.layers, start=1)
         }
-        fine_tuned = [offset for layer in self.layers for offset in layer.offsets()]
-        if self.classifier is not None:
-            fine_tuned += list(self.classifier.parameters())
-        optimizers[FINE_TUNE] = torch.optim.Adam(fine_tuned, lr=lr)
+        # The whole stack, and the classifier when there is one: every parameter of the model.
+        optimizers[FINE_TUNE] = torch.optim.Adam(self.parameters(), lr=lr)
         return optimizers
 
     def training_step(self, batch: Batch, ctx: TrainContext) -> dict[str, torch.Tensor]:
@@ -130,9 +99,9 @@ class StackedAutoencoder(nn.Module):
         with torch.no_grad():
             target = x
             for below in self.layers[:index]:
-                target = below.encode(target, fine_tuned=False)  # (B, n_index)
+                target = below.encode(target)  # (B, n_index)
         layer = self.layers[index]
-        recon = layer.decode(layer.encode(target, fine_tuned=False), fine_tuned=False)
+        recon = layer.decode(layer.encode(target))
         loss = F.mse_loss(recon, target)
         return {"loss": loss, "recon": loss.detach()}
 
@@ -168,13 +137,13 @@ class StackedAutoencoder(nn.Module):
     def _encode_flat(self, x: torch.Tensor) -> torch.Tensor:
         h = x
         for layer in self.layers:
-            h = layer.encode(h, fine_tuned=True)
+            h = layer.encode(h)
         return h
 
     def _decode_flat(self, code: torch.Tensor) -> torch.Tensor:
         h = code
         for layer in reversed(self.layers):
-            h = layer.decode(h, fine_tuned=True)
+            h = layer.decode(h)
         return h
 
     @torch.no_grad()

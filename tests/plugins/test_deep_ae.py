@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from rich.console import Console
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from gentool.api import Batch, DataSpec
+from gentool.checkpoint import RunFolder
 from gentool.cli import app
 from gentool.plugins.deep_ae import plugin
 from gentool.plugins.deep_ae.model import DeepAutoencoder
@@ -147,3 +151,73 @@ def test_trains_through_the_cli(in_tmp):
     assert result.exit_code == 0, result.output
     assert "· rbm 1" in result.output and "· rbm 2" in result.output
     assert "· fine-tune" in result.output
+
+
+def test_fine_tuning_is_adam_on_an_untied_copy_of_the_rbms():
+    """The offsets take the steps Adam would take on copies of the RBMs' weights."""
+    torch.manual_seed(0)
+    model = build()
+    x = torch.rand(16, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    run_phase(model, "rbm 1", x, steps=3)
+    run_phase(model, "rbm 2", x, steps=3)
+
+    def copy(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.detach().clone().contiguous().requires_grad_()
+
+    encoder = [(copy(rbm.weight), copy(rbm.hidden_bias)) for rbm in model.rbms]
+    decoder = [(copy(rbm.weight.t()), copy(rbm.visible_bias)) for rbm in model.rbms]
+    adam = torch.optim.Adam([p for pair in encoder + decoder for p in pair], lr=model.config.lr)
+    for _ in range(2):
+        adam.zero_grad()
+        h = x.flatten(1)
+        for index, (weight, bias) in enumerate(encoder):
+            h = F.linear(h, weight, bias)
+            h = h if index == len(encoder) - 1 else torch.sigmoid(h)
+        for index, (weight, bias) in reversed(list(enumerate(decoder))):
+            h = F.linear(h, weight, bias)
+            h = torch.sigmoid(h) if index > 0 else h
+        F.binary_cross_entropy_with_logits(h, x.flatten(1)).backward()
+        adam.step()
+
+    run_phase(model, "fine-tune", x, steps=2)
+    for index in range(len(model.rbms)):
+        for got, want in zip(model.encoder_layer(index), encoder[index], strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+        for got, want in zip(model.decoder_layer(index), decoder[index], strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+
+
+def test_resuming_before_and_during_fine_tuning_matches_an_uninterrupted_run(tmp_path):
+    config = {**TINY, "finetune_epochs": 2}  # rbm 1, rbm 2, then two epochs of fine-tuning
+
+    def train(run_dir: Path, epochs: int, *, resume: bool = False) -> None:
+        request = TrainRequest(
+            entry=resolve("deep-ae"),
+            config_values={} if resume else config,
+            limit=None if resume else 32,
+            batch_size=None if resume else 16,
+            epochs=epochs,
+            run_dir=run_dir,
+            resume=resume,
+            device="cpu",
+        )
+        run_training(request, Console(file=io.StringIO()))
+
+    def checkpoint(run_dir: Path) -> dict[str, torch.Tensor]:
+        folder = run_dir / RunFolder(run_dir).read().checkpoint
+        return {
+            **load_file(folder / "model.safetensors"),
+            **{f"optim/{k}": v for k, v in load_file(folder / "optim.safetensors").items()},
+        }
+
+    def metrics(run_dir: Path) -> list[dict]:
+        return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+    train(tmp_path / "straight", 4)
+    train(tmp_path / "resumed", 2)  # stops before fine-tuning
+    train(tmp_path / "resumed", 3, resume=True)  # stops after one epoch of fine-tuning
+    train(tmp_path / "resumed", 4, resume=True)
+    want, got = checkpoint(tmp_path / "straight"), checkpoint(tmp_path / "resumed")
+    assert want.keys() == got.keys()
+    assert [key for key in want if not torch.equal(want[key], got[key])] == []
+    assert metrics(tmp_path / "straight") == metrics(tmp_path / "resumed")
