@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from itertools import pairwise
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -23,3 +25,16 @@ def mlp(sizes: Sequence[int], activation: Callable[[], nn.Module]) -> nn.Sequent
             layers.append(activation())
         layers.append(nn.Linear(size_in, size_out))
     return nn.Sequential(*layers)
+
+
+def reconstruction_loss(logits: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    """Per-image reconstruction error of pixels in [0, 1], summed over pixels, batch-averaged.
+
+    `logits` are the decoder's raw outputs; "bce" scores them as Bernoulli logits (the negative
+    log-likelihood), "mse" squares the error of their sigmoid.
+    """
+    if kind == "bce":
+        per_pixel = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    else:
+        per_pixel = F.mse_loss(torch.sigmoid(logits), target, reduction="none")
+    return per_pixel.flatten(1).sum(dim=1).mean()

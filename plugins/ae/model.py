@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gentool.api import Batch, DataSpec, TrainContext
-from gentool.plugins._blocks import mlp
+from gentool.plugins._blocks import mlp, reconstruction_loss
 from gentool.plugins.ae import Config
 
 
@@ -62,13 +62,9 @@ class AE(nn.Module):
 
     def reconstruction_loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Summed over pixels, averaged over the batch; `output` is the decoder's raw (B, n)."""
-        if self.config.linear:
-            per_pixel = F.mse_loss(output, target, reduction="none")
-        elif self.config.loss == "bce":
-            per_pixel = F.binary_cross_entropy_with_logits(output, target, reduction="none")
-        else:
-            per_pixel = F.mse_loss(torch.sigmoid(output), target, reduction="none")
-        return per_pixel.sum(dim=1).mean()
+        if self.config.linear:  # no sigmoid: the least-squares problem whose answer is PCA's
+            return F.mse_loss(output, target, reduction="none").sum(dim=1).mean()
+        return reconstruction_loss(output, target, self.config.loss)
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:

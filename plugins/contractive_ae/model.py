@@ -27,11 +27,10 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from gentool.api import Batch, DataSpec, TrainContext
-from gentool.plugins._blocks import mlp
+from gentool.plugins._blocks import mlp, reconstruction_loss
 from gentool.plugins.contractive_ae import Config
 
 
@@ -56,7 +55,7 @@ class ContractiveAE(nn.Module):
     def training_step(self, batch: Batch, ctx: TrainContext) -> dict[str, torch.Tensor]:
         x = batch.images.flatten(1)  # (B, C, H, W) → (B, n) in [0, 1]
         h = self.encoder(x)  # (B, p)
-        recon = self.reconstruction_loss(self.decoder(h), x)
+        recon = reconstruction_loss(self.decoder(h), x, self.config.loss)
         jacobian = self.jacobian_norm_squared(x, h).mean()
         return {
             "loss": recon + self.config.contraction * jacobian,
@@ -71,14 +70,6 @@ class ContractiveAE(nn.Module):
             return (h * (1 - h)).square() @ weight.square().sum(dim=1)  # (B, p) @ (p,) → (B,)
         jacobians = torch.func.vmap(torch.func.jacrev(self.encoder))(x)  # (B, p, n)
         return jacobians.square().sum(dim=(1, 2))
-
-    def reconstruction_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Summed over pixels, averaged over the batch."""
-        if self.config.loss == "bce":
-            per_pixel = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-        else:
-            per_pixel = F.mse_loss(torch.sigmoid(logits), target, reduction="none")
-        return per_pixel.sum(dim=1).mean()
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:

@@ -24,11 +24,10 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from gentool.api import Batch, DataSpec, TrainContext
-from gentool.plugins._blocks import mlp
+from gentool.plugins._blocks import mlp, reconstruction_loss
 from gentool.plugins.denoising_ae import Config
 
 
@@ -61,16 +60,8 @@ class DenoisingAE(nn.Module):
     def training_step(self, batch: Batch, ctx: TrainContext) -> dict[str, torch.Tensor]:
         x = batch.images.flatten(1)  # (B, C, H, W) → (B, n) in [0, 1]
         logits = self.decoder(self.encoder(self.corrupt(x)))  # from x̃ ...
-        recon = self.reconstruction_loss(logits, x)  # ... back to the clean x
+        recon = reconstruction_loss(logits, x, self.config.loss)  # ... back to the clean x
         return {"loss": recon, "recon": recon.detach()}
-
-    def reconstruction_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Summed over pixels, averaged over the batch."""
-        if self.config.loss == "bce":
-            per_pixel = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-        else:
-            per_pixel = F.mse_loss(torch.sigmoid(logits), target, reduction="none")
-        return per_pixel.sum(dim=1).mean()
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:

@@ -22,10 +22,10 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from gentool.api import Batch, DataSpec, TrainContext
+from gentool.plugins._blocks import reconstruction_loss
 from gentool.plugins.sparse_ae import Config
 
 # rho_hat is kept this far inside (0, 1) so that a batch on which a unit saturates gives a large
@@ -65,7 +65,7 @@ class SparseAE(nn.Module):
     def training_step(self, batch: Batch, ctx: TrainContext) -> dict[str, torch.Tensor]:
         x = batch.images.flatten(1)  # (B, C, H, W) → (B, n) in [0, 1]
         h = self.encoder(x)  # (B, p) in (0, 1)
-        recon = self.reconstruction_loss(self.decoder(h), x)
+        recon = reconstruction_loss(self.decoder(h), x, self.config.loss)
         penalty = self.sparsity_penalty(h)
         return {
             "loss": recon + self.config.beta * penalty,
@@ -78,14 +78,6 @@ class SparseAE(nn.Module):
         if self.config.sparsity == "kl":
             return kl_sparsity(self.config.rho, h)
         return l1_sparsity(h)
-
-    def reconstruction_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Summed over pixels, averaged over the batch."""
-        if self.config.loss == "bce":
-            per_pixel = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-        else:
-            per_pixel = F.mse_loss(torch.sigmoid(logits), target, reduction="none")
-        return per_pixel.sum(dim=1).mean()
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:

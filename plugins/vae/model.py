@@ -17,11 +17,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from gentool.api import Batch, DataSpec, TrainContext
 from gentool.kernels import ConvTransposeBNReLU, reparameterize_kl
+from gentool.plugins._blocks import reconstruction_loss
 from gentool.plugins.vae import Config
 
 
@@ -87,16 +87,8 @@ class VAE(nn.Module):
         x = batch.images  # (B, C, H, W) in [0, 1]
         mu, logvar = self.encoder(x)
         z, kl = reparameterize_kl(mu, logvar, reduction="mean")
-        recon = self.reconstruction_loss(self.decoder(z), x)
+        recon = reconstruction_loss(self.decoder(z), x, self.config.recon_loss)
         return {"loss": recon + self.config.beta * kl, "recon": recon.detach(), "kl": kl.detach()}
-
-    def reconstruction_loss(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Summed over pixels, averaged over the batch: the per-image negative log-likelihood."""
-        if self.config.recon_loss == "bce":
-            per_pixel = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
-        else:
-            per_pixel = F.mse_loss(torch.sigmoid(logits), x, reduction="none")
-        return per_pixel.flatten(1).sum(dim=1).mean()
 
     def sample_latent(
         self,
