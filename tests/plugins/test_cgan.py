@@ -22,7 +22,7 @@ from gentool.plugins.cgan import plugin
 from gentool.plugins.cgan.model import CGAN
 from gentool.registry import resolve
 from gentool.train import StepContext, TrainRequest, run_training
-from tests.plugins.watched_context import WatchedContext
+from tests.plugins.gan_checks import WatchedContext, assert_bce_losses
 
 CLASSES = ("circle", "square", "triangle")
 TINY_CGAN = dict(plugin.test_config)  # 16×16 images, narrow layers
@@ -183,30 +183,7 @@ def test_d_steps_makes_k_discriminator_steps_per_generator_step_on_the_batch_lab
 def test_losses_are_bce_with_logits_and_g_minimises_minus_log_d_of_g_z():
     torch.manual_seed(0)
     model = build()
-    context = StepContext(model.configure_optimizers(), torch.device("cpu"))
-    logits_seen = []
-    model.discriminator.register_forward_hook(
-        lambda module, args, output: logits_seen.append(output.detach())
-    )
-    logs = model.training_step(labelled_batch(model), context)
-    real, fake, fooled = logits_seen  # D on x and on G(z) in the D block, on G(z) in the G block
-    bce = F.binary_cross_entropy_with_logits
-    loss_d = bce(real, torch.ones_like(real)) + bce(fake, torch.zeros_like(fake))
-    assert logs["loss_d"] == pytest.approx(loss_d.item(), rel=1e-6)
-    expected = bce(fooled, torch.ones_like(fooled))
-    assert logs["loss_g"] == pytest.approx(expected.item(), rel=1e-6)
-    # A D that calls everything fake makes the loss large (≈ 8), not vanishing as log(1 − D).
-    with torch.no_grad():
-        for parameter in model.discriminator.parameters():
-            parameter.zero_()
-        model.discriminator.net[-1].bias.fill_(-8.0)
-    optimizers = model.configure_optimizers()
-    optimizers["d"].param_groups[0]["lr"] = 0.0  # keep D as set through its own block
-    logs = model.training_step(labelled_batch(model), StepContext(optimizers, torch.device("cpu")))
-    assert logs["loss_g"].item() == pytest.approx(F.softplus(torch.tensor(8.0)).item(), rel=1e-6)
-    # D's loss: −log D(x) − log(1 − D(G(z))) = softplus(8) + softplus(−8).
-    loss_d = F.softplus(torch.tensor(8.0)) + F.softplus(torch.tensor(-8.0))
-    assert logs["loss_d"].item() == pytest.approx(loss_d.item(), rel=1e-6)
+    assert_bce_losses(model, labelled_batch(model))
 
 
 def test_bad_configs_are_refused():

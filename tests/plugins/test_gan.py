@@ -15,7 +15,7 @@ from gentool.errors import ConfigError
 from gentool.plugins.gan import plugin
 from gentool.plugins.gan.model import GAN
 from gentool.train import StepContext
-from tests.plugins.watched_context import WatchedContext
+from tests.plugins.gan_checks import WatchedContext, assert_bce_losses
 
 # The plugin's own tiny config: 16×16 images, narrow layers; each test runs in well under a second.
 TINY_GAN = dict(plugin.test_config)
@@ -144,19 +144,7 @@ def test_d_steps_makes_k_discriminator_steps_with_fresh_noise_per_generator_step
 def test_losses_are_bce_with_logits_and_g_minimises_minus_log_d_of_g_z():
     torch.manual_seed(0)
     model = build()
-    context = StepContext(model.configure_optimizers(), torch.device("cpu"))
-    logits_seen = []
-    model.discriminator.register_forward_hook(
-        lambda module, args, output: logits_seen.append(output.detach())
-    )
-    logs = model.training_step(real_batch(model), context)
-    real, fake, fooled = logits_seen  # D on x and on G(z) in the D block, on G(z) in the G block
-    bce = F.binary_cross_entropy_with_logits
-    loss_d = bce(real, torch.ones_like(real)) + bce(fake, torch.zeros_like(fake))
-    assert logs["loss_d"] == pytest.approx(loss_d.item(), rel=1e-6)
-    expected = bce(fooled, torch.ones_like(fooled))
-    assert logs["loss_g"] == pytest.approx(expected.item(), rel=1e-6)
-    assert logs["loss_g"] == pytest.approx(-torch.log(torch.sigmoid(fooled)).mean().item(), 1e-5)
+    assert_bce_losses(model, real_batch(model))
 
 
 def test_a_confident_discriminator_gives_the_generator_a_large_loss_not_a_vanishing_one():

@@ -1,8 +1,10 @@
-"""A training context that watches what each optimizer step changes, for the GAN tests."""
+"""Checks shared by the GAN tests: a context that watches each optimizer step, and the losses."""
 
 from __future__ import annotations
 
+import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from gentool.train import StepContext
@@ -53,3 +55,20 @@ class WatchedContext(StepContext):
         super().step(name)
         self.steps.append((name, self.changed_since(before)))
         self._last = self.snapshot()
+
+
+def assert_bce_losses(model, batch) -> None:
+    """loss_d is BCE of D on real (target 1) and fake (target 0); loss_g is the non-saturating
+    −log D(G(z)), BCE of D on G's new fakes against 1."""
+    context = StepContext(model.configure_optimizers(), torch.device("cpu"))
+    logits_seen = []
+    model.discriminator.register_forward_hook(
+        lambda module, args, output: logits_seen.append(output.detach())
+    )
+    logs = model.training_step(batch, context)
+    real, fake, fooled = logits_seen  # D on x and on G(z) in the D block, on G(z) in the G block
+    bce = F.binary_cross_entropy_with_logits
+    loss_d = bce(real, torch.ones_like(real)) + bce(fake, torch.zeros_like(fake))
+    assert logs["loss_d"] == pytest.approx(loss_d.item(), rel=1e-6)
+    expected = bce(fooled, torch.ones_like(fooled))
+    assert logs["loss_g"] == pytest.approx(expected.item(), rel=1e-6)
