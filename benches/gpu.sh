@@ -52,6 +52,8 @@ step bench-kernels-dcgan 60 python -m gentool bench kernels --sizes dcgan --json
 step bench-kernels-large 90 python -m gentool bench kernels --sizes large --json "$OUT/kernels-large.json"
 step bench-kernels-large-bf16 90 python -m gentool bench kernels --sizes large --dtype bfloat16 \
     --json "$OUT/kernels-large-bf16.json"
+step bench-convt-blocks 300 python -m pytest benches/test_convt_bn_relu.py -q -p no:cacheprovider \
+    --benchmark-json "$OUT/convt-blocks.json"
 step bench-train-dcgan 120 python -m gentool bench train dcgan --steps 10
 step bench-train-vae 60 python -m gentool bench train vae --steps 10
 
@@ -71,6 +73,24 @@ for path in sorted(out.glob("kernels-*.json")):
         print(f"{row['op']:<11}{shape:<11}{row['dtype']:<9}{row['backend']:<9}{row['status']:<8}"
               f"{show('median_ms', '{:.4f}'):>9}{show('gbps', '{:.0f}'):>8}"
               f"{show('ceiling_percent', '{:.0f}'):>7}{show('speedup', '{:.2f}'):>8}")
+PY
+python - "$OUT/convt-blocks.json" <<'PY'
+import json, pathlib, sys, collections
+
+path = pathlib.Path(sys.argv[1])
+if path.exists():
+    times = collections.defaultdict(dict)
+    for case in json.loads(path.read_text())["benchmarks"]:
+        backend, block, mode = case["param"].split("-", 2)
+        times[block, mode][backend] = (case["stats"]["median"] * 1e3, case["extra_info"].get("peak MB"))
+    print(f"\n{'block':<7}{'mode':<15}{'eager ms':>10}{'compile':>10}{'triton':>10}{'×eager':>8}{'×compile':>10}{'peak MB e/t':>14}")
+    for (block, mode), row in times.items():
+        ms = {name: row.get(name, (None, None))[0] for name in ("eager", "compile", "triton")}
+        mb = {name: row.get(name, (None, None))[1] for name in ("eager", "triton")}
+        ratio = lambda a, b: f"{ms[a] / ms[b]:.2f}" if ms[a] and ms[b] else "–"
+        show = lambda value: f"{value:.3f}" if value else "–"
+        print(f"{block:<7}{mode:<15}{show(ms['eager']):>10}{show(ms['compile']):>10}{show(ms['triton']):>10}"
+              f"{ratio('eager', 'triton'):>8}{ratio('compile', 'triton'):>10}{str(mb['eager']) + '/' + str(mb['triton']):>14}")
 PY
 for name in bench-train-dcgan bench-train-vae; do
     [ -f "$OUT/$name.txt" ] && cat "$OUT/$name.txt"

@@ -18,8 +18,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
-from gentool.kernels import reparameterize_kl_reference
+from gentool.kernels import convt_bn_relu, reparameterize_kl_reference
 from gentool.kernels.dispatch import BACKEND_ENV, choose_backend
 from gentool.kernels.reparam_kl import reparameterize_kl
 
@@ -50,9 +51,10 @@ class Op:
     make_inputs: Callable[[tuple[int, ...], torch.dtype, torch.device], Tensors]
     # (inputs, noise) -> outputs; noise fixed for the correctness check, None when timing.
     backends: Mapping[str, Callable[[Tensors, torch.Tensor | None], Tensors]]
-    reference: Callable[[Tensors, torch.Tensor], Tensors]  # float64 outputs
-    noise: Callable[[Tensors], torch.Tensor]
+    reference: Callable[[Tensors, torch.Tensor | None], Tensors]  # float64 outputs
+    noise: Callable[[Tensors], torch.Tensor | None]  # None for ops that draw no noise
     bytes_moved: Callable[[tuple[int, ...], torch.dtype], int]  # forward + backward traffic
+    flops: Callable[[tuple[int, ...]], int] | None = None  # forward + backward, where it matters
 
 
 @dataclass
@@ -66,6 +68,7 @@ class Result:
     max_error: float | None = None
     median_ms: float | None = None
     gbps: float | None = None
+    tflops: float | None = None
     ceiling_percent: float | None = None
     speedup: float | None = None
     peak_mb: float | None = None
@@ -131,7 +134,97 @@ REPARAM_KL = Op(
     bytes_moved=lambda shape, dtype: 8 * math.prod(shape) * torch.finfo(dtype).bits // 8,
 )
 
-OPS: dict[str, Op] = {REPARAM_KL.name: REPARAM_KL}
+
+# --- ConvTransposeBNReLU --------------------------------------------------------------------------
+# Shapes are (batch, in channels, out channels, input side) of DCGAN's generator blocks: a 1×1
+# input is the projection of z (kernel 4, stride 1), larger ones double (kernel 4, stride 2, pad 1).
+
+
+def _convt_geometry(x: torch.Tensor) -> tuple[int, int]:
+    return (1, 0) if x.shape[-1] == 1 else (2, 1)
+
+
+def _convt_inputs(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensors:
+    batch, in_channels, out_channels, side = shape
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, in_channels, side, side, generator=generator)
+    weight = torch.randn(in_channels, out_channels, 4, 4, generator=generator) * 0.02
+    gamma = 1 + 0.02 * torch.randn(out_channels, generator=generator)
+    beta = 0.02 * torch.randn(out_channels, generator=generator)
+    return (
+        x.to(device, dtype).requires_grad_(True),
+        *(tensor.to(device).requires_grad_(True) for tensor in (weight, gamma, beta)),
+    )
+
+
+def _convt_eager(inputs: Tensors, noise: torch.Tensor | None = None) -> Tensors:
+    """The three layers as a model writes them, normalising by the batch's statistics."""
+    x, weight, gamma, beta = inputs
+    stride, padding = _convt_geometry(x)
+    y = F.conv_transpose2d(x, weight.to(x.dtype), None, stride, padding)
+    return (F.relu(F.batch_norm(y, None, None, gamma, beta, training=True)),)
+
+
+_convt_compiled = torch.compile(_convt_eager, dynamic=False)
+
+
+def _convt_on_backend(backend: str) -> Callable[[Tensors, torch.Tensor | None], Tensors]:
+    def run(inputs: Tensors, noise: torch.Tensor | None) -> Tensors:
+        x, weight, gamma, beta = inputs
+        stride, padding = _convt_geometry(x)
+        with kernel_backend(backend):
+            out = convt_bn_relu(
+                x, weight, None, gamma, beta, None, None,
+                training=True, momentum=0.1, eps=1e-5, stride=stride, padding=padding,
+            )  # fmt: skip
+        return (out,)
+
+    return run
+
+
+def _convt_reference(inputs: Tensors, noise: torch.Tensor | None) -> Tensors:
+    leaves = tuple(tensor.detach().double().requires_grad_(True) for tensor in inputs)
+    return (*_convt_eager(leaves), *leaves)
+
+
+def _convt_bytes(shape: tuple[int, ...], dtype: torch.dtype) -> int:
+    """The fused op's activation traffic: forward x in, y out and in, output out; backward the
+    output gradient and y read twice, dy written, then read with x by the convolution's own
+    backward, which writes dx."""
+    batch, in_channels, out_channels, side = shape
+    stride, padding = (1, 0) if side == 1 else (2, 1)
+    out_side = (side - 1) * stride - 2 * padding + 4
+    inputs, outputs = batch * in_channels * side**2, batch * out_channels * out_side**2
+    return (3 * inputs + 10 * outputs) * torch.finfo(dtype).bits // 8
+
+
+def _convt_flops(shape: tuple[int, ...]) -> int:
+    """The convolution's multiply-adds, forward and the two backward GEMMs (dx and dw)."""
+    batch, in_channels, out_channels, side = shape
+    return 3 * 2 * batch * in_channels * side**2 * out_channels * 4**2
+
+
+CONVT_BN_RELU = Op(
+    name="convt_bn_relu",
+    sizes={
+        "small": [(4, 16, 8, 4)],
+        "dcgan": [(128, 100, 512, 1), (128, 512, 256, 4), (128, 256, 128, 8), (128, 128, 64, 16)],
+        "large": [(512, 256, 128, 8), (512, 128, 64, 16)],
+    },
+    make_inputs=_convt_inputs,
+    backends={
+        "eager": _convt_eager,
+        "compile": _convt_compiled,
+        "torch": _convt_on_backend("torch"),
+        "triton": _convt_on_backend("triton"),
+    },
+    reference=_convt_reference,
+    noise=lambda inputs: None,
+    bytes_moved=_convt_bytes,
+    flops=_convt_flops,
+)
+
+OPS: dict[str, Op] = {op.name: op for op in (REPARAM_KL, CONVT_BN_RELU)}
 
 
 # --- running ------------------------------------------------------------------------------------
@@ -205,7 +298,8 @@ def _run_case(
     function = op.backends[backend]
     inputs = op.make_inputs(shape, dtype, device)
     try:
-        result.max_error = _check(op, function, inputs, dtype)
+        with _exact_float32():
+            result.max_error = _check(op, function, inputs, dtype)
     except _Mismatch as mismatch:
         result.status, result.reason, result.max_error = "failed", str(mismatch), mismatch.error
         return result
@@ -224,9 +318,22 @@ def _run_case(
     result.median_ms = seconds * 1e3
     result.gbps = op.bytes_moved(shape, dtype) / seconds / 1e9
     result.ceiling_percent = 100 * result.gbps / ceiling_gbps
+    if op.flops is not None:
+        result.tflops = op.flops(shape) / seconds / 1e12
     if device.type == "cuda":
         result.peak_mb = torch.cuda.max_memory_allocated(device) / 2**20
     return result
+
+
+@contextmanager
+def _exact_float32() -> Iterator[None]:
+    """TF32 off while checking: it rounds float32 products to 10 mantissa bits, by design."""
+    previous = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = previous
 
 
 class _Mismatch(Exception):

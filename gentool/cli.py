@@ -544,7 +544,9 @@ def plugin_new(
 @bench_app.command("kernels")
 @user_errors
 def bench_kernels(
-    op: str | None = typer.Option(None, "--op", help="One op (default: all): reparam_kl"),
+    op: str | None = typer.Option(
+        None, "--op", help="One op (default: all): reparam_kl, convt_bn_relu"
+    ),
     sizes: str = typer.Option("dcgan", "--sizes", help="small, dcgan (model sizes) or large"),
     backends: str = typer.Option(
         "eager,compile,torch,triton", "--backends", help="Comma-separated backends to compare"
@@ -595,7 +597,9 @@ def bench_kernels(
     verdicts = {"ok": "[green]yes[/]", "failed": "[red]FAILED[/]", "skipped": "[dim]skipped[/]"}
     for operation in ops:
         table = Table(title=f"{operation.name} · {device_name} · {dtype} · copy {ceiling:.0f} GB/s")
-        for column in ("shape", "backend", "correct", "ms", "GB/s", "%copy", "×eager", "peak MB"):
+        columns = ["shape", "backend", "correct", "ms", "GB/s", "%copy"]
+        columns += ["TFLOP/s"] if operation.flops else []
+        for column in [*columns, "×eager", "peak MB"]:
             table.add_column(column, no_wrap=True)
         table.add_column("note", overflow="fold")
         for result in (result for result in results if result.op == operation.name):
@@ -608,6 +612,7 @@ def bench_kernels(
                 _number(result.median_ms, "{:.3f}"),
                 _number(result.gbps, "{:.1f}"),
                 _number(result.ceiling_percent, "{:.0f}"),
+                *([_number(result.tflops, "{:.2f}")] if operation.flops else []),
                 _number(result.speedup, "{:.2f}"),
                 _number(result.peak_mb, "{:.0f}"),
                 f"[red]{note}[/]" if result.status == "failed" else note,

@@ -58,12 +58,9 @@ def _gemm_configs() -> list[triton.Config]:
         triton.Config({"BLOCK_N": block_n, "BLOCK_K": block_k}, num_warps=warps, num_stages=stages)
         for block_n, block_k, warps, stages in [
             (64, 32, 4, 3),
-            (64, 64, 4, 3),
             (128, 32, 4, 3),
-            (128, 32, 8, 3),
             (128, 64, 8, 3),
-            (32, 32, 4, 4),
-            (64, 32, 4, 4),
+            (64, 64, 4, 4),
         ]
     ]
 

@@ -25,13 +25,16 @@ def test_kernels_are_checked_then_timed(tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "bench.json").read_text())
     assert report["ceiling_gbps"] > 0
-    rows = {row["backend"]: row for row in report["results"]}
-    for backend in ("eager", "torch"):
-        assert rows[backend]["status"] == "ok"
-        assert rows[backend]["max_error"] < 1e-4 and rows[backend]["median_ms"] > 0
-    assert rows["torch"]["speedup"] > 0
-    assert rows["triton"]["status"] == "skipped"
-    assert rows["triton"]["reason"] == "Triton kernels need a CUDA device"
+    rows = {(row["op"], row["backend"]): row for row in report["results"]}
+    assert {op for op, _ in rows} == set(bench.OPS)
+    for op in bench.OPS:
+        for backend in ("eager", "torch"):
+            assert rows[op, backend]["status"] == "ok"
+            assert rows[op, backend]["max_error"] < 1e-4 and rows[op, backend]["median_ms"] > 0
+        assert rows[op, "torch"]["speedup"] > 0
+        assert rows[op, "triton"]["status"] == "skipped"
+        assert rows[op, "triton"]["reason"] == "Triton kernels need a CUDA device"
+    assert rows["convt_bn_relu", "eager"]["tflops"] > 0
 
 
 def test_a_wrong_backend_is_shown_failed_and_fails_the_command(monkeypatch):
@@ -54,7 +57,7 @@ def test_bad_bench_options_are_one_line_errors():
     for args, message in [
         (["--sizes", "huge"], "--sizes must be one of small, dcgan, large"),
         (["--dtype", "float16"], "--dtype must be one of float32, bfloat16"),
-        (["--op", "nope"], "--op must be one of reparam_kl"),
+        (["--op", "nope"], "--op must be one of reparam_kl, convt_bn_relu"),
     ]:
         result = runner.invoke(app, ["bench", "kernels", *args])
         assert result.exit_code == 1 and message in result.output, result.output
