@@ -5,17 +5,12 @@ and a Triton implementation picked by the rule in `dispatch.py`. Triton is impor
 Triton kernel runs (the `triton_*` modules), so gentool works where Triton is not installed.
 """
 
-from gentool.kernels.convt_bn_relu import (
-    ConvTransposeBNReLU,
-    convt_bn_relu,
-    convt_bn_relu_reference,
-)
+from gentool.kernels.convt_bn_relu import ConvTransposeBNReLU, convt_bn_relu
 from gentool.kernels.reparam_kl import reparameterize_kl, reparameterize_kl_reference
 
 __all__ = [
     "ConvTransposeBNReLU",
     "convt_bn_relu",
-    "convt_bn_relu_reference",
     "reparameterize_kl",
     "reparameterize_kl_reference",
 ]

@@ -70,39 +70,7 @@ def convt_bn_relu(
             if bias is not None:
                 shift = shift + bias.float() * scale
             return kernels.eval_forward(x, weight.to(x.dtype), scale, shift, stride, padding)
-    return convt_bn_relu_reference(
-        x,
-        weight,
-        bias,
-        gamma,
-        beta,
-        running_mean,
-        running_var,
-        training=training,
-        momentum=momentum,
-        eps=eps,
-        stride=stride,
-        padding=padding,
-    )
-
-
-def convt_bn_relu_reference(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    gamma: torch.Tensor,
-    beta: torch.Tensor,
-    running_mean: torch.Tensor | None,
-    running_var: torch.Tensor | None,
-    *,
-    training: bool,
-    momentum: float,
-    eps: float,
-    stride: int,
-    padding: int,
-) -> torch.Tensor:
-    """The PyTorch composition: what the unfused layers compute."""
-    use_batch_stats = training or running_mean is None
+    # The layers' own composition: the PyTorch backend, and the reference of the kernels.
     y = F.conv_transpose2d(x, weight, bias, stride, padding)
     y = F.batch_norm(y, running_mean, running_var, gamma, beta, use_batch_stats, momentum, eps)
     return F.relu(y)

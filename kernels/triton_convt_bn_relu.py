@@ -281,6 +281,29 @@ def _scale_shift_relu(
 
 
 @triton.jit
+def _channel_slice(
+    grad_out_ptr,
+    y_ptr,
+    start,
+    channel,
+    channels,
+    plane,
+    per_channel,
+    scale,
+    shift,
+    BLOCK: tl.constexpr,
+):
+    """BLOCK values of one channel from `start` (over n, h·w): y and the gradient through the
+    ReLU, whose mask max(y·scale + shift, 0) > 0 is the forward's, recomputed from y."""
+    r = start + tl.arange(0, BLOCK)
+    ok = r < per_channel
+    offset = ((r // plane) * channels + channel) * plane + r % plane
+    y = tl.load(y_ptr + offset, mask=ok, other=0.0).to(tl.float32)
+    grad = tl.load(grad_out_ptr + offset, mask=ok, other=0.0).to(tl.float32)
+    return ok, offset, y, tl.where(y * scale + shift > 0.0, grad, 0.0)
+
+
+@triton.jit
 def _batch_norm_relu_grad_partials(
     grad_out_ptr,
     y_ptr,
@@ -306,12 +329,9 @@ def _batch_norm_relu_grad_partials(
     sum_grad_xhat = tl.zeros((BLOCK,), dtype=tl.float32)
     sum_xhat = tl.zeros((BLOCK,), dtype=tl.float32)
     for start in range(piece * BLOCK, per_channel, slices * BLOCK):
-        r = start + tl.arange(0, BLOCK)  # (n, h·w) within the channel
-        ok = r < per_channel
-        offset = ((r // plane) * channels + channel) * plane + r % plane
-        y = tl.load(y_ptr + offset, mask=ok, other=0.0).to(tl.float32)
-        grad = tl.load(grad_out_ptr + offset, mask=ok, other=0.0).to(tl.float32)
-        grad = tl.where(y * scale + shift > 0.0, grad, 0.0)  # through the ReLU
+        ok, _, y, grad = _channel_slice(
+            grad_out_ptr, y_ptr, start, channel, channels, plane, per_channel, scale, shift, BLOCK
+        )
         xhat = tl.where(ok, (y - mean) * invstd, 0.0)
         sum_grad += grad
         sum_grad_xhat += grad * xhat
@@ -367,12 +387,9 @@ def _batch_norm_relu_grad_input(
     mean_grad = sum_grad / per_channel
     mean_grad_xhat = grad_gamma / per_channel
     for start in range(piece * BLOCK, per_channel, slices * BLOCK):
-        r = start + tl.arange(0, BLOCK)
-        ok = r < per_channel
-        offset = ((r // plane) * channels + channel) * plane + r % plane
-        y = tl.load(y_ptr + offset, mask=ok, other=0.0).to(tl.float32)
-        grad = tl.load(grad_out_ptr + offset, mask=ok, other=0.0).to(tl.float32)
-        grad = tl.where(y * scale + shift > 0.0, grad, 0.0)
+        ok, offset, y, grad = _channel_slice(
+            grad_out_ptr, y_ptr, start, channel, channels, plane, per_channel, scale, shift, BLOCK
+        )
         xhat = (y - mean) * invstd - mean_xhat
         grad_y = gamma * invstd * (grad - mean_grad - xhat * mean_grad_xhat)
         tl.store(grad_y_ptr + offset, grad_y.to(grad_y_ptr.dtype.element_ty), mask=ok)
@@ -420,7 +437,10 @@ def _launch_gemm(
         columns, columns_per_channel = out_channels * kernel * kernel, kernel * kernel
         gemm_stride, gemm_padding, gemm_kernel, gemm_out = 1, 0, 1, (1, 1)
     else:
-        gemm_weight, columns, columns_per_channel = weight, out_channels, 1
+        # Laid out (kh, kw, C_in, C_out), so a tile's columns are adjacent in memory; the
+        # strides passed below still index it as (C_in, C_out, kh, kw).
+        gemm_weight = weight.permute(2, 3, 0, 1).contiguous().permute(2, 3, 0, 1)
+        columns, columns_per_channel = out_channels, 1
         gemm_stride, gemm_padding, gemm_kernel = stride, padding, kernel
         gemm_out = (out_height, out_width)
     phases = gemm_stride * gemm_stride
