@@ -41,6 +41,7 @@ def convt_bn_relu(
 
     In training (or without running statistics) the batch statistics normalise, and the running
     statistics, when given, are updated in place with `momentum`; otherwise the running ones do.
+    The Triton backend has no eval-mode backward: eval mode with gradients runs the composition.
     """
     use_batch_stats = training or running_mean is None
     if _triton_applies(x, weight, stride, padding):
