@@ -336,8 +336,7 @@ def fit(
     if not resume:
         save()  # step 0: the folder is a resumable run from the start
     if acceleration.compile:
-        for network in model.children():
-            network.compile()  # in place: the state_dict keys stay those of the plain model
+        compile_networks(model)
     autocast, scaler = _mixed_precision(device, acceleration.amp)
     loader = BatchLoader(
         dataset,
@@ -432,6 +431,16 @@ def prepare_model(model: torch.nn.Module, acceleration: Acceleration) -> torch.n
     return model
 
 
+def compile_networks(model: torch.nn.Module) -> None:
+    """torch.compile the forward of each of the model's top-level networks, which its training
+    step calls. Replacing `forward` keeps the modules, and so the state_dict keys, as they were
+    (a wrapping OptimizedModule would prefix them with `_orig_mod.`; and `Module.compile()`
+    leaves the forward uncompiled in this PyTorch)."""
+    for network in model.children():
+        if type(network).forward is not torch.nn.Module.forward:  # containers have no forward
+            network.forward = torch.compile(network.forward)
+
+
 def _moving_average(
     model: torch.nn.Module, run: RunFolder, record: RunRecord, resume: bool
 ) -> ExponentialMovingAverage | None:
@@ -488,10 +497,14 @@ def _compile_failures(enabled: bool, plugin: ModelPlugin) -> Iterator[None]:
         source = type(error).__module__
         if not enabled or not source.startswith(("torch._dynamo", "torch._inductor")):
             raise
-        lines = str(error).strip().splitlines()
+        cause: BaseException = error
+        # The compiler's own error, under dynamo's wrapping of it.
+        while (inner := getattr(cause, "inner_exception", None) or cause.__cause__) is not None:
+            cause = inner
+        lines = str(cause).strip().splitlines()
         detail = lines[0] if lines else ""
         raise TrainingError(
-            f"torch.compile failed on {plugin.name} ({type(error).__name__}: {detail}); "
+            f"torch.compile failed on {plugin.name} ({type(cause).__name__}: {detail}); "
             "run without --compile"
         ) from None
 
