@@ -227,8 +227,6 @@ def train(
       gentool train dcgan --resume --epochs 30
       gentool train dcgan --nproc 2 --batch-size 128 --ema 0.999[/]
     """
-    if nproc is not None:
-        raise typer.Exit(_run_torchrun(nproc))
     from gentool.distributed import ranks_from_environment
     from gentool.kernels.dispatch import BACKEND_ENV, requested_backend
     from gentool.train import Acceleration, TrainRequest, run_training
@@ -255,6 +253,8 @@ def train(
         config_values: dict[str, Any] = {}
     else:
         config_values = _config_values(entry, config_file, overrides, lr)
+    if nproc is not None:  # the options are valid: now each process checks the rest
+        raise typer.Exit(_run_torchrun(nproc))
     request = TrainRequest(
         entry=entry,
         config_values=config_values,
@@ -728,17 +728,23 @@ def bench_train(
     ),
     steps: int = typer.Option(5, "--steps", min=1, help="Timed steps per variant, after warm-up"),
     variants: str = typer.Option(
-        "eager,compile,fused", "--variants", help="Comma-separated: eager, compile, fused"
+        "eager,compile,fused",
+        "--variants",
+        help="Comma-separated: eager, compile, fused, channels-last, compile+channels-last",
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),
 ) -> None:
-    """Images per second of full training steps: eager, torch.compile, and the fused kernels.
+    """Images per second of full training steps: eager, torch.compile, the fused kernels, and
+    channels-last. Under torchrun, each process steps on its share of the batch.
 
-    [dim]Example: gentool bench train dcgan --steps 10[/]
+    [dim]Examples:
+      gentool bench train dcgan --steps 10
+      torchrun --nproc-per-node 2 -m gentool bench train dcgan --variants eager[/]
     """
     import torch
 
     from gentool.bench import TRAIN_VARIANTS, bench_training
+    from gentool.distributed import join_group, leave_group, ranks_from_environment
     from gentool.train import resolve_device
 
     entry = resolve(name)
@@ -748,11 +754,27 @@ def bench_train(
         _choice("--variants", variant, dict.fromkeys(TRAIN_VARIANTS))
     target = resolve_device(device)
     batch = batch_size or entry.plugin.default_batch_size
-    with error_console.status(f"timing {entry.name} training steps"):
-        results = bench_training(
-            entry.plugin, config, batch_size=batch, device=target, variants=chosen, steps=steps
-        )
+    ranks = ranks_from_environment()
+    if ranks.distributed:
+        target = join_group(ranks, target)
+    try:
+        with error_console.status(f"timing {entry.name} training steps"):
+            results = bench_training(
+                entry.plugin,
+                config,
+                batch_size=batch,
+                device=target,
+                variants=chosen,
+                steps=steps,
+                ranks=ranks,
+            )
+    finally:
+        leave_group()
+    if not ranks.main:
+        return
     device_name = torch.cuda.get_device_name(target) if target.type == "cuda" else "cpu"
+    if ranks.distributed:
+        device_name += f" × {ranks.world_size} processes"
     table = Table(
         "variant",
         "images/s",

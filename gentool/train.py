@@ -2,7 +2,9 @@
 
 It owns what every model shares: seeding, the device, batches, the optimisation step in automatic
 mode, the progress display, metrics, sample grids, checkpoints, exact resume, Ctrl-C and non-finite
-losses. A model brings its own math through the plugin API (`gentool.api.GenerativeModel`).
+losses; and how steps run: processes under torchrun (`gentool.distributed`), mixed precision,
+torch.compile, channels-last, and a moving average of the weights (`gentool.ema`). A model brings
+its own math through the plugin API (`gentool.api.GenerativeModel`).
 """
 
 from __future__ import annotations

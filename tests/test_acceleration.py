@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import io
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from rich.console import Console
 from safetensors.torch import load_file
 from torch import nn
 from typer.testing import CliRunner
 
 import gentool.cli
 from gentool.api import DataSpec
+from gentool.bench import bench_training
 from gentool.checkpoint import RunFolder
 from gentool.cli import app
 from gentool.ema import ExponentialMovingAverage
@@ -24,26 +22,11 @@ from gentool.kernels import ConvTransposeBNReLU
 from gentool.models import load_trained
 from gentool.plugins.dcgan.model import DCGAN
 from gentool.registry import resolve
-from gentool.train import Acceleration, TrainRequest, prepare_model, run_training
+from gentool.train import Acceleration, prepare_model
 from tests.conftest import TINY_DCGAN, TINY_DCGAN_ARGS, entry_for
-from tests.test_train import checkpoint_tensors, logged_losses
+from tests.test_train import checkpoint_tensors, logged_losses, train
 
 TINY_AE = {"image_size": 8, "hidden": (16,), "code_dim": 4}
-
-
-def train(entry, run_dir: Path, *, config=TINY_DCGAN, epochs=1, resume=False, **more):
-    request = TrainRequest(
-        entry=entry,
-        config_values={} if resume else config,
-        limit=None if resume else 32,
-        batch_size=None if resume else 16,
-        epochs=epochs,
-        run_dir=run_dir,
-        resume=resume,
-        device="cpu",
-        **more,
-    )
-    return run_training(request, Console(file=io.StringIO()))
 
 
 def watching(entry, seen: list):
@@ -73,10 +56,12 @@ def test_amp_trains_in_bfloat16_autocast_and_saves_float32_weights(
     dcgan_entry, tmp_path, tiny_cpu_training
 ):
     seen: list = []
-    train(watching(dcgan_entry, seen), tmp_path / "run", acceleration=Acceleration(amp=True))
+    train(
+        watching(dcgan_entry, seen), tmp_path / "run", epochs=1, acceleration=Acceleration(amp=True)
+    )
     assert ("g output", torch.bfloat16, None) in seen  # convolutions ran in bfloat16
     losses = logged_losses(tmp_path / "run")
-    assert len(losses) == 2 and all(np.isfinite(line["loss_d"]) for line in losses)
+    assert len(losses) == 3 and all(np.isfinite(line["loss_d"]) for line in losses)
     weights = load_file(next((tmp_path / "run").glob("checkpoint-*")) / "model.safetensors")
     assert {value.dtype for value in weights.values()} <= {torch.float32, torch.int64}
 
@@ -88,10 +73,11 @@ def test_channels_last_feeds_nhwc_batches_and_trains_like_the_default(
     train(
         watching(dcgan_entry, seen),
         tmp_path / "nhwc",
+        epochs=1,
         acceleration=Acceleration(channels_last=True),
     )
     assert ("d input", torch.float32, True) in seen
-    train(dcgan_entry, tmp_path / "plain")
+    train(dcgan_entry, tmp_path / "plain", epochs=1)
     nhwc, plain = checkpoint_tensors(tmp_path / "nhwc"), checkpoint_tensors(tmp_path / "plain")
     assert nhwc.keys() == plain.keys()
     for key, value in plain.items():
@@ -102,11 +88,11 @@ def test_compile_trains_and_keeps_the_plain_checkpoint_keys(tmp_path, tiny_cpu_t
     ae = resolve("ae")
     torch._dynamo.reset()
     summary, _ = train(
-        ae, tmp_path / "compiled", config=TINY_AE, acceleration=Acceleration(compile=True)
+        ae, tmp_path / "compiled", epochs=1, config=TINY_AE, acceleration=Acceleration(compile=True)
     )
     compiled_frames = torch._dynamo.utils.counters["stats"]["unique_graphs"]
-    assert compiled_frames > 0 and summary.steps == 2
-    train(ae, tmp_path / "eager", config=TINY_AE)
+    assert compiled_frames > 0 and summary.steps == 3
+    train(ae, tmp_path / "eager", epochs=1, config=TINY_AE)
     compiled, eager = (
         checkpoint_tensors(tmp_path / "compiled"),
         checkpoint_tensors(tmp_path / "eager"),
@@ -114,6 +100,22 @@ def test_compile_trains_and_keeps_the_plain_checkpoint_keys(tmp_path, tiny_cpu_t
     assert compiled.keys() == eager.keys()  # no "_orig_mod." in the names
     for key, value in eager.items():
         torch.testing.assert_close(compiled[key], value, rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_bench_train_times_channels_last_steps(tiny_cpu_training):
+    dcgan = resolve("dcgan").plugin
+    results = bench_training(
+        dcgan,
+        dcgan.parse_config(TINY_DCGAN),
+        batch_size=8,
+        device=torch.device("cpu"),
+        variants=["eager", "channels-last"],
+        steps=1,
+    )
+    assert [(result.variant, result.status) for result in results] == [
+        ("eager", "ok"),
+        ("channels-last", "ok"),
+    ]
 
 
 def test_a_failing_compile_is_one_clear_error(tmp_path, monkeypatch):
@@ -128,7 +130,11 @@ def test_a_failing_compile_is_one_clear_error(tmp_path, monkeypatch):
         TrainingError, match=r"torch.compile failed on ae \(.*no C compiler.*run without --compile"
     ):
         train(
-            resolve("ae"), tmp_path / "run", config=TINY_AE, acceleration=Acceleration(compile=True)
+            resolve("ae"),
+            tmp_path / "run",
+            epochs=1,
+            config=TINY_AE,
+            acceleration=Acceleration(compile=True),
         )
     torch._dynamo.reset()
 
@@ -153,7 +159,7 @@ def test_sync_bn_between_cpu_processes_is_refused(dcgan_entry, tmp_path, monkeyp
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(GentoolError, match="--sync-bn needs CUDA devices"):
-        train(dcgan_entry, tmp_path / "run", acceleration=Acceleration(sync_bn=True))
+        train(dcgan_entry, tmp_path / "run", epochs=1, acceleration=Acceleration(sync_bn=True))
     assert not (tmp_path / "run").exists()
 
 
@@ -222,7 +228,7 @@ def test_ema_is_checkpointed_resumed_exactly_and_sampled_from(
 
 def test_ema_decay_must_lie_between_0_and_1(dcgan_entry, tmp_path):
     with pytest.raises(GentoolError, match="--ema 1.5 must lie between 0 and 1"):
-        train(dcgan_entry, tmp_path / "run", ema=1.5)
+        train(dcgan_entry, tmp_path / "run", epochs=1, ema=1.5)
     assert not (tmp_path / "run").exists()
 
 

@@ -25,7 +25,7 @@ from gentool.distributed import Ranks, rank_seed, shard_size
 from gentool.errors import GentoolError
 from gentool.registry import resolve
 from gentool.train import TrainRequest, run_training
-from tests.conftest import TINY_DCGAN, install_fake_distribution
+from tests.conftest import TINY_DCGAN, TINY_DCGAN_ARGS, install_fake_distribution
 from tests.test_train import checkpoint_tensors, logged_losses
 
 TINY_VAE = {"image_size": 16, "latent_dim": 4, "features": 4}
@@ -117,24 +117,32 @@ def probes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(root)])}
 
 
-def torchrun(environment: dict[str, str], probe_dir: Path, name: str, config: dict) -> Path:
-    """Train `name` for one epoch in two processes; the run folder it wrote."""
-    probe_dir.mkdir()
-    options = [arg for key, value in config.items() for arg in ("-o", f"{key}={value}")]
-    command = [
-        *(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"),
-        *("-m", "gentool", "train", name, *options, "--device", "cpu", "--epochs", "1"),
-        *("--limit", str(IMAGES), "--batch-size", str(GLOBAL_BATCH)),
-    ]
+def torchrun(environment: dict[str, str], *arguments: str) -> subprocess.CompletedProcess:
+    """`gentool ARGUMENTS` in two processes started by torchrun."""
+    launcher = ("-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2")
     result = subprocess.run(
-        command,
-        env={**environment, "PROBE_DIR": str(probe_dir), "OMP_NUM_THREADS": "1"},
+        [sys.executable, *launcher, "-m", "gentool", *arguments],
+        env={**environment, "OMP_NUM_THREADS": "1"},
         capture_output=True,
         text=True,
         timeout=TORCHRUN_TIMEOUT,
         check=False,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    return result
+
+
+def train_in_two_processes(
+    environment: dict[str, str], probe_dir: Path, name: str, config: dict
+) -> Path:
+    """Train `name` for one epoch in two processes; the run folder it wrote."""
+    probe_dir.mkdir()
+    options = [arg for key, value in config.items() for arg in ("-o", f"{key}={value}")]
+    result = torchrun(
+        {**environment, "PROBE_DIR": str(probe_dir)},
+        *("train", name, *options, "--device", "cpu", "--epochs", "1"),
+        *("--limit", str(IMAGES), "--batch-size", str(GLOBAL_BATCH)),
+    )
     runs = list((Path("runs") / name).iterdir())
     assert len(runs) == 1  # rank 0 alone wrote a run folder, and both ranks agreed on its name
     assert "done:" in result.stdout and result.stdout.count("epoch 1/1") == 1  # rank 0 speaks
@@ -186,7 +194,7 @@ def first_gradients(probe_dir: Path, optimizer: str, rank: int) -> torch.Tensor:
 def test_two_processes_shard_the_data_and_train_one_model(
     name, config, optimizers, probes, tmp_path, monkeypatch, tiny_cpu_training
 ):
-    two = torchrun(probes, tmp_path / "probe2", f"probe-{name}", config)
+    two = train_in_two_processes(probes, tmp_path / "probe2", f"probe-{name}", config)
     rank0, rank1 = steps_seen(tmp_path / "probe2", 0), steps_seen(tmp_path / "probe2", 1)
     assert [record["step"] for record in rank0] == [record["step"] for record in rank1] == [0, 1, 2]
     for first, second in zip(rank0, rank1, strict=True):
@@ -224,7 +232,7 @@ def test_two_processes_shard_the_data_and_train_one_model(
 def test_without_batchnorm_or_noise_two_processes_match_one_and_resume_on_one(
     probes, tmp_path, monkeypatch, tiny_cpu_training
 ):
-    two = torchrun(probes, tmp_path / "probe2", "probe-ae", TINY_AE)
+    two = train_in_two_processes(probes, tmp_path / "probe2", "probe-ae", TINY_AE)
     single_process("ae", TINY_AE, tmp_path / "one", tmp_path / "probe1", monkeypatch)
     torch.testing.assert_close(
         first_gradients(tmp_path / "probe2", "ae", 0),
@@ -252,6 +260,16 @@ def assert_same_training(two: Path, one: Path) -> None:
     assert [line["step"] for line in two_logged] == [line["step"] for line in one_logged]
     for two_line, one_line in zip(two_logged, one_logged, strict=True):
         assert two_line["loss"] == pytest.approx(one_line["loss"], rel=1e-5)
+
+
+def test_bench_train_times_the_steps_of_two_processes(probes):
+    result = torchrun(
+        probes,
+        *("bench", "train", "dcgan", *TINY_DCGAN_ARGS, "-b", "8", "--steps", "1"),
+        *("--variants", "eager,channels-last", "--device", "cpu"),
+    )
+    assert result.stdout.count("cpu × 2 processes") == 1  # one table, from rank 0
+    assert "channels-last" in result.stdout and "skipped" not in result.stdout
 
 
 def test_shards_must_divide_the_global_batch():
