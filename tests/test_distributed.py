@@ -46,6 +46,7 @@ from safetensors.torch import save_file
 
 from gentool.plugins.ae import plugin as ae_plugin
 from gentool.plugins.dcgan import plugin as dcgan_plugin
+from gentool.plugins.deep_ae import plugin as deep_ae_plugin
 from gentool.plugins.vae import plugin as vae_plugin
 
 
@@ -98,6 +99,7 @@ def _probing(base):
 dcgan = _probing(dcgan_plugin)
 vae = _probing(vae_plugin)
 ae = _probing(ae_plugin)
+deep_ae = _probing(deep_ae_plugin)
 """
 
 
@@ -110,7 +112,12 @@ def probes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
         monkeypatch,
         module="probe_models",
         source=PROBE_SOURCE,
-        entry_points={f"probe-{name}": f"probe_models:{name}" for name in ("dcgan", "vae", "ae")},
+        entry_points={
+            "probe-dcgan": "probe_models:dcgan",
+            "probe-vae": "probe_models:vae",
+            "probe-ae": "probe_models:ae",
+            "probe-deep-ae": "probe_models:deep_ae",
+        },
     )
     monkeypatch.chdir(tmp_path)
     root = Path(__file__).resolve().parents[1]
@@ -133,19 +140,19 @@ def torchrun(environment: dict[str, str], *arguments: str) -> subprocess.Complet
 
 
 def train_in_two_processes(
-    environment: dict[str, str], probe_dir: Path, name: str, config: dict
+    environment: dict[str, str], probe_dir: Path, name: str, config: dict, epochs: int = 1
 ) -> Path:
-    """Train `name` for one epoch in two processes; the run folder it wrote."""
+    """Train `name` for `epochs` epochs in two processes; the run folder it wrote."""
     probe_dir.mkdir()
     options = [arg for key, value in config.items() for arg in ("-o", f"{key}={value}")]
     result = torchrun(
         {**environment, "PROBE_DIR": str(probe_dir)},
-        *("train", name, *options, "--device", "cpu", "--epochs", "1"),
+        *("train", name, *options, "--device", "cpu", "--epochs", str(epochs)),
         *("--limit", str(IMAGES), "--batch-size", str(GLOBAL_BATCH)),
     )
     runs = list((Path("runs") / name).iterdir())
     assert len(runs) == 1  # rank 0 alone wrote a run folder, and both ranks agreed on its name
-    assert "done:" in result.stdout and result.stdout.count("epoch 1/1") == 1  # rank 0 speaks
+    assert "done:" in result.stdout and result.stdout.count(f"epoch 1/{epochs}") == 1  # rank 0
     return runs[0]
 
 
@@ -260,6 +267,21 @@ def assert_same_training(two: Path, one: Path) -> None:
     assert [line["step"] for line in two_logged] == [line["step"] for line in one_logged]
     for two_line, one_line in zip(two_logged, one_logged, strict=True):
         assert two_line["loss"] == pytest.approx(one_line["loss"], rel=1e-5)
+
+
+def test_gradients_a_model_writes_by_hand_are_averaged_too(probes, tmp_path, tiny_cpu_training):
+    # deep-ae's RBM phases put CD-1 updates into .grad without a backward pass; its fine-tuning
+    # phase back-propagates: three phases, three epochs.
+    config = {"image_size": 8, "hidden": "16,4", "rbm_epochs": 1, "finetune_epochs": 1}
+    train_in_two_processes(probes, tmp_path / "probe2", "probe-deep-ae", config, epochs=3)
+    rank0, rank1 = steps_seen(tmp_path / "probe2", 0), steps_seen(tmp_path / "probe2", 1)
+    assert [record["step"] for record in rank0] == list(range(9))
+    assert [record["weights"] for record in rank0] == [record["weights"] for record in rank1]
+    for optimizer in ("rbm 1", "rbm 2", "fine-tune"):
+        assert torch.equal(
+            first_gradients(tmp_path / "probe2", optimizer, 0),
+            first_gradients(tmp_path / "probe2", optimizer, 1),
+        )
 
 
 def test_bench_train_times_the_steps_of_two_processes(probes):
