@@ -68,6 +68,8 @@ def user_errors(command: Command) -> Command:
                 return command(*args, **kwargs)
             except GentoolError as error:
                 from_signal = isinstance(error, Interrupted)
+                if from_signal and os.environ.get("RANK", "0") != "0":  # rank 0 says it once
+                    raise typer.Exit(EXIT_INTERRUPTED) from None
                 style = "yellow" if from_signal else "red"
                 label = "stopped" if from_signal else "error"
                 error_console.print(f"[{style}]{label}:[/] {error}", highlight=False)
@@ -227,7 +229,7 @@ def train(
       gentool train dcgan --resume --epochs 30
       gentool train dcgan --nproc 2 --batch-size 128 --ema 0.999[/]
     """
-    from gentool.distributed import ranks_from_environment
+    from gentool.distributed import Ranks, ranks_from_environment, shard_size
     from gentool.kernels.dispatch import BACKEND_ENV, requested_backend
     from gentool.train import Acceleration, TrainRequest, run_training
 
@@ -254,6 +256,8 @@ def train(
     else:
         config_values = _config_values(entry, config_file, overrides, lr)
     if nproc is not None:  # the options are valid: now each process checks the rest
+        if not resume:
+            shard_size(batch_size or entry.plugin.default_batch_size, Ranks(world_size=nproc))
         raise typer.Exit(_run_torchrun(nproc))
     request = TrainRequest(
         entry=entry,
@@ -316,8 +320,9 @@ def _run_torchrun(nproc: int) -> int:
     process = subprocess.Popen(command)
     try:
         return process.wait()
-    except KeyboardInterrupt:
-        return process.wait()
+    except KeyboardInterrupt:  # torchrun reports its workers' stop as a failure: it was not one
+        process.wait()
+        return EXIT_INTERRUPTED
 
 
 @app.command()

@@ -17,7 +17,7 @@ from gentool.bench import bench_training
 from gentool.checkpoint import RunFolder
 from gentool.cli import app
 from gentool.ema import ExponentialMovingAverage
-from gentool.errors import GentoolError, TrainingError
+from gentool.errors import GentoolError, Interrupted, TrainingError
 from gentool.kernels import ConvTransposeBNReLU
 from gentool.models import load_trained
 from gentool.plugins.dcgan.model import DCGAN
@@ -250,7 +250,7 @@ class FakeTorchrun:
         return self.exit_code
 
 
-@pytest.mark.parametrize(("exit_code", "interrupted"), [(0, False), (3, False), (130, True)])
+@pytest.mark.parametrize(("exit_code", "interrupted"), [(0, False), (3, False), (1, True)])
 def test_nproc_runs_the_same_command_under_torchrun(exit_code, interrupted, monkeypatch):
     arguments = ["train", "dcgan", *TINY_DCGAN_ARGS, "--nproc", "2", "--epochs", "1"]
     monkeypatch.setattr("sys.argv", ["gentool", *arguments])
@@ -258,7 +258,7 @@ def test_nproc_runs_the_same_command_under_torchrun(exit_code, interrupted, monk
     torchrun = FakeTorchrun(exit_code, interrupted)
     monkeypatch.setattr(gentool.cli.subprocess, "Popen", torchrun)
     result = CliRunner().invoke(app, arguments)
-    assert result.exit_code == exit_code
+    assert result.exit_code == (130 if interrupted else exit_code)
     (command,) = torchrun.commands
     launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     assert command[1:] == [
@@ -271,3 +271,26 @@ def test_nproc_runs_the_same_command_under_torchrun(exit_code, interrupted, monk
         "--epochs",
         "1",
     ]
+
+
+def test_nproc_checks_that_the_batch_splits_before_starting_torchrun(monkeypatch):
+    arguments = ["train", "dcgan", "--nproc", "3", "--batch-size", "16"]
+    monkeypatch.setattr("sys.argv", ["gentool", *arguments])
+    torchrun = FakeTorchrun(0)
+    monkeypatch.setattr(gentool.cli.subprocess, "Popen", torchrun)
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 1
+    assert "error: --batch-size 16 does not split over 3 processes" in result.output
+    assert torchrun.commands == []
+
+
+@pytest.mark.parametrize(("rank", "shown"), [("0", True), ("1", False)])
+def test_a_stop_under_torchrun_is_reported_by_rank_0_alone(rank, shown, monkeypatch):
+    def stopped(request, console):
+        raise Interrupted("SIGINT: stopped at epoch 1, step 2/3, checkpoint saved")
+
+    monkeypatch.setattr("gentool.train.run_training", stopped)
+    monkeypatch.setenv("RANK", rank)
+    result = CliRunner().invoke(app, ["train", "dcgan", "--device", "cpu"])
+    assert result.exit_code == 130
+    assert ("stopped: SIGINT" in result.output) == shown
