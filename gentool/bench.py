@@ -20,6 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from gentool.distributed import Ranks, shard_size
 from gentool.kernels import convt_bn_relu, reparameterize_kl_reference
 from gentool.kernels.dispatch import BACKEND_ENV, choose_backend
 from gentool.kernels.reparam_kl import reparameterize_kl
@@ -449,7 +450,7 @@ def results_to_json(results: list[Result], *, device: str, ceiling_gbps: float) 
 
 # --- training steps -----------------------------------------------------------------------------
 
-TRAIN_VARIANTS = ("eager", "compile", "fused")
+TRAIN_VARIANTS = ("eager", "compile", "fused", "channels-last", "compile+channels-last")
 
 
 @dataclass
@@ -471,15 +472,21 @@ def bench_training(
     device: torch.device,
     variants: list[str],
     steps: int,
+    ranks: Ranks | None = None,
 ) -> list[TrainResult]:
     """Images per second of full training steps (forward, backward, optimizer) per variant.
 
     eager: the PyTorch kernels; compile: each top-level network under torch.compile; fused: the
-    Triton kernels (CUDA only).
+    Triton kernels (CUDA only); channels-last: NHWC weights and batches, as `train
+    --channels-last`. Under torchrun (`ranks`) each process steps on its share of `batch_size`
+    and the gradients are averaged, as in training; images per second count the whole batch.
     """
     from gentool.api import Batch, DataSpec
     from gentool.models import build_model
-    from gentool.train import StepContext, optimizers_of, train_step
+    from gentool.train import Acceleration, StepContext, optimizers_of, prepare_model, train_step
+
+    ranks = ranks or Ranks()
+    shard = shard_size(batch_size, ranks)
 
     size = getattr(config, "image_size", 32)
     classes = (
@@ -487,8 +494,8 @@ def bench_training(
     )
     spec = DataSpec(channels=3, height=size, width=size, class_names=classes)
     low, high = plugin.value_range
-    images = low + (high - low) * torch.rand(batch_size, 3, size, size, device=device)
-    labels = torch.arange(batch_size, device=device) % len(classes) if classes else None
+    images = low + (high - low) * torch.rand(shard, 3, size, size, device=device)
+    labels = torch.arange(shard, device=device) % len(classes) if classes else None
     batch = Batch(images=images, labels=labels)
     results = []
     for variant in variants:
@@ -497,13 +504,18 @@ def bench_training(
             continue
         with kernel_backend("triton" if variant == "fused" else "torch"):
             torch.manual_seed(0)
+            channels_last = variant.endswith("channels-last")
             model = build_model(plugin, config, spec, device)
+            model = prepare_model(model, Acceleration(channels_last=channels_last))
+            batch.images = batch.images.contiguous(
+                memory_format=torch.channels_last if channels_last else torch.contiguous_format
+            )
             optimizers = optimizers_of(model, plugin)
-            if variant == "compile":
+            if variant.startswith("compile"):
                 for name, child in list(model.named_children()):
                     setattr(model, name, torch.compile(child))
             manual = bool(getattr(model, "manual_optimization", False))
-            context = StepContext(optimizers, device)
+            context = StepContext(optimizers, device, ranks=ranks)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             try:

@@ -7,6 +7,7 @@ A run folder looks like::
         checkpoint-00000450/
             model.safetensors          the model's state_dict
             optim.safetensors          the optimizers' tensors (their other state is in run.json)
+            ema.safetensors            the moving average of the weights, when trained with --ema
         metrics.jsonl                  one line of logged scalars per step
         samples/epoch_0001.png         a sample grid per epoch
 
@@ -38,6 +39,7 @@ RUN_FORMAT = 1  # bump when run.json changes incompatibly; older gentools then r
 RUNS_ROOT = Path("runs")
 MODEL_FILE = "model.safetensors"
 OPTIM_FILE = "optim.safetensors"
+EMA_FILE = "ema.safetensors"
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -131,25 +133,42 @@ class RunFolder:
         record: RunRecord,
         model: torch.nn.Module,
         optimizers: Mapping[str, torch.optim.Optimizer],
+        *,
+        ema: Mapping[str, torch.Tensor] | None = None,
+        rank_rng: list[Any] | None = None,
     ) -> None:
-        """Write a checkpoint of `model` and `optimizers` and commit `record` pointing at it."""
+        """Write a checkpoint of `model` and `optimizers` and commit `record` pointing at it.
+
+        `ema` is the moving average of the weights (state_dict keys), when training keeps one;
+        `rank_rng` the random generator states of every process of a distributed run, in rank
+        order, so that it resumes exactly on as many processes.
+        """
         self.path.mkdir(parents=True, exist_ok=True)
         name = f"{CHECKPOINT_PREFIX}{record.progress.global_step:08d}"
         current = self._current_checkpoint_name()
         # The same step saved twice holds the same tensors: only run.json changes then.
         if name != current:
-            self._write_checkpoint(name, record, model, optimizers)
+            self._write_checkpoint(name, record, model, optimizers, ema)
         record.checkpoint = name
-        record.rng = _rng_state()
+        record.rng = rng_state()
+        if rank_rng is not None:
+            record.rng["ranks"] = rank_rng
         record.updated = _now()
         write_text(self.run_file, record.to_json())
         for stale in self.path.glob(CHECKPOINT_PREFIX + "*"):
             if stale.name != name:
                 shutil.rmtree(stale, ignore_errors=True)
 
-    def load_model(self, record: RunRecord, model: torch.nn.Module) -> None:
-        """Load the checkpoint's weights into `model` (same architecture, strictly)."""
-        tensors = self._read_tensors(record, MODEL_FILE)
+    def load_model(
+        self,
+        record: RunRecord,
+        model: torch.nn.Module,
+        *,
+        tensors: Mapping[str, torch.Tensor] | None = None,
+    ) -> None:
+        """Load the checkpoint's weights (or `tensors` read from it) into `model`, strictly."""
+        if tensors is None:
+            tensors = self._read_tensors(record, MODEL_FILE)
         try:
             model.load_state_dict(tensors, strict=True)
         except RuntimeError as error:
@@ -174,7 +193,13 @@ class RunFolder:
                 raise CheckpointError(
                     f"optimizer {name!r} state in {self.path} does not fit: {error}"
                 ) from None
-        _set_rng_state(record.rng)
+        set_rng_state(record.rng)
+
+    def load_ema(self, record: RunRecord) -> dict[str, torch.Tensor] | None:
+        """The checkpoint's moving average of the weights, or None when it keeps none."""
+        if not record.checkpoint or not (self.path / record.checkpoint / EMA_FILE).exists():
+            return None
+        return self._read_tensors(record, EMA_FILE)
 
     def _current_checkpoint_name(self) -> str | None:
         if not self.run_file.exists():
@@ -190,6 +215,7 @@ class RunFolder:
         record: RunRecord,
         model: torch.nn.Module,
         optimizers: Mapping[str, torch.optim.Optimizer],
+        ema: Mapping[str, torch.Tensor] | None,
     ) -> None:
         final = self.path / name
         staging = self.path / f".{name}.tmp"
@@ -206,6 +232,8 @@ class RunFolder:
                 optimizer_tensors.update(tensors)
                 record.optimizers[optimizer_name] = rest
             save_file(optimizer_tensors, staging / OPTIM_FILE)
+            if ema is not None:
+                save_file(_cpu_copies(ema), staging / EMA_FILE, metadata=metadata)
             for file in staging.iterdir():
                 fsync_path(file)
             staging.rename(final)
@@ -296,14 +324,15 @@ def _unflatten_optimizer(
     return {"state": state, "param_groups": groups}
 
 
-def _rng_state() -> dict[str, Any]:
+def rng_state() -> dict[str, Any]:
+    """This process's random generator states, JSON-friendly (as run.json stores them)."""
     state = {"torch": _encode(torch.get_rng_state())}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = [_encode(device_state) for device_state in torch.cuda.get_rng_state_all()]
     return state
 
 
-def _set_rng_state(state: Mapping[str, Any]) -> None:
+def set_rng_state(state: Mapping[str, Any]) -> None:
     if "torch" in state:
         torch.set_rng_state(_decode(state["torch"]))
     if "cuda" in state and torch.cuda.is_available():

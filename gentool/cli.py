@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import json
 import os
+import subprocess
+import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -52,6 +54,7 @@ DATA_PANEL = "Data"
 TRAINING_PANEL = "Training"
 MODEL_PANEL = "Model config"
 RUN_PANEL = "Run folder"
+SCALE_PANEL = "Speed and scale"
 
 
 def user_errors(command: Command) -> Command:
@@ -65,6 +68,8 @@ def user_errors(command: Command) -> Command:
                 return command(*args, **kwargs)
             except GentoolError as error:
                 from_signal = isinstance(error, Interrupted)
+                if from_signal and os.environ.get("RANK", "0") != "0":  # rank 0 says it once
+                    raise typer.Exit(EXIT_INTERRUPTED) from None
                 style = "yellow" if from_signal else "red"
                 label = "stopped" if from_signal else "error"
                 error_console.print(f"[{style}]{label}:[/] {error}", highlight=False)
@@ -180,16 +185,53 @@ def train(
         help="Continue a run exactly where its last checkpoint stopped",
         rich_help_panel=RUN_PANEL,
     ),
+    nproc: int | None = typer.Option(
+        None,
+        "--nproc",
+        min=1,
+        help="Train in N processes on this machine (runs torchrun for you; one per GPU)",
+        rich_help_panel=SCALE_PANEL,
+    ),
+    amp: bool = typer.Option(
+        False,
+        "--amp",
+        help="Mixed precision: bfloat16 autocast (float16 and a gradient scaler without it)",
+        rich_help_panel=SCALE_PANEL,
+    ),
+    compile_networks: bool = typer.Option(
+        False, "--compile", help="torch.compile the model's networks", rich_help_panel=SCALE_PANEL
+    ),
+    channels_last: bool = typer.Option(
+        False,
+        "--channels-last",
+        help="Channels-last (NHWC) memory layout for weights and batches",
+        rich_help_panel=SCALE_PANEL,
+    ),
+    sync_bn: bool = typer.Option(
+        False,
+        "--sync-bn",
+        help="Several GPUs: BatchNorm statistics over the whole global batch",
+        rich_help_panel=SCALE_PANEL,
+    ),
+    ema: float | None = typer.Option(
+        None,
+        "--ema",
+        metavar="DECAY",
+        help="Keep a moving average of the weights (e.g. 0.999) and sample from it",
+        rich_help_panel=SCALE_PANEL,
+    ),
 ) -> None:
     """Train a model and write checkpoints, metrics and sample grids to a run folder.
 
     [dim]Examples:
       gentool train dcgan --data ./faces --epochs 20
       gentool train dcgan --limit 2000 -o image_size=32 --epochs 3
-      gentool train dcgan --resume --epochs 30[/]
+      gentool train dcgan --resume --epochs 30
+      gentool train dcgan --nproc 2 --batch-size 128 --ema 0.999[/]
     """
+    from gentool.distributed import Ranks, ranks_from_environment, shard_size
     from gentool.kernels.dispatch import BACKEND_ENV, requested_backend
-    from gentool.train import TrainRequest, run_training
+    from gentool.train import Acceleration, TrainRequest, run_training
 
     entry = resolve(name)
     if kernels is not None:
@@ -203,6 +245,7 @@ def train(
             "--batch-size": batch_size,
             "--seed": seed,
             "--limit": limit,
+            "--ema": ema,
         }
         given = [flag for flag, value in changed.items() if value not in (None, [])]
         if given:
@@ -212,6 +255,10 @@ def train(
         config_values: dict[str, Any] = {}
     else:
         config_values = _config_values(entry, config_file, overrides, lr)
+    if nproc is not None:  # the options are valid: now each process checks the rest
+        if not resume:
+            shard_size(batch_size or entry.plugin.default_batch_size, Ranks(world_size=nproc))
+        raise typer.Exit(_run_torchrun(nproc))
     request = TrainRequest(
         entry=entry,
         config_values=config_values,
@@ -223,8 +270,14 @@ def train(
         device=device,
         run_dir=run_dir,
         resume=resume,
+        acceleration=Acceleration(
+            amp=amp, compile=compile_networks, channels_last=channels_last, sync_bn=sync_bn
+        ),
+        ema=ema,
     )
     summary, run = run_training(request, console)
+    if not ranks_from_environment().main:
+        return
     grid = f"; last samples: {summary.last_sample_grid}" if summary.last_sample_grid else ""
     console.print(
         f"[green]done:[/] {summary.epochs_done} epochs of {entry.name} in {run} "
@@ -232,6 +285,44 @@ def train(
         f"images/s){grid}",
         highlight=False,
     )
+
+
+def _run_torchrun(nproc: int) -> int:
+    """Run this same `gentool train` command under torchrun in `nproc` processes; its exit code.
+
+    Ctrl-C reaches torchrun and its workers too (one terminal, one process group): the workers
+    save and stop, and this waits for them.
+    """
+    if "RANK" in os.environ:
+        raise GentoolError("--nproc cannot be used under torchrun: it starts torchrun itself")
+    arguments = sys.argv[sys.argv.index("train") + 1 :]
+    forwarded = []
+    skip_value = False
+    for argument in arguments:
+        if skip_value:
+            skip_value = False
+        elif argument == "--nproc":
+            skip_value = True
+        elif not argument.startswith("--nproc="):
+            forwarded.append(argument)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        str(nproc),
+        "-m",
+        "gentool",
+        "train",
+        *forwarded,
+    ]
+    process = subprocess.Popen(command)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:  # torchrun reports its workers' stop as a failure: it was not one
+        process.wait()
+        return EXIT_INTERRUPTED
 
 
 @app.command()
@@ -259,6 +350,9 @@ def sample(
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the noise: same seed, same images."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),
+    raw_weights: bool = typer.Option(
+        False, "--raw-weights", help="Runs trained with --ema: the trained, not averaged, weights"
+    ),
 ) -> None:
     """Write a grid of new images from a trained model.
 
@@ -281,6 +375,7 @@ def sample(
         label=label,
         grid_by_class=grid_by_class,
         output_format=output_format,
+        raw_weights=raw_weights,
     )
     layout = "" if output_format == "npz" else f" ({written.columns} per row)"
     console.print(f"wrote {written.count} samples{layout} to {written.path}", highlight=False)
@@ -305,6 +400,9 @@ def interpolate(
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the random codes."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),
+    raw_weights: bool = typer.Option(
+        False, "--raw-weights", help="Runs trained with --ema: the trained, not averaged, weights"
+    ),
 ) -> None:
     """Walk through a model's latent space: rows of images between pairs of codes.
 
@@ -327,6 +425,7 @@ def interpolate(
         device=device,
         start_image=start_image,
         end_image=end_image,
+        raw_weights=raw_weights,
     )
     console.print(
         f"wrote {written.count // written.columns} walks of {written.columns} steps to "
@@ -639,17 +738,23 @@ def bench_train(
     ),
     steps: int = typer.Option(5, "--steps", min=1, help="Timed steps per variant, after warm-up"),
     variants: str = typer.Option(
-        "eager,compile,fused", "--variants", help="Comma-separated: eager, compile, fused"
+        "eager,compile,fused",
+        "--variants",
+        help="Comma-separated: eager, compile, fused, channels-last, compile+channels-last",
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),
 ) -> None:
-    """Images per second of full training steps: eager, torch.compile, and the fused kernels.
+    """Images per second of full training steps: eager, torch.compile, the fused kernels, and
+    channels-last. Under torchrun, each process steps on its share of the batch.
 
-    [dim]Example: gentool bench train dcgan --steps 10[/]
+    [dim]Examples:
+      gentool bench train dcgan --steps 10
+      torchrun --nproc-per-node 2 -m gentool bench train dcgan --variants eager[/]
     """
     import torch
 
     from gentool.bench import TRAIN_VARIANTS, bench_training
+    from gentool.distributed import join_group, leave_group, ranks_from_environment
     from gentool.train import resolve_device
 
     entry = resolve(name)
@@ -659,11 +764,27 @@ def bench_train(
         _choice("--variants", variant, dict.fromkeys(TRAIN_VARIANTS))
     target = resolve_device(device)
     batch = batch_size or entry.plugin.default_batch_size
-    with error_console.status(f"timing {entry.name} training steps"):
-        results = bench_training(
-            entry.plugin, config, batch_size=batch, device=target, variants=chosen, steps=steps
-        )
+    ranks = ranks_from_environment()
+    if ranks.distributed:
+        target = join_group(ranks, target)
+    try:
+        with error_console.status(f"timing {entry.name} training steps"):
+            results = bench_training(
+                entry.plugin,
+                config,
+                batch_size=batch,
+                device=target,
+                variants=chosen,
+                steps=steps,
+                ranks=ranks,
+            )
+    finally:
+        leave_group()
+    if not ranks.main:
+        return
     device_name = torch.cuda.get_device_name(target) if target.type == "cuda" else "cpu"
+    if ranks.distributed:
+        device_name += f" × {ranks.world_size} processes"
     table = Table(
         "variant",
         "images/s",

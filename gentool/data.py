@@ -109,7 +109,13 @@ def load_dataset(
 
 
 class BatchLoader:
-    """Shuffled batches, reproducible per (seed, epoch) so that a run can resume exactly."""
+    """Shuffled batches, reproducible per (seed, epoch) so that a run can resume exactly.
+
+    In a distributed run (`world_size` processes) every process draws the same permutation of
+    the epoch and takes its own contiguous block of each global batch of `batch_size` images:
+    the processes see disjoint images, and together exactly the batch a single process would,
+    whatever their number.
+    """
 
     def __init__(
         self,
@@ -119,6 +125,8 @@ class BatchLoader:
         device: torch.device,
         value_range: tuple[float, float],
         seed: int,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if batch_size < 1:
             raise DataError(f"--batch-size must be at least 1, got {batch_size}")
@@ -132,6 +140,8 @@ class BatchLoader:
         self.device = device
         self.value_range = value_range
         self.seed = seed
+        self.shard = batch_size // world_size  # images per process; the trainer checks it divides
+        self.rank = rank
 
     @property
     def steps_per_epoch(self) -> int:
@@ -143,7 +153,8 @@ class BatchLoader:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         order = torch.randperm(len(self.dataset), generator=generator)
         for step in range(start_step, self.steps_per_epoch):
-            indexes = order[step * self.batch_size : (step + 1) * self.batch_size]
+            start = step * self.batch_size + self.rank * self.shard
+            indexes = order[start : start + self.shard]
             images = self.dataset.images[indexes].to(self.device, non_blocking=True)
             labels = self.dataset.labels
             yield Batch(

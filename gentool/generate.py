@@ -44,6 +44,7 @@ def sample_images(
     label: str | None = None,
     grid_by_class: bool | None = None,
     output_format: OutputFormat = "png",
+    raw_weights: bool = False,
 ) -> Written:
     """Draw images from a run's model and write them as a grid PNG or an .npz of raw values.
 
@@ -58,7 +59,9 @@ def sample_images(
                 f"ones; use `gentool reconstruct {plugin.name}`"
             )
         raise GentoolError(f"{plugin.name} does not generate new images, so it cannot sample")
-    model, record, run = load_trained(entry, run_dir, resolve_device(device))
+    model, record, run = load_trained(
+        entry, run_dir, resolve_device(device), averaged=not raw_weights
+    )
     spec = spec_from_dict(record.data["spec"])
     labels, columns = _sample_labels(plugin, spec, count, label, grid_by_class)
     generator = _generator(model, seed)
@@ -88,6 +91,7 @@ def interpolate_images(
     device: str,
     start_image: Path | None = None,
     end_image: Path | None = None,
+    raw_weights: bool = False,
 ) -> Written:
     """A grid whose rows walk through latent space between two codes, in `steps` images each.
 
@@ -97,7 +101,9 @@ def interpolate_images(
     plugin = _plugin_of(entry)
     if (start_image is None) != (end_image is None):
         raise GentoolError("--from and --to go together: give both images or neither")
-    model, record, run = load_trained(entry, run_dir, resolve_device(device))
+    model, record, run = load_trained(
+        entry, run_dir, resolve_device(device), averaged=not raw_weights
+    )
     if not hasattr(model, "decode"):
         raise GentoolError(f"{plugin.name} cannot decode codes into images, so it cannot walk")
     if start_image is None and not hasattr(model, "sample_latent"):

@@ -48,13 +48,19 @@ def spec_from_dict(values: dict[str, Any]) -> DataSpec:
 
 
 def load_trained(
-    entry: PluginEntry, run_dir: Path | None, device: torch.device
+    entry: PluginEntry, run_dir: Path | None, device: torch.device, *, averaged: bool = False
 ) -> tuple[torch.nn.Module, RunRecord, RunFolder]:
-    """The model of a run (the newest run of the plugin when `run_dir` is None), in eval mode."""
+    """The model of a run (the newest run of the plugin when `run_dir` is None), in eval mode.
+
+    `averaged`: with the moving average of the weights when the run kept one (`train --ema`).
+    """
     assert entry.plugin is not None
     run = RunFolder(run_dir) if run_dir is not None else latest_run(entry.name)
     record = run.read(expected_plugin=entry.name)
     config = entry.plugin.parse_config(record.config)
     model = build_model(entry.plugin, config, spec_from_dict(record.data.get("spec", {})), device)
     run.load_model(record, model)
+    average = run.load_ema(record) if averaged else None
+    if average is not None:
+        run.load_model(record, model, tensors=average)
     return model.eval(), record, run

@@ -2,7 +2,9 @@
 
 It owns what every model shares: seeding, the device, batches, the optimisation step in automatic
 mode, the progress display, metrics, sample grids, checkpoints, exact resume, Ctrl-C and non-finite
-losses. A model brings its own math through the plugin API (`gentool.api.GenerativeModel`).
+losses; and how steps run: processes under torchrun (`gentool.distributed`), mixed precision,
+torch.compile, channels-last, and a moving average of the weights (`gentool.ema`). A model brings
+its own math through the plugin API (`gentool.api.GenerativeModel`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import shlex
 import signal
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -26,10 +28,39 @@ from rich.table import Column
 
 from gentool.api import Batch, ModelPlugin, Phase
 from gentool.atomic import write_text
-from gentool.checkpoint import RunFolder, RunRecord, latest_run, new_run_folder
+from gentool.checkpoint import (
+    RunFolder,
+    RunRecord,
+    latest_run,
+    new_run_folder,
+    rng_state,
+    set_rng_state,
+)
 from gentool.config import config_to_dict
 from gentool.data import BatchLoader, ImageDataset, load_dataset, to_uint8
-from gentool.errors import DataError, GentoolError, Interrupted, PluginError, TrainingError
+from gentool.distributed import (
+    Ranks,
+    all_agree,
+    average_gradients,
+    broadcast_from_main,
+    gather_to_all,
+    join_group,
+    leave_group,
+    main_value,
+    mean_over_ranks,
+    rank_seed,
+    ranks_from_environment,
+    shard_size,
+)
+from gentool.ema import ExponentialMovingAverage, check_decay
+from gentool.errors import (
+    CheckpointError,
+    DataError,
+    GentoolError,
+    Interrupted,
+    PluginError,
+    TrainingError,
+)
 from gentool.images import save_grid
 from gentool.kernels.dispatch import check_requested_backend
 from gentool.models import build_model, spec_to_dict
@@ -54,6 +85,19 @@ class TrainRequest:
     device: str = "auto"
     run_dir: Path | None = None
     resume: bool = False
+    acceleration: Acceleration | None = None  # None: plain float32 eager steps
+    ema: float | None = None  # decay of a moving average of the weights; on resume, the run's
+
+
+@dataclass(frozen=True)
+class Acceleration:
+    """How the steps are computed. None of it changes what a checkpoint holds, so a run may be
+    resumed with other choices."""
+
+    amp: bool = False  # autocast to bfloat16 (float16 and a gradient scaler where it is missing)
+    compile: bool = False  # torch.compile each of the model's top-level networks
+    channels_last: bool = False  # NHWC weights and batches, which convolutions often prefer
+    sync_bn: bool = False  # BatchNorm statistics over the whole global batch (CUDA only)
 
 
 @dataclass
@@ -68,42 +112,87 @@ class TrainSummary:
 class StepContext:
     """The `gentool.api.TrainContext` handed to `training_step`."""
 
-    def __init__(self, optimizers: Mapping[str, torch.optim.Optimizer], device: torch.device):
+    def __init__(
+        self,
+        optimizers: Mapping[str, torch.optim.Optimizer],
+        device: torch.device,
+        *,
+        ranks: Ranks | None = None,
+        scaler: torch.amp.GradScaler | None = None,
+    ):
         self.optimizers = optimizers
         self.device = device
         self.epoch = 0
         self.global_step = 0
         self.phase: str | None = None
         self.phase_optimizer: str | None = None  # automatic mode: the optimizer of the phase
+        self.ranks = ranks or Ranks()
+        self.scaler = scaler  # float16 autocast only: scales losses so gradients do not underflow
 
     def backward(self, loss: torch.Tensor) -> None:
-        loss.backward()
+        if self.scaler is not None:
+            loss = self.scaler.scale(loss)
+        # Under --amp the step runs inside autocast; the backward pass is kept out of it, as
+        # PyTorch advises (its ops follow the dtypes the forward pass chose).
+        with torch.autocast(self.device.type, enabled=False):
+            loss.backward()
 
     def step(self, name: str) -> None:
-        self.optimizers[name].step()
+        optimizer = self.optimizers[name]
+        if self.ranks.distributed:
+            parameters = [p for group in optimizer.param_groups for p in group["params"]]
+            average_gradients(parameters, self.ranks.world_size)
+        if self.scaler is not None:
+            self.scaler.step(optimizer)
+        else:
+            optimizer.step()
+
+    def loss_is_finite(self, loss: torch.Tensor) -> bool:
+        """Whether to step on `loss`: in a distributed run, only when it is finite everywhere,
+        so that every process takes the same steps."""
+        finite = bool(torch.isfinite(loss))
+        return all_agree(finite) if self.ranks.distributed else finite
 
 
 def run_training(request: TrainRequest, console: Console) -> tuple[TrainSummary, RunFolder]:
     """Start a new run or resume one, train it, and say where it is."""
     plugin = request.entry.plugin
     assert plugin is not None  # the registry resolves loaded plugins only
+    ranks = ranks_from_environment()
     device = resolve_device(request.device)
-    check_requested_backend(device)
-    if request.resume:
-        run, record, config, dataset = _resumed_run(request, plugin)
-    else:
-        run, record, config, dataset = _new_run(request, plugin, device)
-    summary = fit(
-        plugin,
-        config,
-        dataset,
-        run,
-        record,
-        epochs=record.training["epochs"],
-        device=device,
-        resume=request.resume,
-        console=console,
-    )
+    acceleration = request.acceleration or Acceleration()
+    if acceleration.sync_bn and ranks.distributed and device.type != "cuda":
+        raise GentoolError(
+            "--sync-bn needs CUDA devices (PyTorch's SyncBatchNorm does not run on the CPU): "
+            "drop --sync-bn, or train on GPUs"
+        )
+    if request.ema is not None:
+        check_decay(request.ema)
+    if ranks.distributed:
+        device = join_group(ranks, device)
+    try:
+        check_requested_backend(device)
+        if request.resume:
+            run, record, config, dataset = _resumed_run(request, plugin)
+        else:
+            run, record, config, dataset = _new_run(request, plugin, device)
+        if ranks.distributed:  # each process named a folder; rank 0's is the run's
+            run = RunFolder(str(main_value(str(run.path))))
+        summary = fit(
+            plugin,
+            config,
+            dataset,
+            run,
+            record,
+            epochs=record.training["epochs"],
+            device=device,
+            resume=request.resume,
+            console=console,
+            acceleration=acceleration,
+            ranks=ranks,
+        )
+    finally:
+        leave_group()
     return summary, run
 
 
@@ -138,6 +227,7 @@ def _new_run(
             "batch_size": request.batch_size or plugin.default_batch_size,
             "epochs": request.epochs,  # None: settled by fit() once the model's phases are known
             "device": str(device),
+            "ema": request.ema,
         },
     )
     return run, record, config, dataset
@@ -208,15 +298,22 @@ def fit(
     device: torch.device,
     resume: bool,
     console: Console,
+    acceleration: Acceleration | None = None,
+    ranks: Ranks | None = None,
 ) -> TrainSummary:
     """Train until `epochs` epochs are done, checkpointing after each, and return a summary.
 
     `epochs` None means all of the model's phases, or DEFAULT_EPOCHS for a model without any.
+    Under torchrun (`ranks`) every process runs this with its share of each batch; rank 0 alone
+    writes files and draws progress.
     """
+    acceleration = acceleration or Acceleration()
+    ranks = ranks or Ranks()
     seed = record.training["seed"]
     batch_size = record.training["batch_size"]
+    shard_size(batch_size, ranks)
     torch.manual_seed(seed)  # before build, so weight initialisation follows the seed
-    model = build_model(plugin, config, dataset.spec, device)
+    model = prepare_model(build_model(plugin, config, dataset.spec, device), acceleration)
     optimizers = optimizers_of(model, plugin)
     phases = phases_of(model, plugin)
     if epochs is None:  # a new run without --epochs: all of its phases, or the default
@@ -225,15 +322,42 @@ def fit(
     if resume:
         run.load_model(record, model)
         run.load_training_state(record, optimizers)
-    else:
-        run.save(record, model, optimizers)  # step 0: the folder is a resumable run from the start
+        _restore_rank_rng(record, ranks, console)
+    elif ranks.distributed:  # one set of weights, but each process its own noise
+        torch.manual_seed(rank_seed(seed, ranks.rank))
+    if ranks.distributed:
+        broadcast_from_main(model.state_dict().values())
+    ema = _moving_average(model, run, record, resume)
+
+    def save() -> None:
+        rank_rng = gather_to_all(rng_state(), ranks.world_size) if ranks.distributed else None
+        if ranks.main:
+            average = ema.state_dict() if ema else None
+            run.save(record, model, optimizers, ema=average, rank_rng=rank_rng)
+
+    if not resume:
+        save()  # step 0: the folder is a resumable run from the start
+    if acceleration.compile:
+        compile_networks(model)
+    autocast, scaler = _mixed_precision(device, acceleration.amp)
     loader = BatchLoader(
-        dataset, batch_size, device=device, value_range=plugin.value_range, seed=seed
+        dataset,
+        batch_size,
+        device=device,
+        value_range=plugin.value_range,
+        seed=seed,
+        rank=ranks.rank,
+        world_size=ranks.world_size,
     )
     progress = record.progress
-    metrics = MetricsLog(run.metrics_file, keep_through_step=progress.global_step)
-    context = StepContext(optimizers, device)
+    metrics = None
+    if ranks.main:
+        metrics = MetricsLog(run.metrics_file, keep_through_step=progress.global_step)
+    else:
+        console = Console(quiet=True)
+    context = StepContext(optimizers, device, ranks=ranks, scaler=scaler)
     manual = bool(getattr(model, "manual_optimization", False))
+    buffers = list(model.buffers())
     steps = 0
     started = time.perf_counter()
     last_grid = None
@@ -247,30 +371,45 @@ def fit(
             )
             for batch in loader.epoch(epoch, start_step=progress.step_in_epoch):
                 context.epoch, context.global_step = epoch, progress.global_step
-                logs = train_step(model, batch, context, optimizers, manual, plugin)
+                if acceleration.channels_last and batch.images.dim() == 4:
+                    batch.images = batch.images.contiguous(memory_format=torch.channels_last)
+                with _compile_failures(acceleration.compile, plugin), autocast:
+                    logs = train_step(model, batch, context, optimizers, manual, plugin)
+                if scaler is not None:
+                    scaler.update()
+                stopping = stop.signal_name is not None
+                if ranks.distributed:
+                    logs, stopping = mean_over_ranks(logs, stopping, ranks.world_size)
+                    if buffers:  # BatchNorm statistics: rank 0's, as DDP keeps them
+                        broadcast_from_main(buffers)
+                if ema is not None:
+                    ema.update(model)
                 _check_finite(logs, epoch, progress.step_in_epoch, run, record)
                 progress.step_in_epoch += 1
                 progress.global_step += 1
                 steps += 1
                 phase_field = {"phase": context.phase} if context.phase else {}
-                metrics.append(
-                    {"epoch": epoch + 1, "step": progress.global_step, **phase_field, **logs}
-                )
+                if metrics is not None:
+                    metrics.append(
+                        {"epoch": epoch + 1, "step": progress.global_step, **phase_field, **logs}
+                    )
                 display.advance(logs)
-                if stop.signal_name:
-                    run.save(record, model, optimizers)
+                if stopping:
+                    save()
+                    processes = f" --nproc {ranks.world_size}" if ranks.distributed else ""
                     raise Interrupted(
-                        f"{stop.signal_name}: stopped at epoch {epoch + 1}, step "
-                        f"{progress.step_in_epoch}/{loader.steps_per_epoch}, checkpoint saved; "
-                        f"resume with: gentool train {plugin.name} --resume --run-dir "
-                        f"{shlex.quote(str(run))} --epochs {epochs}"
+                        f"{stop.signal_name or 'a signal to another process'}: stopped at epoch "
+                        f"{epoch + 1}, step {progress.step_in_epoch}/{loader.steps_per_epoch}, "
+                        f"checkpoint saved; resume with: gentool train {plugin.name} --resume "
+                        f"--run-dir {shlex.quote(str(run))} --epochs {epochs}{processes}"
                     )
             progress.epoch, progress.step_in_epoch = epoch + 1, 0
-            if plugin.capabilities.sample:
-                last_grid = write_sample_grid(
-                    model, plugin, run.samples_dir / f"epoch_{epoch + 1:04d}.png", seed=seed
-                )
-            run.save(record, model, optimizers)
+            if plugin.capabilities.sample and ranks.main:
+                grid = run.samples_dir / f"epoch_{epoch + 1:04d}.png"
+                averaged = ema.applied_to(model) if ema else nullcontext()
+                with _compile_failures(acceleration.compile, plugin), averaged:
+                    last_grid = write_sample_grid(model, plugin, grid, seed=seed)
+            save()
             display.end_epoch()
     seconds = time.perf_counter() - started
     return TrainSummary(
@@ -280,6 +419,96 @@ def fit(
         images_per_second=steps * batch_size / seconds if seconds > 0 else 0.0,
         last_sample_grid=last_grid,
     )
+
+
+def prepare_model(model: torch.nn.Module, acceleration: Acceleration) -> torch.nn.Module:
+    """The model with synchronised BatchNorm and channels-last weights where asked; neither
+    changes its state_dict."""
+    if acceleration.sync_bn:
+        # Converts every BatchNorm, including the one inside ConvTransposeBNReLU, which then
+        # computes as the plain composition of its three layers.
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if acceleration.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def compile_networks(model: torch.nn.Module) -> None:
+    """torch.compile the forward of each of the model's top-level networks, which its training
+    step calls. Replacing `forward` keeps the modules, and so the state_dict keys, as they were
+    (a wrapping OptimizedModule would prefix them with `_orig_mod.`; and `Module.compile()`
+    leaves the forward uncompiled in this PyTorch)."""
+    for network in model.children():
+        if type(network).forward is not torch.nn.Module.forward:  # containers have no forward
+            network.forward = torch.compile(network.forward)
+
+
+def _moving_average(
+    model: torch.nn.Module, run: RunFolder, record: RunRecord, resume: bool
+) -> ExponentialMovingAverage | None:
+    decay = record.training.get("ema")
+    if decay is None:
+        return None
+    ema = ExponentialMovingAverage(model, decay)
+    if resume:
+        stored = run.load_ema(record)
+        if stored is None:
+            raise CheckpointError(f"{run} was trained with --ema but its checkpoint has no average")
+        ema.load_state_dict(stored)
+    return ema
+
+
+def _restore_rank_rng(record: RunRecord, ranks: Ranks, console: Console) -> None:
+    """Each process's noise stream: exactly the saved one when the run had as many processes;
+    otherwise (the sharding changed, so the old streams cannot apply) fresh per-rank seeds from
+    (seed, rank, step), so the resumed run is still reproducible."""
+    states = record.rng.get("ranks")
+    saved = len(states) if states is not None else 1
+    if saved == ranks.world_size:
+        if states is not None:
+            set_rng_state(states[ranks.rank])
+        return
+    torch.manual_seed(rank_seed(record.training["seed"], ranks.rank, record.progress.global_step))
+    if ranks.main:
+        console.print(
+            f"resuming a run of {saved} processes with {ranks.world_size}: weights, optimizers "
+            "and the data order continue exactly; the noise is reseeded",
+            style="dim",
+            highlight=False,
+        )
+
+
+def _mixed_precision(
+    device: torch.device, enabled: bool
+) -> tuple[AbstractContextManager[object], torch.amp.GradScaler | None]:
+    """The autocast for --amp: bfloat16 where the device has it, else float16 with a scaler."""
+    if not enabled:
+        return nullcontext(), None
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16), None
+
+
+@contextmanager
+def _compile_failures(enabled: bool, plugin: ModelPlugin) -> Iterator[None]:
+    """torch.compile fails at the first call (no C compiler, an unsupported op): say so in one
+    line and how to go on."""
+    try:
+        yield
+    except Exception as error:
+        source = type(error).__module__
+        if not enabled or not source.startswith(("torch._dynamo", "torch._inductor")):
+            raise
+        cause: BaseException = error
+        # The compiler's own error, under dynamo's wrapping of it.
+        while (inner := getattr(cause, "inner_exception", None) or cause.__cause__) is not None:
+            cause = inner
+        lines = str(cause).strip().splitlines()
+        detail = lines[0] if lines else ""
+        raise TrainingError(
+            f"torch.compile failed on {plugin.name} ({type(cause).__name__}: {detail}); "
+            "run without --compile"
+        ) from None
 
 
 def write_sample_grid(
@@ -392,7 +621,7 @@ def train_step(
         if "loss" not in outputs:
             raise PluginError(f"{plugin.name}: training_step returned no 'loss' to optimise")
         loss = outputs["loss"]
-        if torch.isfinite(loss):  # a non-finite loss must not reach the weights
+        if context.loss_is_finite(loss):  # a non-finite loss must not reach the weights
             context.backward(loss)
             context.step(name)
     return {name: float(torch.as_tensor(value).detach()) for name, value in outputs.items()}

@@ -23,10 +23,12 @@ from tests.conftest import TINY_DCGAN, entry_for
 STEPS_PER_EPOCH = 3  # 48 images in batches of 16
 
 
-def train(entry, run_dir: Path, *, epochs: int, resume: bool = False, **overrides):
+def train(
+    entry, run_dir: Path, *, epochs: int, resume: bool = False, config=TINY_DCGAN, **overrides
+):
     request = TrainRequest(
         entry=entry,
-        config_values={} if resume else TINY_DCGAN,
+        config_values={} if resume else config,
         limit=None if resume else 48,
         batch_size=None if resume else 16,
         epochs=epochs,
