@@ -180,6 +180,12 @@ def train(
         help="Continue a run exactly where its last checkpoint stopped",
         rich_help_panel=RUN_PANEL,
     ),
+    overwrite: bool = typer.Option(
+        False,
+        "--overwrite",
+        help="Replace the run in --run-dir with a new one (folders that hold no run are refused)",
+        rich_help_panel=RUN_PANEL,
+    ),
 ) -> None:
     """Train a model and write checkpoints, metrics and sample grids to a run folder.
 
@@ -195,6 +201,13 @@ def train(
     if kernels is not None:
         os.environ[BACKEND_ENV] = kernels
         requested_backend()  # validates the name
+    if overwrite and resume:
+        raise ConfigError(
+            "--overwrite and --resume contradict each other: --resume continues the run in "
+            "--run-dir, --overwrite replaces it; pass one"
+        )
+    if overwrite and run_dir is None:
+        raise ConfigError("--overwrite needs --run-dir, the run to replace")
     if resume:
         changed = {
             "--option": overrides,
@@ -223,6 +236,7 @@ def train(
         device=device,
         run_dir=run_dir,
         resume=resume,
+        overwrite=overwrite,
     )
     summary, run = run_training(request, console)
     grid = f"; last samples: {summary.last_sample_grid}" if summary.last_sample_grid else ""

@@ -29,11 +29,18 @@ from gentool.atomic import write_text
 from gentool.checkpoint import RunFolder, RunRecord, latest_run, new_run_folder
 from gentool.config import config_to_dict
 from gentool.data import BatchLoader, ImageDataset, load_dataset, to_uint8
-from gentool.errors import DataError, GentoolError, Interrupted, PluginError, TrainingError
+from gentool.errors import (
+    CheckpointError,
+    DataError,
+    GentoolError,
+    Interrupted,
+    PluginError,
+    TrainingError,
+)
 from gentool.images import save_grid
 from gentool.kernels.dispatch import check_requested_backend
 from gentool.models import build_model, spec_to_dict
-from gentool.registry import PluginEntry
+from gentool.registry import PluginEntry, describe_exception, strict_plugins
 
 SAMPLE_GRID_SIZE = 64  # images in each epoch's sample grid (8×8)
 DEFAULT_EPOCHS = 5
@@ -54,6 +61,7 @@ class TrainRequest:
     device: str = "auto"
     run_dir: Path | None = None
     resume: bool = False
+    overwrite: bool = False  # replace the run in run_dir; never anything that is not a run
 
 
 @dataclass
@@ -111,13 +119,15 @@ def _new_run(
     request: TrainRequest, plugin: ModelPlugin, device: torch.device
 ) -> tuple[RunFolder, RunRecord, Any, ImageDataset]:
     config = plugin.parse_config(request.config_values)
-    run = _fresh_run_folder(request.run_dir, plugin.name)
+    run = _fresh_run_folder(request.run_dir, plugin.name, overwrite=request.overwrite)
     dataset = load_dataset(
         request.data,
         image_size=getattr(config, "image_size", None),
         needs_labels=plugin.capabilities.conditional,
         limit=request.limit,
     )
+    if request.overwrite:  # only now that the new run can start: bad input keeps the old one
+        run.delete()
     record = RunRecord(
         plugin={
             "name": plugin.name,
@@ -171,16 +181,28 @@ def _resumed_run(
     return run, record, config, dataset
 
 
-def _fresh_run_folder(run_dir: Path | None, model_name: str) -> RunFolder:
+def _fresh_run_folder(run_dir: Path | None, model_name: str, *, overwrite: bool) -> RunFolder:
     if run_dir is None:
         return new_run_folder(model_name)
     run = RunFolder(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise GentoolError(f"--run-dir {run_dir} is a file: choose a new or empty folder")
     if run.exists():
+        if overwrite:
+            return run
         raise GentoolError(
-            f"{run_dir} already holds a run: continue it with --resume or choose another --run-dir"
+            f"{run_dir} already holds a run: continue it with --resume, replace it with "
+            "--overwrite, or choose another --run-dir"
         )
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise GentoolError(f"--run-dir {run_dir} is not empty: choose a new or empty folder")
+    # Temporary files of a run killed before its first checkpoint hold nothing to keep.
+    leftovers = set(run.leftovers())
+    if run_dir.exists() and any(path not in leftovers for path in run_dir.iterdir()):
+        replace = " (--overwrite replaces gentool runs only)" if overwrite else ""
+        raise GentoolError(
+            f"--run-dir {run_dir} is not empty and holds no run: choose a new or empty "
+            f"folder{replace}"
+        )
+    run.remove_leftovers()
     return run
 
 
@@ -222,18 +244,22 @@ def fit(
     if epochs is None:  # a new run without --epochs: all of its phases, or the default
         epochs = sum(phase.epochs for phase in phases) if phases else DEFAULT_EPOCHS
         record.training["epochs"] = epochs
+    # Before the first save: data too small for one batch must leave no run folder behind.
+    loader = BatchLoader(
+        dataset, batch_size, device=device, value_range=plugin.value_range, seed=seed
+    )
     if resume:
         run.load_model(record, model)
         run.load_training_state(record, optimizers)
     else:
         run.save(record, model, optimizers)  # step 0: the folder is a resumable run from the start
-    loader = BatchLoader(
-        dataset, batch_size, device=device, value_range=plugin.value_range, seed=seed
-    )
     progress = record.progress
     metrics = MetricsLog(run.metrics_file, keep_through_step=progress.global_step)
     context = StepContext(optimizers, device)
     manual = bool(getattr(model, "manual_optimization", False))
+    resume_command = (
+        f"gentool train {plugin.name} --resume --run-dir {shlex.quote(str(run))} --epochs {epochs}"
+    )
     steps = 0
     started = time.perf_counter()
     last_grid = None
@@ -247,7 +273,8 @@ def fit(
             )
             for batch in loader.epoch(epoch, start_step=progress.step_in_epoch):
                 context.epoch, context.global_step = epoch, progress.global_step
-                logs = train_step(model, batch, context, optimizers, manual, plugin)
+                with _plugin_code(record, "training_step", run):
+                    logs = train_step(model, batch, context, optimizers, manual, plugin)
                 _check_finite(logs, epoch, progress.step_in_epoch, run, record)
                 progress.step_in_epoch += 1
                 progress.global_step += 1
@@ -258,19 +285,18 @@ def fit(
                 )
                 display.advance(logs)
                 if stop.signal_name:
-                    run.save(record, model, optimizers)
+                    _save(run, record, model, optimizers, resume_command)
                     raise Interrupted(
                         f"{stop.signal_name}: stopped at epoch {epoch + 1}, step "
                         f"{progress.step_in_epoch}/{loader.steps_per_epoch}, checkpoint saved; "
-                        f"resume with: gentool train {plugin.name} --resume --run-dir "
-                        f"{shlex.quote(str(run))} --epochs {epochs}"
+                        f"resume with: {resume_command}"
                     )
             progress.epoch, progress.step_in_epoch = epoch + 1, 0
             if plugin.capabilities.sample:
                 last_grid = write_sample_grid(
                     model, plugin, run.samples_dir / f"epoch_{epoch + 1:04d}.png", seed=seed
                 )
-            run.save(record, model, optimizers)
+            _save(run, record, model, optimizers, resume_command)
             display.end_epoch()
     seconds = time.perf_counter() - started
     return TrainSummary(
@@ -405,15 +431,59 @@ def _check_finite(
     if not bad:
         return
     values = ", ".join(f"{name}={value}" for name, value in bad.items())
-    kept = (
-        f"the last checkpoint in {run} is kept"
-        if record.checkpoint
-        else f"no checkpoint had been written yet in {run}"
-    )
     raise TrainingError(
-        f"non-finite values at epoch {epoch + 1}, step {step + 1} ({values}); training stopped "
-        f"and {kept}; try a lower learning rate"
+        f"non-finite values at epoch {epoch + 1}, step {step + 1} ({values}) from "
+        f"{_plugin_origin(record)}; training stopped and {_kept(run, record)}; "
+        "try a lower learning rate"
     )
+
+
+def _kept(run: RunFolder, record: RunRecord) -> str:
+    if record.checkpoint:
+        return f"the last checkpoint in {run} is kept"
+    return f"no checkpoint had been written yet in {run}"
+
+
+def _plugin_origin(record: RunRecord) -> str:
+    plugin = record.plugin
+    return (
+        f"plugin {plugin.get('name')!r} (from {plugin.get('distribution')} {plugin.get('version')})"
+    )
+
+
+@contextmanager
+def _plugin_code(record: RunRecord, method: str, run: RunFolder) -> Iterator[None]:
+    """Report an exception from a plugin's code as one line that names the plugin.
+
+    The run folder is as the last checkpoint left it: nothing is written between checkpoints but
+    metrics lines, which a resume trims back to the checkpoint. GENTOOL_STRICT_PLUGINS=1 lets the
+    exception through with its traceback, for the plugin's author.
+    """
+    try:
+        yield
+    except (GentoolError, KeyboardInterrupt):
+        raise
+    except Exception as error:
+        if strict_plugins():
+            raise
+        raise PluginError(
+            f"{_plugin_origin(record)} raised {describe_exception(error)} in {method}; "
+            f"{_kept(run, record)}; GENTOOL_STRICT_PLUGINS=1 shows the traceback"
+        ) from None
+
+
+def _save(
+    run: RunFolder,
+    record: RunRecord,
+    model: torch.nn.Module,
+    optimizers: Mapping[str, torch.optim.Optimizer],
+    resume_command: str,
+) -> None:
+    """Checkpoint; when the disk refuses, say how to go on once it is fixed."""
+    try:
+        run.save(record, model, optimizers)
+    except CheckpointError as error:
+        raise CheckpointError(f"{error}; once fixed, resume with: {resume_command}") from None
 
 
 class _StopFlag:
