@@ -481,7 +481,11 @@ def cache_dir() -> Path:
 
 
 def _cached(fingerprint: str, source: str, build: Callable[[], ImageDataset]) -> ImageDataset:
-    """The dataset from the on-disk cache, or built and then cached."""
+    """The dataset from the on-disk cache, or built and then cached.
+
+    What building warned about (files skipped, say) is kept with the entry and said again on every
+    load: a cached data set still has the holes its files had.
+    """
     path = cache_dir() / (fingerprint.replace(":", "-") + ".safetensors")
     if path.exists():
         try:
@@ -489,18 +493,35 @@ def _cached(fingerprint: str, source: str, build: Callable[[], ImageDataset]) ->
                 metadata = handle.metadata() or {}
                 tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
             class_names = tuple(json.loads(metadata.get("class_names", "[]")))
-            return ImageDataset(
+            notes = [str(note) for note in json.loads(metadata.get("warnings", "[]"))]
+            dataset = ImageDataset(
                 tensors["images"], tensors.get("labels"), class_names, source, fingerprint
             )
         except (OSError, SafetensorError, KeyError, ValueError):
             pass  # a damaged cache entry is rebuilt from the source below
-    dataset = build()
+        else:
+            for note in notes:
+                warnings.warn(note, DataWarning, stacklevel=3)
+            return dataset
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataWarning)
+        dataset = build()
+    notes = []
+    for warning in caught:
+        if issubclass(warning.category, DataWarning):
+            notes.append(str(warning.message))
+            warnings.warn(str(warning.message), DataWarning, stacklevel=3)
+        else:
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
     tensors = {"images": dataset.images}
     if dataset.labels is not None:
         tensors["labels"] = dataset.labels
+    metadata = {"class_names": json.dumps(dataset.class_names), "warnings": json.dumps(notes)}
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as temporary:
-        save_file(tensors, temporary, metadata={"class_names": json.dumps(dataset.class_names)})
+        save_file(tensors, temporary, metadata=metadata)
     return dataset
 
 
