@@ -126,7 +126,7 @@ def _new_run(
         needs_labels=plugin.capabilities.conditional,
         limit=request.limit,
     )
-    if request.overwrite:  # only now that the new run can start: bad input keeps the old one
+    if request.overwrite and run.exists():  # only now that the new run can start
         run.delete()
     record = RunRecord(
         plugin={
@@ -461,7 +461,7 @@ def _plugin_code(record: RunRecord, method: str, run: RunFolder) -> Iterator[Non
     """
     try:
         yield
-    except (GentoolError, KeyboardInterrupt):
+    except GentoolError:
         raise
     except Exception as error:
         if strict_plugins():

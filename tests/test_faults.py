@@ -152,7 +152,8 @@ def test_a_full_disk_while_saving_keeps_the_last_checkpoint_and_says_how_to_go_o
 
 
 def test_overwrite_replaces_a_run_only_when_the_new_one_can_start(in_tmp):
-    assert invoke("train", "dcgan", *TINY, "--epochs", "2", "--run-dir", "run").exit_code == 0
+    first = invoke("train", "dcgan", *TINY, "--epochs", "2", "--run-dir", "run", "--overwrite")
+    assert first.exit_code == 0, first.output  # nothing to replace yet: a new run
     before = committed_files(in_tmp / "run")
 
     refused = invoke("train", "dcgan", *TINY, "--epochs", "1", "--run-dir", "run")
