@@ -13,8 +13,8 @@ points, in the order a save reaches them:
 GENTOOL_TEST_STEPPED names a file written after every training step, so that the test knows
 training is under way before it sends a signal at a random moment.
 
-Training runs on one thread with denormals flushed, as the `tiny_cpu_training` fixture does, so
-that its numbers match an uninterrupted run trained in the test process.
+Training runs on one thread with denormals flushed, as the `tiny_cpu_training` fixture does: the
+layers are too small to split, and the interrupted and the uninterrupted runs must compute alike.
 """
 
 from __future__ import annotations
