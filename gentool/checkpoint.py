@@ -13,14 +13,19 @@ A run folder looks like::
 
 A checkpoint is written to a temporary folder, fsynced and renamed into place; then run.json is
 atomically replaced to point at it, and only then are older checkpoint folders removed. A crash at
-any moment therefore leaves run.json naming a complete checkpoint.
+any moment therefore leaves run.json naming a complete checkpoint. run.json also records the
+SHA-256 of each checkpoint file, and loading checks it: safetensors itself would load flipped bits
+in the tensor data without a word.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import errno
+import hashlib
 import json
+import re
 import shutil
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -28,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
 from safetensors.torch import save_file
 
 from gentool import __version__
@@ -43,6 +49,8 @@ EMA_FILE = "ema.safetensors"
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_PREFIX = "checkpoint-"
+_CHECKPOINT_NAME = re.compile(r"checkpoint-\d{8}")  # no separators: run.json names no other path
+_LEFTOVER_SUFFIX = ".tmp"  # staging folders and atomic_write's temporary files, from a crash
 
 
 @dataclass
@@ -64,6 +72,7 @@ class RunRecord:
     training: dict[str, Any]  # seed, batch_size, epochs, device
     progress: Progress = field(default_factory=Progress)
     checkpoint: str | None = None
+    checkpoint_sha256: dict[str, str] = field(default_factory=dict)  # file name → hex digest
     optimizers: dict[str, Any] = field(default_factory=dict)  # non-tensor optimizer state
     rng: dict[str, Any] = field(default_factory=dict)
     gentool_version: str = __version__
@@ -118,6 +127,7 @@ class RunFolder:
                 )
             raw["progress"] = Progress(**raw.get("progress", {}))
             record = RunRecord(**raw)
+            _check_record_types(record)
         except CheckpointError:
             raise
         except (ValueError, TypeError, UnicodeDecodeError) as error:
@@ -143,21 +153,64 @@ class RunFolder:
         `rank_rng` the random generator states of every process of a distributed run, in rank
         order, so that it resumes exactly on as many processes.
         """
-        self.path.mkdir(parents=True, exist_ok=True)
         name = f"{CHECKPOINT_PREFIX}{record.progress.global_step:08d}"
         current = self._current_checkpoint_name()
-        # The same step saved twice holds the same tensors: only run.json changes then.
-        if name != current:
-            self._write_checkpoint(name, record, model, optimizers, ema)
-        record.checkpoint = name
-        record.rng = rng_state()
-        if rank_rng is not None:
-            record.rng["ranks"] = rank_rng
-        record.updated = _now()
-        write_text(self.run_file, record.to_json())
+        committed = (record.checkpoint, dict(record.checkpoint_sha256))
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            # The same step saved twice holds the same tensors: only run.json changes then.
+            if name != current:
+                record.checkpoint_sha256 = self._write_checkpoint(
+                    name, record, model, optimizers, ema
+                )
+            record.checkpoint = name
+            record.rng = rng_state()
+            if rank_rng is not None:
+                record.rng["ranks"] = rank_rng
+            record.updated = _now()
+            write_text(self.run_file, record.to_json())
+        except OSError as error:
+            if name != current:  # written but never named by run.json: nothing refers to it
+                shutil.rmtree(self.path / name, ignore_errors=True)
+            record.checkpoint, record.checkpoint_sha256 = committed
+            raise CheckpointError(self._save_failure(error, current)) from None
         for stale in self.path.glob(CHECKPOINT_PREFIX + "*"):
             if stale.name != name:
                 shutil.rmtree(stale, ignore_errors=True)
+        self.remove_leftovers()
+
+    def delete(self) -> None:
+        """Remove the whole run folder (for --overwrite, which the user asked for)."""
+        shutil.rmtree(self.path)
+
+    def remove_leftovers(self) -> None:
+        """Delete temporary files and folders that a crash in the middle of a save left behind."""
+        for path in self.leftovers():
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+    def leftovers(self) -> list[Path]:
+        if not self.path.is_dir():
+            return []
+        return [
+            path
+            for path in self.path.iterdir()
+            if path.name.startswith(".") and path.name.endswith(_LEFTOVER_SUFFIX)
+        ]
+
+    def _save_failure(self, error: OSError, current: str | None) -> str:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            reason = f"the disk is full ({error.strerror})"
+        else:
+            reason = error.strerror or str(error)
+        kept = (
+            f"the previous checkpoint {current} is intact and run.json still names it"
+            if current
+            else "no checkpoint had been written yet"
+        )
+        return f"could not save a checkpoint in {self.path}: {reason}; nothing was lost: {kept}"
 
     def load_model(
         self,
@@ -197,7 +250,10 @@ class RunFolder:
 
     def load_ema(self, record: RunRecord) -> dict[str, torch.Tensor] | None:
         """The checkpoint's moving average of the weights, or None when it keeps none."""
-        if not record.checkpoint or not (self.path / record.checkpoint / EMA_FILE).exists():
+        if not record.checkpoint:
+            return None
+        listed = EMA_FILE in record.checkpoint_sha256  # then a missing file is damage
+        if not listed and not (self.path / record.checkpoint / EMA_FILE).exists():
             return None
         return self._read_tensors(record, EMA_FILE)
 
@@ -216,7 +272,8 @@ class RunFolder:
         model: torch.nn.Module,
         optimizers: Mapping[str, torch.optim.Optimizer],
         ema: Mapping[str, torch.Tensor] | None,
-    ) -> None:
+    ) -> dict[str, str]:
+        """Write the checkpoint folder `name`; return the SHA-256 of each of its files."""
         final = self.path / name
         staging = self.path / f".{name}.tmp"
         for leftover in (final, staging):  # from a crash before run.json named them
@@ -226,21 +283,25 @@ class RunFolder:
             metadata = {"plugin": json.dumps(record.plugin), "config": json.dumps(record.config)}
             save_file(_cpu_copies(model.state_dict()), staging / MODEL_FILE, metadata=metadata)
             optimizer_tensors = {}
-            record.optimizers = {}
+            optimizer_rest = {}
             for optimizer_name, optimizer in optimizers.items():
                 tensors, rest = _flatten_optimizer(optimizer_name, optimizer.state_dict())
                 optimizer_tensors.update(tensors)
-                record.optimizers[optimizer_name] = rest
+                optimizer_rest[optimizer_name] = rest
             save_file(optimizer_tensors, staging / OPTIM_FILE)
             if ema is not None:
                 save_file(_cpu_copies(ema), staging / EMA_FILE, metadata=metadata)
+            digests = {}
             for file in staging.iterdir():
                 fsync_path(file)
+                digests[file.name] = _sha256(file.read_bytes())
             staging.rename(final)
             fsync_path(self.path)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        record.optimizers = optimizer_rest
+        return digests
 
     def _read_tensors(self, record: RunRecord, file_name: str) -> dict[str, torch.Tensor]:
         if not record.checkpoint:
@@ -249,9 +310,18 @@ class RunFolder:
         if not path.exists():
             raise CheckpointError(f"checkpoint file {path} is missing")
         try:
-            with safe_open(str(path), "pt") as handle:
-                return {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
-        except (SafetensorError, OSError, ValueError) as error:
+            content = path.read_bytes()
+        except OSError as error:
+            raise CheckpointError(f"cannot read checkpoint file {path}: {error}") from None
+        expected = record.checkpoint_sha256.get(file_name)
+        if expected is not None and _sha256(content) != expected:
+            raise CheckpointError(
+                f"checkpoint file {path} is damaged: its content changed since it was saved "
+                "(SHA-256 mismatch)"
+            )
+        try:
+            return load_safetensors(content)
+        except (SafetensorError, ValueError) as error:
             raise CheckpointError(f"checkpoint file {path} is damaged: {error}") from None
 
 
@@ -280,6 +350,25 @@ def latest_run(model_name: str, root: Path = RUNS_ROOT) -> RunFolder:
             f"{model_name}` or pass --run DIR"
         )
     return max(runs, key=lambda run: run.run_file.stat().st_mtime_ns)
+
+
+def _check_record_types(record: RunRecord) -> None:
+    """Refuse a run.json whose fields have the wrong shape, before anything relies on them."""
+    for name in ("plugin", "config", "data", "training", "checkpoint_sha256", "optimizers", "rng"):
+        if not isinstance(getattr(record, name), dict):
+            raise ValueError(f"{name!r} is not a JSON object")
+    progress = record.progress
+    counters = (progress.epoch, progress.step_in_epoch, progress.global_step)
+    if not all(isinstance(value, int) and value >= 0 for value in counters):
+        raise ValueError("'progress' must hold counts ≥ 0")
+    if record.checkpoint is not None and not (
+        isinstance(record.checkpoint, str) and _CHECKPOINT_NAME.fullmatch(record.checkpoint)
+    ):
+        raise ValueError("'checkpoint' must be a name like checkpoint-00000450, not a path")
+
+
+def _sha256(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
 
 
 def _cpu_copies(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -185,6 +185,12 @@ def train(
         help="Continue a run exactly where its last checkpoint stopped",
         rich_help_panel=RUN_PANEL,
     ),
+    overwrite: bool = typer.Option(
+        False,
+        "--overwrite",
+        help="Replace the run in --run-dir with a new one (folders that hold no run are refused)",
+        rich_help_panel=RUN_PANEL,
+    ),
     nproc: int | None = typer.Option(
         None,
         "--nproc",
@@ -237,6 +243,13 @@ def train(
     if kernels is not None:
         os.environ[BACKEND_ENV] = kernels
         requested_backend()  # validates the name
+    if overwrite and resume:
+        raise ConfigError(
+            "--overwrite and --resume contradict each other: --resume continues the run in "
+            "--run-dir, --overwrite replaces it; pass one"
+        )
+    if overwrite and run_dir is None:
+        raise ConfigError("--overwrite needs --run-dir, the run to replace")
     if resume:
         changed = {
             "--option": overrides,
@@ -274,6 +287,7 @@ def train(
             amp=amp, compile=compile_networks, channels_last=channels_last, sync_bn=sync_bn
         ),
         ema=ema,
+        overwrite=overwrite,
     )
     summary, run = run_training(request, console)
     if not ranks_from_environment().main:

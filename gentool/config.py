@@ -148,6 +148,8 @@ def toml_load_file(path: Any) -> dict[str, Any]:
             return module.load(file)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as error:  # a folder, an unreadable file
+        raise ConfigError(f"cannot read config file {path}: {error.strerror or error}") from None
     except (module.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
 
@@ -232,7 +234,10 @@ def _coerce_type(expected: Any, value: Any) -> Any:
     if base is float:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise TypeError(value)
-        return float(value)
+        number = float(value)
+        if not math.isfinite(number):  # nan and inf pass every range check and poison training
+            raise ValueError(value)
+        return number
     if base is str:
         if not isinstance(value, str):
             raise TypeError(value)

@@ -16,6 +16,7 @@ Sources:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -42,8 +43,14 @@ BUILTIN_SETS = ("faces", "shapes")
 DEFAULT_BUILTIN_COUNT = 5000
 DEFAULT_IMAGE_SIZE = 64  # for built-in sets when the model does not fix a size
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
-_CACHE_FORMAT = 1  # bump when decoding or the cache layout changes
-_GRAYSCALE_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})
+# Larger images are skipped unread: a small file can declare billions of pixels (a decompression
+# bomb). 8192×8192 stays below Pillow's own warning threshold, so Pillow never has to step in.
+MAX_IMAGE_PIXELS = 8192 * 8192
+_CACHE_FORMAT = 2  # bump when decoding or the cache layout changes
+_GRAYSCALE_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+_WIDE_INTEGER_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})  # read as 16-bit
+_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+_TRANSPARENT_GROUND = (255, 255, 255, 255)  # see-through pixels become white
 
 
 class DataWarning(UserWarning):
@@ -179,19 +186,61 @@ def to_uint8(images: torch.Tensor, value_range: tuple[float, float]) -> torch.Te
 def load_image(path: Path, spec: DataSpec) -> torch.Tensor:
     """One image file fitted to a model's data shape, as (C, H, W) uint8."""
     try:
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image)
-            image = image.convert("L" if spec.channels == 1 else "RGB")
+        with open_image(path) as image:
+            image = to_8_bit(image).convert("L" if spec.channels == 1 else "RGB")
             if image.size != (spec.width, spec.height):
                 image = ImageOps.fit(image, (spec.width, spec.height), Image.Resampling.LANCZOS)
             pixels = np.array(image)
     except FileNotFoundError:
         raise DataError(f"image {path} does not exist") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+    except DECODE_ERRORS as error:
         raise DataError(f"cannot read image {path}: {error}") from None
     if pixels.ndim == 2:
         pixels = pixels[..., None]
     return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
+
+
+class ImageTooLarge(ValueError):
+    """An image declares more pixels than MAX_IMAGE_PIXELS."""
+
+
+# What Pillow raises on files it cannot decode: what its documentation names for Image.open, the
+# SyntaxError of a broken PNG, and our own ImageTooLarge (a ValueError); tests/test_fuzz.py feeds
+# mutated files of every common format to the loader to hold that list to account.
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, TypeError, Image.DecompressionBombError)
+
+
+@contextlib.contextmanager
+def open_image(path: Path) -> Iterator[Image.Image]:
+    """Open an image, refusing one too large to decode before any pixel is read, upright."""
+    with Image.open(path) as image:
+        width, height = image.size
+        if width * height > MAX_IMAGE_PIXELS:
+            raise ImageTooLarge(
+                f"{width}×{height} pixels is more than the limit of {MAX_IMAGE_PIXELS} pixels"
+            )
+        image.load()
+        yield ImageOps.exif_transpose(image)
+
+
+def to_8_bit(image: Image.Image) -> Image.Image:
+    """Bring any mode Pillow opens to "L" (grey) or "RGB", 8 bits per channel.
+
+    Pillow's own conversion clips 16-bit grey to white and drops alpha, revealing whatever colour
+    transparent pixels happen to hold; here 16-bit values are scaled to 8 bits, float images are
+    read as [0, 1], and transparency is composited over white.
+    """
+    if image.mode in _WIDE_INTEGER_MODES:
+        pixels = np.clip(np.asarray(image, dtype=np.int64), 0, 65535)
+        return Image.fromarray(np.round(pixels / 257).astype(np.uint8), mode="L")
+    if image.mode == "F":
+        pixels = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0)
+        return Image.fromarray(np.round(np.clip(pixels, 0, 1) * 255).astype(np.uint8), mode="L")
+    grey = image.mode in _GRAYSCALE_MODES
+    if image.mode in _ALPHA_MODES or "transparency" in image.info:
+        ground = Image.new("RGBA", image.size, _TRANSPARENT_GROUND)
+        image = Image.alpha_composite(ground, image.convert("RGBA"))
+    return image.convert("L" if grey else "RGB")
 
 
 def make_builtin_arrays(
@@ -252,9 +301,17 @@ def _load_folder(
 
 def _image_files(root: Path) -> list[Path]:
     files = []
-    # os.walk does not follow symlinked folders, so a link loop cannot trap the search.
-    for folder, subfolders, names in os.walk(root):
-        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+    # Linked folders are followed (data sets are often assembled from links), each real folder
+    # once, so a link loop cannot trap the search.
+    visited = {os.path.realpath(root)}
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        unseen = []
+        for name in sorted(subfolders):
+            real = os.path.realpath(Path(folder, name))  # never raises on a loop, unlike resolve
+            if not name.startswith(".") and real not in visited:
+                visited.add(real)
+                unseen.append(name)
+        subfolders[:] = unseen
         for name in sorted(names):
             path = Path(folder, name)
             if (
@@ -287,11 +344,10 @@ def _decode_files(
 ) -> tuple[torch.Tensor, list[Path]]:
     def decode(path: Path) -> Image.Image | str:
         try:
-            with Image.open(path) as image:
-                image = ImageOps.exif_transpose(image)
+            with open_image(path) as image:
                 return _fit(image, image_size)
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-            return f"{path}: {error}"
+        except DECODE_ERRORS as error:
+            return f"{path}: {error or type(error).__name__}"
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         results = list(pool.map(decode, files))
@@ -316,8 +372,7 @@ def _decode_files(
 
 def _fit(image: Image.Image, image_size: int | None) -> Image.Image:
     """Bring one image to a common mode and, when a size is given, to size×size."""
-    image.load()
-    image = image.convert("L" if image.mode in _GRAYSCALE_MODES else "RGB")
+    image = to_8_bit(image)
     if image_size is not None and image.size != (image_size, image_size):
         image = ImageOps.fit(image, (image_size, image_size), Image.Resampling.LANCZOS)
     return image
@@ -437,7 +492,11 @@ def cache_dir() -> Path:
 
 
 def _cached(fingerprint: str, source: str, build: Callable[[], ImageDataset]) -> ImageDataset:
-    """The dataset from the on-disk cache, or built and then cached."""
+    """The dataset from the on-disk cache, or built and then cached.
+
+    What building warned about (files skipped, say) is kept with the entry and said again on every
+    load: a cached data set still has the holes its files had.
+    """
     path = cache_dir() / (fingerprint.replace(":", "-") + ".safetensors")
     if path.exists():
         try:
@@ -445,18 +504,35 @@ def _cached(fingerprint: str, source: str, build: Callable[[], ImageDataset]) ->
                 metadata = handle.metadata() or {}
                 tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
             class_names = tuple(json.loads(metadata.get("class_names", "[]")))
-            return ImageDataset(
+            notes = [str(note) for note in json.loads(metadata.get("warnings", "[]"))]
+            dataset = ImageDataset(
                 tensors["images"], tensors.get("labels"), class_names, source, fingerprint
             )
         except (OSError, SafetensorError, KeyError, ValueError):
             pass  # a damaged cache entry is rebuilt from the source below
-    dataset = build()
+        else:
+            for note in notes:
+                warnings.warn(note, DataWarning, stacklevel=3)
+            return dataset
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataWarning)
+        dataset = build()
+    notes = []
+    for warning in caught:
+        if issubclass(warning.category, DataWarning):
+            notes.append(str(warning.message))
+            warnings.warn(str(warning.message), DataWarning, stacklevel=3)
+        else:
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
     tensors = {"images": dataset.images}
     if dataset.labels is not None:
         tensors["labels"] = dataset.labels
+    metadata = {"class_names": json.dumps(dataset.class_names), "warnings": json.dumps(notes)}
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as temporary:
-        save_file(tensors, temporary, metadata={"class_names": json.dumps(dataset.class_names)})
+        save_file(tensors, temporary, metadata=metadata)
     return dataset
 
 

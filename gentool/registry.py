@@ -49,7 +49,7 @@ class PluginEntry:
 
 def discover() -> list[PluginEntry]:
     """Every plugin entry point visible to this interpreter, sorted by name then distribution."""
-    strict = os.environ.get(STRICT_ENV, "").lower() in {"1", "true", "yes"}
+    strict = strict_plugins()
     allowed = _allowed_third_party()
     entries: dict[tuple[str, str], PluginEntry] = {}
     for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
@@ -120,7 +120,7 @@ def _load(
         if strict:
             raise
         plugin = None
-        error = _describe(exc)
+        error = describe_exception(exc)
     return PluginEntry(entry_point.name, dist_name, version, entry_point.value, plugin, error)
 
 
@@ -141,7 +141,13 @@ def _checked(loaded: object, name: str, dist_name: str) -> ModelPlugin:
     return loaded
 
 
-def _describe(exc: Exception) -> str:
+def strict_plugins() -> bool:
+    """Whether GENTOOL_STRICT_PLUGINS asks for a plugin's own exceptions and tracebacks."""
+    return os.environ.get(STRICT_ENV, "").lower() in {"1", "true", "yes"}
+
+
+def describe_exception(exc: Exception) -> str:
+    """A plugin's exception in one line: its type and the first line of its message."""
     if isinstance(exc, PluginError):
         return str(exc)
     first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""

@@ -64,7 +64,7 @@ from gentool.errors import (
 from gentool.images import save_grid
 from gentool.kernels.dispatch import check_requested_backend
 from gentool.models import build_model, spec_to_dict
-from gentool.registry import PluginEntry
+from gentool.registry import PluginEntry, describe_exception, strict_plugins
 
 SAMPLE_GRID_SIZE = 64  # images in each epoch's sample grid (8×8)
 DEFAULT_EPOCHS = 5
@@ -87,6 +87,7 @@ class TrainRequest:
     resume: bool = False
     acceleration: Acceleration | None = None  # None: plain float32 eager steps
     ema: float | None = None  # decay of a moving average of the weights; on resume, the run's
+    overwrite: bool = False  # replace the run in run_dir; never anything that is not a run
 
 
 @dataclass(frozen=True)
@@ -200,13 +201,16 @@ def _new_run(
     request: TrainRequest, plugin: ModelPlugin, device: torch.device
 ) -> tuple[RunFolder, RunRecord, Any, ImageDataset]:
     config = plugin.parse_config(request.config_values)
-    run = _fresh_run_folder(request.run_dir, plugin.name)
+    run = _fresh_run_folder(request.run_dir, plugin.name, overwrite=request.overwrite)
     dataset = load_dataset(
         request.data,
         image_size=getattr(config, "image_size", None),
         needs_labels=plugin.capabilities.conditional,
         limit=request.limit,
     )
+    # Only now that the new run can start; and once, by the process that writes the run.
+    if request.overwrite and run.exists() and ranks_from_environment().main:
+        run.delete()
     record = RunRecord(
         plugin={
             "name": plugin.name,
@@ -261,16 +265,28 @@ def _resumed_run(
     return run, record, config, dataset
 
 
-def _fresh_run_folder(run_dir: Path | None, model_name: str) -> RunFolder:
+def _fresh_run_folder(run_dir: Path | None, model_name: str, *, overwrite: bool) -> RunFolder:
     if run_dir is None:
         return new_run_folder(model_name)
     run = RunFolder(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise GentoolError(f"--run-dir {run_dir} is a file: choose a new or empty folder")
     if run.exists():
+        if overwrite:
+            return run
         raise GentoolError(
-            f"{run_dir} already holds a run: continue it with --resume or choose another --run-dir"
+            f"{run_dir} already holds a run: continue it with --resume, replace it with "
+            "--overwrite, or choose another --run-dir"
         )
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise GentoolError(f"--run-dir {run_dir} is not empty: choose a new or empty folder")
+    # Temporary files of a run killed before its first checkpoint hold nothing to keep.
+    leftovers = set(run.leftovers())
+    if run_dir.exists() and any(path not in leftovers for path in run_dir.iterdir()):
+        replace = " (--overwrite replaces gentool runs only)" if overwrite else ""
+        raise GentoolError(
+            f"--run-dir {run_dir} is not empty and holds no run: choose a new or empty "
+            f"folder{replace}"
+        )
+    run.remove_leftovers()
     return run
 
 
@@ -319,27 +335,7 @@ def fit(
     if epochs is None:  # a new run without --epochs: all of its phases, or the default
         epochs = sum(phase.epochs for phase in phases) if phases else DEFAULT_EPOCHS
         record.training["epochs"] = epochs
-    if resume:
-        run.load_model(record, model)
-        run.load_training_state(record, optimizers)
-        _restore_rank_rng(record, ranks, console)
-    elif ranks.distributed:  # one set of weights, but each process its own noise
-        torch.manual_seed(rank_seed(seed, ranks.rank))
-    if ranks.distributed:
-        broadcast_from_main(model.state_dict().values())
-    ema = _moving_average(model, run, record, resume)
-
-    def save() -> None:
-        rank_rng = gather_to_all(rng_state(), ranks.world_size) if ranks.distributed else None
-        if ranks.main:
-            average = ema.state_dict() if ema else None
-            run.save(record, model, optimizers, ema=average, rank_rng=rank_rng)
-
-    if not resume:
-        save()  # step 0: the folder is a resumable run from the start
-    if acceleration.compile:
-        compile_networks(model)
-    autocast, scaler = _mixed_precision(device, acceleration.amp)
+    # Before the first save: data too small for one batch must leave no run folder behind.
     loader = BatchLoader(
         dataset,
         batch_size,
@@ -349,6 +345,36 @@ def fit(
         rank=ranks.rank,
         world_size=ranks.world_size,
     )
+    if resume:
+        run.load_model(record, model)
+        run.load_training_state(record, optimizers)
+        _restore_rank_rng(record, ranks, console)
+    elif ranks.distributed:  # one set of weights, but each process its own noise
+        torch.manual_seed(rank_seed(seed, ranks.rank))
+    if ranks.distributed:
+        broadcast_from_main(model.state_dict().values())
+    ema = _moving_average(model, run, record, resume)
+    processes = f" --nproc {ranks.world_size}" if ranks.distributed else ""
+    resume_command = (
+        f"gentool train {plugin.name} --resume --run-dir {shlex.quote(str(run))} "
+        f"--epochs {epochs}{processes}"
+    )
+
+    def save() -> None:
+        rank_rng = gather_to_all(rng_state(), ranks.world_size) if ranks.distributed else None
+        if not ranks.main:
+            return
+        try:
+            average = ema.state_dict() if ema else None
+            run.save(record, model, optimizers, ema=average, rank_rng=rank_rng)
+        except CheckpointError as error:  # the disk refused: say how to go on once it is fixed
+            raise CheckpointError(f"{error}; once fixed, resume with: {resume_command}") from None
+
+    if not resume:
+        save()  # step 0: the folder is a resumable run from the start
+    if acceleration.compile:
+        compile_networks(model)
+    autocast, scaler = _mixed_precision(device, acceleration.amp)
     progress = record.progress
     metrics = None
     if ranks.main:
@@ -373,7 +399,11 @@ def fit(
                 context.epoch, context.global_step = epoch, progress.global_step
                 if acceleration.channels_last and batch.images.dim() == 4:
                     batch.images = batch.images.contiguous(memory_format=torch.channels_last)
-                with _compile_failures(acceleration.compile, plugin), autocast:
+                with (
+                    _plugin_code(record, "training_step", run),
+                    _compile_failures(acceleration.compile, plugin),
+                    autocast,
+                ):
                     logs = train_step(model, batch, context, optimizers, manual, plugin)
                 if scaler is not None:
                     scaler.update()
@@ -396,12 +426,10 @@ def fit(
                 display.advance(logs)
                 if stopping:
                     save()
-                    processes = f" --nproc {ranks.world_size}" if ranks.distributed else ""
                     raise Interrupted(
                         f"{stop.signal_name or 'a signal to another process'}: stopped at epoch "
                         f"{epoch + 1}, step {progress.step_in_epoch}/{loader.steps_per_epoch}, "
-                        f"checkpoint saved; resume with: gentool train {plugin.name} --resume "
-                        f"--run-dir {shlex.quote(str(run))} --epochs {epochs}{processes}"
+                        f"checkpoint saved; resume with: {resume_command}"
                     )
             progress.epoch, progress.step_in_epoch = epoch + 1, 0
             if plugin.capabilities.sample and ranks.main:
@@ -634,15 +662,45 @@ def _check_finite(
     if not bad:
         return
     values = ", ".join(f"{name}={value}" for name, value in bad.items())
-    kept = (
-        f"the last checkpoint in {run} is kept"
-        if record.checkpoint
-        else f"no checkpoint had been written yet in {run}"
-    )
     raise TrainingError(
-        f"non-finite values at epoch {epoch + 1}, step {step + 1} ({values}); training stopped "
-        f"and {kept}; try a lower learning rate"
+        f"non-finite values at epoch {epoch + 1}, step {step + 1} ({values}) from "
+        f"{_plugin_origin(record)}; training stopped and {_kept(run, record)}; "
+        "try a lower learning rate"
     )
+
+
+def _kept(run: RunFolder, record: RunRecord) -> str:
+    if record.checkpoint:
+        return f"the last checkpoint in {run} is kept"
+    return f"no checkpoint had been written yet in {run}"
+
+
+def _plugin_origin(record: RunRecord) -> str:
+    plugin = record.plugin
+    return (
+        f"plugin {plugin.get('name')!r} (from {plugin.get('distribution')} {plugin.get('version')})"
+    )
+
+
+@contextmanager
+def _plugin_code(record: RunRecord, method: str, run: RunFolder) -> Iterator[None]:
+    """Report an exception from a plugin's code as one line that names the plugin.
+
+    The run folder is as the last checkpoint left it: nothing is written between checkpoints but
+    metrics lines, which a resume trims back to the checkpoint. GENTOOL_STRICT_PLUGINS=1 lets the
+    exception through with its traceback, for the plugin's author.
+    """
+    try:
+        yield
+    except GentoolError:
+        raise
+    except Exception as error:
+        if strict_plugins():
+            raise
+        raise PluginError(
+            f"{_plugin_origin(record)} raised {describe_exception(error)} in {method}; "
+            f"{_kept(run, record)}; GENTOOL_STRICT_PLUGINS=1 shows the traceback"
+        ) from None
 
 
 class _StopFlag:

@@ -6,6 +6,7 @@ TRITON_INTERPRET when kernels are decorated, so it is set before gentool loads a
 
 from __future__ import annotations
 
+import errno
 import os
 import textwrap
 from dataclasses import replace
@@ -69,6 +70,19 @@ def install_fake_distribution(
     lines = "".join(f"{name} = {target}\n" for name, target in entry_points.items())
     (info / "entry_points.txt").write_text(f"[gentool.models]\n{lines}")
     monkeypatch.syspath_prepend(str(site))
+
+
+def disk_full_on_call(number: int, write):
+    """`write`, except that its `number`th call (from 1) fails as on a full disk."""
+    calls = []
+
+    def flaky(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == number:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return write(*args, **kwargs)
+
+    return flaky
 
 
 @pytest.fixture

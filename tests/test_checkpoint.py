@@ -10,11 +10,12 @@ import pytest
 import torch
 from rich.console import Console
 
+from gentool import checkpoint as checkpoint_module
 from gentool.checkpoint import RUN_FORMAT, RunFolder, latest_run
 from gentool.errors import CheckpointError, ConfigError
 from gentool.models import load_trained
-from gentool.train import TrainRequest, run_training
-from tests.conftest import TINY_DCGAN
+from gentool.train import TrainRequest, optimizers_of, run_training
+from tests.conftest import TINY_DCGAN, disk_full_on_call
 
 MARKER = "unpickled.marker"
 
@@ -48,6 +49,14 @@ def test_a_trained_model_loads_back_with_identical_weights(dcgan_entry, trained)
         model.state_dict().items(), again.state_dict().items(), strict=True
     ):
         assert torch.equal(value, other), name
+
+
+def flip_a_byte_in_the_weights(run: RunFolder) -> None:
+    """Damage that safetensors alone cannot see: the header stays valid, one weight changes."""
+    weights = run.path / run.read().checkpoint / "model.safetensors"
+    content = bytearray(weights.read_bytes())
+    content[-3] ^= 0x40
+    weights.write_bytes(bytes(content))
 
 
 def edit_run_json(run: RunFolder, change) -> None:
@@ -84,6 +93,28 @@ def edit_run_json(run: RunFolder, change) -> None:
             ),
             r"model.safetensors is damaged",
         ),
+        (flip_a_byte_in_the_weights, r"model.safetensors is damaged: .*SHA-256 mismatch"),
+        (
+            lambda run: edit_run_json(run, lambda r: r.update(checkpoint="../../elsewhere")),
+            r"damaged: 'checkpoint' must be a name like checkpoint-00000450, not a path",
+        ),
+        (
+            lambda run: edit_run_json(run, lambda r: r.update(plugin="dcgan")),
+            r"damaged: 'plugin' is not a JSON object",
+        ),
+        (
+            lambda run: edit_run_json(run, lambda r: r.update(config=[1])),
+            r"damaged: 'config' is not a JSON object",
+        ),
+        (
+            lambda run: edit_run_json(run, lambda r: r["progress"].update(epoch=-1)),
+            r"damaged: 'progress' must hold counts ≥ 0",
+        ),
+        (
+            lambda run: edit_run_json(run, lambda r: r["progress"].update(steps=3)),
+            r"damaged: .*unexpected keyword argument 'steps'",
+        ),
+        (lambda run: run.run_file.write_bytes(b"\xff\xfe{"), r"run.json is damaged"),
     ],
 )
 def test_damaged_or_foreign_runs_are_clear_errors(dcgan_entry, trained, damage, message):
@@ -99,31 +130,67 @@ def test_a_truncated_checkpoint_is_a_clear_error(dcgan_entry, trained):
         load_trained(dcgan_entry, trained.path, torch.device("cpu"))
 
 
-def test_a_pickle_in_place_of_a_checkpoint_is_refused_without_running_it(dcgan_entry, trained):
-    weights = trained.path / trained.read().checkpoint / "model.safetensors"
-    weights.write_bytes(pickle.dumps(LeavesAMarker()))
-    with pytest.raises(CheckpointError, match="is damaged"):
-        load_trained(dcgan_entry, trained.path, torch.device("cpu"))
+@pytest.mark.parametrize("writer", ["pickle", "torch.save"])
+@pytest.mark.parametrize("file_name", ["model.safetensors", "optim.safetensors"])
+def test_a_pickle_in_place_of_a_checkpoint_is_refused_without_running_it(
+    dcgan_entry, trained, writer, file_name
+):
+    model, _, _ = load_trained(dcgan_entry, trained.path, torch.device("cpu"))
+    optimizers = optimizers_of(model, dcgan_entry.plugin)
+    target = trained.path / trained.read().checkpoint / file_name
+    if writer == "pickle":
+        target.write_bytes(pickle.dumps(LeavesAMarker()))
+    else:
+        torch.save({"weights": LeavesAMarker()}, target)  # a zip archive around a pickle
+    for run_record in (trained.read(), _without_digests(trained)):
+        with pytest.raises(CheckpointError, match="is damaged"):
+            if file_name == "model.safetensors":
+                trained.load_model(run_record, model)
+            else:
+                trained.load_training_state(run_record, optimizers)
     assert not os.path.exists(MARKER)
 
 
-def test_an_interrupted_save_leaves_the_previous_checkpoint_in_charge(trained, monkeypatch):
+def _without_digests(run: RunFolder):
+    """The run's record as a run written before checkpoints carried digests would read."""
+    record = run.read()
+    record.checkpoint_sha256 = {}
+    return record
+
+
+@pytest.mark.parametrize(
+    ("target", "call"),
+    [
+        ("gentool.checkpoint.save_file", 1),  # the model's tensors
+        ("gentool.checkpoint.save_file", 2),  # the optimizers' tensors
+        ("gentool.checkpoint.write_text", 1),  # run.json, after the checkpoint folder is in place
+    ],
+)
+def test_a_full_disk_during_a_save_keeps_the_previous_checkpoint_and_says_so(
+    dcgan_entry, trained, monkeypatch, target, call
+):
     record = trained.read()
     assert record.checkpoint == "checkpoint-00000002"
     model_state = (trained.path / record.checkpoint / "model.safetensors").read_bytes()
-
-    def disk_full(*args, **kwargs):
-        raise OSError(28, "No space left on device")
-
-    model = torch.nn.Linear(2, 2)
+    run_json = trained.run_file.read_bytes()
+    model, _, _ = load_trained(dcgan_entry, trained.path, torch.device("cpu"))
     record.progress.global_step += 1
-    monkeypatch.setattr("gentool.checkpoint.save_file", disk_full)
-    with pytest.raises(OSError, match="No space left"):
+    monkeypatch.setattr(
+        target, disk_full_on_call(call, getattr(checkpoint_module, target.rpartition(".")[2]))
+    )
+    with pytest.raises(CheckpointError) as raised:
         trained.save(record, model, {})
-    assert trained.read().checkpoint == "checkpoint-00000002"
+    assert str(raised.value) == (
+        f"could not save a checkpoint in {trained.path}: the disk is full (No space left on "
+        "device); nothing was lost: the previous checkpoint checkpoint-00000002 is intact and "
+        "run.json still names it"
+    )
+    assert record.checkpoint == "checkpoint-00000002"  # the record in memory agrees with disk
+    assert trained.run_file.read_bytes() == run_json
     assert (trained.path / "checkpoint-00000002" / "model.safetensors").read_bytes() == model_state
     leftovers = [path.name for path in trained.path.iterdir() if "checkpoint" in path.name]
     assert leftovers == ["checkpoint-00000002"]
+    load_trained(dcgan_entry, trained.path, torch.device("cpu"))
 
 
 def test_a_run_whose_config_no_longer_fits_its_data_is_a_config_error(dcgan_entry, trained):

@@ -1,16 +1,20 @@
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from gentool.api import DataSpec
 from gentool.data import (
     BatchLoader,
     DataWarning,
     ImageDataset,
     cache_dir,
     load_dataset,
+    load_image,
     to_uint8,
     to_value_range,
     write_builtin_set,
@@ -66,9 +70,10 @@ def test_corrupt_files_are_skipped_with_a_count(tmp_path):
     write_png(tmp_path / "good.png")
     (tmp_path / "truncated.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 10)
     (tmp_path / "empty.jpg").write_bytes(b"")
-    with pytest.warns(DataWarning, match="skipped 2 of 3 files that could not be decoded"):
-        dataset = load_dataset(str(tmp_path), image_size=8)
-    assert len(dataset) == 1
+    for _ in ("decoded", "from the cache"):  # the count is said again when the cache is used
+        with pytest.warns(DataWarning, match="skipped 2 of 3 files that could not be decoded"):
+            dataset = load_dataset(str(tmp_path), image_size=8)
+        assert len(dataset) == 1
 
 
 @pytest.mark.parametrize(
@@ -239,3 +244,92 @@ def test_builtin_sets_are_written_as_pngs_with_class_folders(tmp_path):
     assert len(dataset.class_names) == 6 and len(dataset) == 12
     with pytest.raises(DataError, match="is not empty"):
         write_builtin_set("faces", tmp_path / "shapes", count=2, size=16)
+
+
+def test_every_image_mode_becomes_8_bit_grey_or_rgb_without_clipping_or_hidden_colours(tmp_path):
+    folder = tmp_path / "modes"
+    folder.mkdir()
+    sixteen_bit = np.full((4, 4), 32896, dtype=np.uint16)  # 128 × 257: mid-grey in 16 bits
+    Image.fromarray(sixteen_bit).save(folder / "grey16.png")
+    Image.fromarray(np.full((4, 4), 0.5, dtype=np.float32)).save(folder / "float.tif")
+    see_through = Image.new("RGBA", (4, 4), (10, 200, 30, 0))  # colour hidden by alpha 0
+    see_through.save(folder / "transparent.png")
+    Image.new("LA", (4, 4), (7, 0)).save(folder / "grey_alpha.png")
+    palette = Image.new("P", (4, 4), 1)
+    palette.putpalette([0, 0, 0, 40, 80, 120] + [0] * 762)
+    palette.save(folder / "palette.png")
+    keyed = Image.new("P", (4, 4), 1)
+    keyed.putpalette([0, 0, 0, 40, 80, 120] + [0] * 762)
+    keyed.save(folder / "keyed.gif", transparency=1)
+    Image.new("1", (4, 4), 1).save(folder / "bilevel.png")
+    Image.new("CMYK", (4, 4), (0, 255, 255, 0)).save(folder / "print.jpg", quality=100)
+    Image.new("RGB", (9, 5), (1, 2, 3)).save(folder / "other_size.png")
+
+    dataset = load_dataset(str(folder), image_size=4)
+    assert dataset.images.shape == (9, 3, 4, 4)  # one colour image makes the whole set RGB
+    names = sorted(path.name for path in folder.iterdir())
+    first_pixel = {name: dataset.images[i, :, 0, 0].tolist() for i, name in enumerate(names)}
+    assert first_pixel["grey16.png"] == [128, 128, 128]  # Pillow alone clips it to 255
+    assert first_pixel["float.tif"] == [128, 128, 128]  # floats read as [0, 1]
+    assert first_pixel["transparent.png"] == [255, 255, 255]  # not the hidden green
+    assert first_pixel["grey_alpha.png"] == [255, 255, 255]
+    assert first_pixel["palette.png"] == [40, 80, 120]
+    assert first_pixel["keyed.gif"] == [255, 255, 255]  # its transparent palette entry
+    assert first_pixel["bilevel.png"] == [255, 255, 255]
+    assert first_pixel["other_size.png"] == [1, 2, 3]
+    red, green, blue = first_pixel["print.jpg"]
+    assert red > 200 and green < 50 and blue < 50
+
+
+def write_png_header(path, width: int, height: int) -> None:
+    """A PNG that declares width×height pixels in a few dozen bytes: a decompression bomb."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body).to_bytes(4, "big")
+        return len(body).to_bytes(4, "big") + kind + body + crc
+
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([1, 0, 0, 0, 0])
+    pixels = zlib.compress(b"\0" * 64)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+
+
+def test_images_above_the_pixel_limit_are_skipped_before_decoding(tmp_path):
+    write_png(tmp_path / "good.png")
+    write_png_header(tmp_path / "big.png", 9000, 9000)  # over gentool's limit, under Pillow's
+    write_png_header(tmp_path / "bomb.png", 100_000, 100_000)  # over Pillow's own limit too
+    with pytest.warns(DataWarning, match=r"skipped 2 of 3 files .*big.png: 9000×9000 pixels"):
+        dataset = load_dataset(str(tmp_path), image_size=8)
+    assert len(dataset) == 1
+    with pytest.raises(DataError, match=r"cannot read image .*big.png: 9000×9000 pixels is more"):
+        load_image(tmp_path / "big.png", DataSpec(3, 8, 8))
+
+
+def test_symlinked_folders_are_followed_once_and_link_loops_end(tmp_path):
+    root = tmp_path / "data"
+    write_png(root / "cats" / "a.png")
+    write_png(tmp_path / "elsewhere" / "b.png")
+    (root / "dogs").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (root / "cats" / "back").symlink_to(root, target_is_directory=True)  # a loop through the root
+    (root / "cats" / "self").symlink_to(root / "cats" / "self")  # a link to itself
+    (root / "cats" / "x.png").symlink_to(root / "cats" / "y.png")  # two links to each other
+    (root / "cats" / "y.png").symlink_to(root / "cats" / "x.png")
+    dataset = load_dataset(str(root), image_size=8)
+    assert dataset.class_names == ("cats", "dogs")
+    assert dataset.labels.tolist() == [0, 1]  # a class of one image is a class
+
+
+def test_an_npz_holding_pickled_objects_is_refused_without_unpickling(in_tmp):
+    marker = in_tmp / "unpickled.marker"
+
+    class LeavesAMarker:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    images = np.empty(2, dtype=object)
+    images[:] = [LeavesAMarker(), LeavesAMarker()]
+    np.savez(in_tmp / "hostile.npz", images=images)
+    with pytest.raises(DataError, match=r"cannot read .* as \.npz: Object arrays cannot be loaded"):
+        load_dataset(str(in_tmp / "hostile.npz"), image_size=8)
+    assert not marker.exists()

@@ -1,0 +1,122 @@
+"""Bad command lines, one table: each is refused with an error that names the option and what it
+accepts, exit status 1 (bad input) or 2 (a malformed command line), no traceback, nothing written.
+
+To cover a new command or option, add a row to BAD_INPUT: (arguments, exit status, a fragment of
+the message). tests/cli/test_commands.py holds the first such table; docs/reliability.md counts
+both.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from gentool.cli import app
+from tests.conftest import TINY_DCGAN_ARGS
+
+TINY_RUN = [*TINY_DCGAN_ARGS, "--device", "cpu"]
+
+BAD_INPUT: list[tuple[list[str], int, str]] = [
+    # model config: wrong type, out of range, not a number, unknown key, malformed
+    (["train", "dcgan", "-o", "lr=nan"], 1, "option 'lr' of dcgan must be float >= 0, got 'nan'"),
+    (["train", "dcgan", "--lr", "inf"], 1, "option 'lr' of dcgan must be float >= 0, got inf"),
+    (["train", "dcgan", "-o", "beta1=1.5"], 1, "option 'beta1' of dcgan must be float in [0, 1]"),
+    (["train", "dcgan", "-o", "latent_dim=0"], 1, "option 'latent_dim' of dcgan must be int >= 1"),
+    (["train", "dcgan", "-o", "image_size=8"], 1, "option 'image_size' of dcgan must be int >= 16"),
+    (["train", "vae", "-o", "image_size=7"], 1, "option 'image_size' of vae must be int >= 16"),
+    (["train", "conv-ae", "-o", "image_size=20"], 1, "image_size must be a power of two"),
+    (["train", "gan", "-o", "g_hidden="], 1, "g_hidden needs at least one hidden layer width"),
+    (["train", "stacked-ae", "-o", "hidden=0,a"], 1, "'hidden' of stacked-ae must be list of int"),
+    (["train", "dcgan", "-o", "=3"], 1, "expected key=value after -o, got '=3'"),
+    (["train", "dcgan", "--config", "."], 1, "cannot read config file .: Is a directory"),
+    (["train", "dcgan", "--config", "list.toml"], 1, "option 'image_size' of dcgan must be int"),
+    (["train", "dcgan", "--config", "section.toml"], 1, "unknown option 'model' for dcgan"),
+    # data
+    (["train", "dcgan", "--data", "notes.txt"], 1, "cannot read 'notes.txt': give a folder"),
+    (["train", "dcgan", "--data", "empty"], 1, "no images found in 'empty'"),
+    (["train", "dcgan", "--data", "builtin:cats"], 1, "unknown built-in data set 'cats'"),
+    (["train", "cgan", "--data", "builtin:faces"], 1, "this model needs class labels"),
+    (["train", "dcgan", "--limit", "0"], 1, "--limit must be at least 1, got 0"),
+    (
+        ["train", "dcgan", *TINY_RUN, "--limit", "16", "-b", "32"],
+        1,
+        "the data has 16 images, fewer than one batch of 32: lower --batch-size or add images",
+    ),
+    # training options and conflicting flags
+    (["train", "dcgan", "-b", "0"], 2, "Invalid value for '--batch-size' / '-b'"),
+    (["train", "dcgan", "-b", "many"], 2, "Invalid value for '--batch-size' / '-b'"),
+    (["train", "dcgan", "--epochs", "0"], 2, "Invalid value for '--epochs' / '-e'"),
+    (["train", "dcgan", "--bogus"], 2, "No such option: --bogus"),
+    (["train", "dcgan", "--run-dir", "notes.txt"], 1, "--run-dir notes.txt is a file"),
+    (["train", "dcgan", "--overwrite"], 1, "--overwrite needs --run-dir, the run to replace"),
+    (
+        ["train", "dcgan", "--resume", "--overwrite", "--run-dir", "run"],
+        1,
+        "--overwrite and --resume contradict each other",
+    ),
+    (["train", "dcgan", "--resume", "--seed", "3"], 1, "--seed cannot change a run being resumed"),
+    (["train", "dcgan", "--ema", "1.5"], 1, "--ema 1.5 must lie between 0 and 1, e.g. 0.999"),
+    (["train", "dcgan", "--ema", "nan"], 1, "--ema nan must lie between 0 and 1"),
+    (["train", "dcgan", "--nproc", "0"], 2, "Invalid value for '--nproc'"),
+    (["train", "dcgan", "--nproc", "2", "-b", "3"], 1, "--batch-size 3 does not split over 2"),
+    (["train", "dcgan", "--resume", "--run-dir", "empty"], 1, "empty is not a gentool run folder"),
+    (["train", "dcgan", "--resume", "--run-dir", "damaged"], 1, "run.json is damaged"),
+    # the other commands
+    (["sample", "dcgan", "--format", "gif"], 1, "--format must be png or npz, got 'gif'"),
+    (["sample", "dcgan", "--n", "5000"], 2, "Invalid value for '--n' / '-n'"),
+    (["sample", "dcgan", "--run", "damaged"], 1, "run.json is damaged"),
+    (["interpolate", "dcgan", "--method", "cubic"], 1, "--method must be lerp or slerp"),
+    (["interpolate", "dcgan", "--steps", "1"], 2, "Invalid value for '--steps'"),
+    (["reconstruct", "ae", "--n", "0"], 2, "Invalid value for '--n' / '-n'"),
+    (["encode", "ae"], 2, "Missing option '--out'"),
+    (["data", "make", "faces", "out", "--size", "4"], 2, "Invalid value for '--size'"),
+    (["data", "make", "faces", "full"], 1, "full is not empty: choose a new or empty folder"),
+    (["bench", "kernels", "--op", "matmul"], 1, "--op must be one of reparam_kl, convt_bn_relu; got"),
+    (["bench", "kernels", "--dtype", "int8"], 1, "--dtype must be one of float32, bfloat16"),
+    (["bench", "train", "dcgan", "--variants", "turbo"], 1, "--variants must be one of eager"),
+]
+if not torch.cuda.is_available():
+    BAD_INPUT.append(
+        (["train", "dcgan", "--device", "cuda"], 1, "asked for CUDA, but no CUDA device")
+    )
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def bad_files(in_tmp):
+    (in_tmp / "notes.txt").write_text("not data")
+    (in_tmp / "empty").mkdir()
+    (in_tmp / "full").mkdir()
+    (in_tmp / "full" / "keep.png").write_bytes(b"mine")
+    (in_tmp / "damaged").mkdir()
+    (in_tmp / "damaged" / "run.json").write_text("{")
+    (in_tmp / "list.toml").write_text("image_size = [16, 32]\n")
+    (in_tmp / "section.toml").write_text("[model]\nlr = 0.1\n")
+    return in_tmp
+
+
+def snapshot(folder) -> dict[str, bytes]:
+    return {str(path): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("args", "exit_code", "fragment"), BAD_INPUT, ids=[" ".join(case[0]) for case in BAD_INPUT]
+)
+def test_bad_input_is_refused_with_a_message_that_names_it(bad_files, args, exit_code, fragment):
+    before = snapshot(bad_files)
+    result = runner.invoke(app, args)
+    assert result.exit_code == exit_code, result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    if exit_code == 1:  # our own errors: exactly one line
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+        assert fragment in lines[0]
+    else:  # Typer's usage errors: usage, a hint and the message in a panel
+        assert fragment in " ".join(re.sub("[│╭╮╰╯─]", " ", result.output).split())
+    assert snapshot(bad_files) == before  # nothing written, nothing changed
+    assert not (bad_files / "runs").exists()
