@@ -28,7 +28,8 @@ from gentool.checkpoint import RunFolder
 from tests.conftest import TINY_DCGAN_ARGS
 
 WRAPPER = Path(__file__).with_name("train_with_pause.py")
-EPOCHS = 16
+EPOCHS = 30
+STEPS = EPOCHS * 2  # 32 images in batches of 16
 NEW_RUN = [
     "train", "dcgan", *TINY_DCGAN_ARGS, "--limit", "32", "-b", "16", "--device", "cpu",
     "--epochs", str(EPOCHS),
@@ -41,6 +42,10 @@ SAVE_POINTS = [
     "removing-old-checkpoint",
 ]
 RANDOM_KILLS = 3
+# A random kill lands a few steps past the last commit, plus up to 20 ms, never in the last
+# steps: the run must still be training when the signal arrives, however fast this machine is.
+MAX_STEPS_AHEAD = 4
+FINAL_STEPS_KEPT = 10
 TIMEOUT = 120  # seconds for any one process to reach the point where it is stopped
 
 
@@ -77,12 +82,24 @@ def logged_steps(run_dir: Path) -> list[int]:
     return steps
 
 
-def wait_for(condition, process: subprocess.Popen, what: str) -> None:
+def wait_for(condition, process: subprocess.Popen, what: str, log: Path) -> None:
     deadline = time.monotonic() + TIMEOUT
     while not condition():
-        assert process.poll() is None, f"training ended (status {process.returncode}) before {what}"
+        assert process.poll() is None, (
+            f"training ended (status {process.returncode}) before {what}: {log.read_text()}"
+        )
         assert time.monotonic() < deadline, f"no {what} after {TIMEOUT} s"
         time.sleep(0.01)
+
+
+def reached_step(path: Path, step: int):
+    def reached() -> bool:
+        try:
+            return int(path.read_text()) >= step
+        except (FileNotFoundError, ValueError):  # not written yet, or caught mid-write
+            return False
+
+    return reached
 
 
 def start(tmp_path: Path, run_dir: Path, pause: str = "") -> tuple[subprocess.Popen, bool]:
@@ -110,6 +127,7 @@ def test_kills_at_any_moment_lose_nothing_and_every_run_resumes(tmp_path):
     # The first kill lands in the first save of the new run: nothing is committed yet.
     schedule = ["pause:model-written:1", *schedule, "sigterm"]
     rng = random.Random(7)
+    log = tmp_path / "log.txt"
     previous = None
     resumes = 0
     for fault in schedule:
@@ -121,10 +139,13 @@ def test_kills_at_any_moment_lose_nothing_and_every_run_resumes(tmp_path):
         process, resumed = start(tmp_path, run_dir, pause=point if kind == "pause" else "")
         resumes += resumed
         if kind == "pause":
-            wait_for((tmp_path / "paused").exists, process, f"a pause at {point}")
+            wait_for((tmp_path / "paused").exists, process, f"a pause at {point}", log)
         else:
-            wait_for((tmp_path / "stepped").exists, process, "a training step")
-            time.sleep(rng.uniform(0, 0.5))
+            done = previous.step if previous else 0
+            step = min(done + rng.randint(1, MAX_STEPS_AHEAD), STEPS - FINAL_STEPS_KEPT)
+            assert step > done, "the schedule ran past the steps kept for the last kills"
+            wait_for(reached_step(tmp_path / "stepped", step), process, f"step {step}", log)
+            time.sleep(rng.uniform(0, 0.02))
         process.send_signal(signal.SIGTERM if kind == "sigterm" else signal.SIGKILL)
         status = process.wait(TIMEOUT)
 
@@ -154,7 +175,7 @@ def test_kills_at_any_moment_lose_nothing_and_every_run_resumes(tmp_path):
     straight, _ = start(tmp_path, tmp_path / "straight")
     assert straight.wait(TIMEOUT) == 0, (tmp_path / "log.txt").read_text()
     final, expected = committed(run_dir), committed(tmp_path / "straight")
-    assert final.step == expected.step == EPOCHS * 2
+    assert final.step == expected.step == STEPS
     assert final.digests == expected.digests  # bit for bit the weights of an uninterrupted run
     metrics = (run_dir / "metrics.jsonl").read_text()
     assert metrics == (tmp_path / "straight" / "metrics.jsonl").read_text()

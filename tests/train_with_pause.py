@@ -10,8 +10,8 @@ points, in the order a save reaches them:
     run-json-staged          run.json's replacement written and fsynced, not yet renamed
     removing-old-checkpoint  run.json committed, the previous checkpoint folder not yet removed
 
-GENTOOL_TEST_STEPPED names a file written after every training step, so that the test knows
-training is under way before it sends a signal at a random moment.
+GENTOOL_TEST_STEPPED names a file that holds the number of the last training step, so that the
+test knows how far training is before it sends a signal at a random moment.
 
 Training runs on one thread with denormals flushed, as the `tiny_cpu_training` fixture does: the
 layers are too small to split, and the interrupted and the uninterrupted runs must compute alike.
@@ -71,7 +71,7 @@ def rmtree(path, *args, **kwargs):
 class SignallingMetricsLog(train.MetricsLog):
     def append(self, values):
         super().append(values)
-        Path(os.environ["GENTOOL_TEST_STEPPED"]).touch()
+        Path(os.environ["GENTOOL_TEST_STEPPED"]).write_text(str(values["step"]))
 
 
 save_tensors, write_text_atomically = checkpoint.save_file, checkpoint.write_text

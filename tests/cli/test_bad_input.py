@@ -74,7 +74,7 @@ BAD_INPUT: list[tuple[list[str], int, str]] = [
     (["encode", "ae"], 2, "Missing option '--out'"),
     (["data", "make", "faces", "out", "--size", "4"], 2, "Invalid value for '--size'"),
     (["data", "make", "faces", "full"], 1, "full is not empty: choose a new or empty folder"),
-    (["bench", "kernels", "--op", "matmul"], 1, "--op must be one of reparam_kl, convt_bn_relu; got"),
+    (["bench", "kernels", "--op", "matmul"], 1, "--op must be one of reparam_kl, convt_bn_relu"),
     (["bench", "kernels", "--dtype", "int8"], 1, "--dtype must be one of float32, bfloat16"),
     (["bench", "train", "dcgan", "--variants", "turbo"], 1, "--variants must be one of eager"),
 ]
