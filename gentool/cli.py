@@ -52,6 +52,7 @@ DATA_PANEL = "Data"
 TRAINING_PANEL = "Training"
 MODEL_PANEL = "Model config"
 RUN_PANEL = "Run folder"
+EVAL_PANEL = "Evaluation"
 
 
 def user_errors(command: Command) -> Command:
@@ -180,18 +181,57 @@ def train(
         help="Continue a run exactly where its last checkpoint stopped",
         rich_help_panel=RUN_PANEL,
     ),
+    eval_every: int | None = typer.Option(
+        None,
+        "--eval-every",
+        min=1,
+        help="Measure the model every N epochs, logged with the losses (default: never)",
+        rich_help_panel=EVAL_PANEL,
+    ),
+    eval_n: int = typer.Option(
+        500,
+        "--eval-n",
+        min=2,
+        help="Images per evaluation during training: few, to stay cheap; use `gentool eval "
+        "--n 5000` for numbers to quote",
+        rich_help_panel=EVAL_PANEL,
+    ),
+    eval_metrics: str | None = typer.Option(
+        None,
+        "--eval-metrics",
+        help="Comma-separated: fid, kid, pr, recon (default: all that the model can do)",
+        rich_help_panel=EVAL_PANEL,
+    ),
+    eval_features: str = typer.Option(
+        "builtin",
+        "--eval-features",
+        help="Feature network for fid, kid and pr: builtin or inception",
+        rich_help_panel=EVAL_PANEL,
+    ),
 ) -> None:
     """Train a model and write checkpoints, metrics and sample grids to a run folder.
 
     [dim]Examples:
       gentool train dcgan --data ./faces --epochs 20
       gentool train dcgan --limit 2000 -o image_size=32 --epochs 3
-      gentool train dcgan --resume --epochs 30[/]
+      gentool train dcgan --resume --epochs 30
+      gentool train vae --eval-every 2 --eval-metrics fid,recon[/]
     """
+    from gentool.evaluate import SAMPLING_METRICS, EvalSettings, parse_metrics
+    from gentool.features import load_extractor
     from gentool.kernels.dispatch import BACKEND_ENV, requested_backend
+    from gentool.monitor import EvalSchedule
     from gentool.train import TrainRequest, run_training
 
     entry = resolve(name)
+    eval_schedule = None
+    if eval_every is not None:
+        settings = EvalSettings(
+            metrics=parse_metrics(eval_metrics, entry.plugin), n=eval_n, features=eval_features
+        )
+        if SAMPLING_METRICS & set(settings.metrics):
+            load_extractor(eval_features)  # a missing package or weights fails now, not later
+        eval_schedule = EvalSchedule(eval_every, settings)
     if kernels is not None:
         os.environ[BACKEND_ENV] = kernels
         requested_backend()  # validates the name
@@ -223,6 +263,7 @@ def train(
         device=device,
         run_dir=run_dir,
         resume=resume,
+        eval_schedule=eval_schedule,
     )
     summary, run = run_training(request, console)
     grid = f"; last samples: {summary.last_sample_grid}" if summary.last_sample_grid else ""
@@ -395,6 +436,68 @@ def encode(
     )
     shown = "×".join(map(str, shape))
     console.print(f"wrote {count} codes of shape ({shown}) to {path}", highlight=False)
+
+
+@app.command("eval")
+@user_errors
+def evaluate(
+    name: str = typer.Argument(..., help="Model whose run to evaluate."),
+    run_dir: Path | None = typer.Option(
+        None, "--run", help="Run folder (default: the newest run of NAME under ./runs)"
+    ),
+    data: str | None = typer.Option(
+        None, "--data", "-d", help="Real images to compare with (default: the run's own data)"
+    ),
+    count: int = typer.Option(
+        5000, "--n", "-n", min=2, help="Generated and real images compared (and reconstructed)"
+    ),
+    metrics: str | None = typer.Option(
+        None,
+        "--metrics",
+        help="Comma-separated: fid, kid, pr (precision/recall), recon (MSE, PSNR, SSIM) "
+        "(default: all that the model can do)",
+    ),
+    features: str = typer.Option(
+        "builtin",
+        "--features",
+        help="builtin (a small network for the built-in data; offline) or inception "
+        "(Inception-v3 via torch-fidelity)",
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the generated images."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Measure how good a trained model is: FID, KID, precision/recall, reconstruction error.
+
+    The values are also appended to the run's metrics.jsonl. The real images' statistics are
+    cached, so evaluating again against the same data is quicker.
+
+    [dim]Examples:
+      gentool eval dcgan --n 5000
+      gentool eval vae --metrics fid,recon --json
+      gentool eval dcgan --features inception --data ./faces[/]
+    """
+    from gentool.evaluate import EvalSettings, evaluate_run, parse_metrics
+
+    entry = resolve(name)
+    settings = EvalSettings(
+        metrics=parse_metrics(metrics, entry.plugin), n=count, features=features, seed=seed
+    )
+    result = evaluate_run(entry, run_dir=run_dir, data=data, settings=settings, device=device)
+    if as_json:
+        console.print_json(json.dumps({"run": str(result.run), **result.values}))
+        return
+    table = Table(
+        "metric",
+        "value",
+        title=f"{entry.name} · {result.run} · epoch {result.epoch} · n {count} · {features}",
+    )
+    for key, value in result.values.items():
+        if key not in ("event", "n", "features"):
+            table.add_row(key, f"{value:.5g}" if isinstance(value, float) else str(value))
+    console.print(table)
+    cached = {True: " (real statistics from the cache)", False: "", None: ""}[result.cache_hit]
+    console.print(f"appended to {result.run.metrics_file}{cached}", highlight=False)
 
 
 @app.command("list")

@@ -33,6 +33,7 @@ from gentool.errors import DataError, GentoolError, Interrupted, PluginError, Tr
 from gentool.images import save_grid
 from gentool.kernels.dispatch import check_requested_backend
 from gentool.models import build_model, spec_to_dict
+from gentool.monitor import EpochMonitor, EvalSchedule
 from gentool.registry import PluginEntry
 
 SAMPLE_GRID_SIZE = 64  # images in each epoch's sample grid (8×8)
@@ -54,6 +55,7 @@ class TrainRequest:
     device: str = "auto"
     run_dir: Path | None = None
     resume: bool = False
+    eval_schedule: EvalSchedule | None = None  # --eval-every: metrics during training
 
 
 @dataclass
@@ -103,6 +105,7 @@ def run_training(request: TrainRequest, console: Console) -> tuple[TrainSummary,
         device=device,
         resume=request.resume,
         console=console,
+        eval_schedule=request.eval_schedule,
     )
     return summary, run
 
@@ -208,6 +211,7 @@ def fit(
     device: torch.device,
     resume: bool,
     console: Console,
+    eval_schedule: EvalSchedule | None = None,
 ) -> TrainSummary:
     """Train until `epochs` epochs are done, checkpointing after each, and return a summary.
 
@@ -237,6 +241,7 @@ def fit(
     steps = 0
     started = time.perf_counter()
     last_grid = None
+    monitor = EpochMonitor(plugin, config, dataset, run, console, eval_schedule, seed=seed)
     with _stop_on_signals() as stop, TrainingDisplay(console) as display:
         for epoch in range(progress.epoch, epochs):
             phase = phase_at(phases, epoch)
@@ -245,6 +250,7 @@ def fit(
             display.start_epoch(
                 epoch, epochs, loader.steps_per_epoch, progress.step_in_epoch, context.phase
             )
+            epoch_started = time.perf_counter()
             for batch in loader.epoch(epoch, start_step=progress.step_in_epoch):
                 context.epoch, context.global_step = epoch, progress.global_step
                 logs = train_step(model, batch, context, optimizers, manual, plugin)
@@ -272,6 +278,9 @@ def fit(
                 )
             run.save(record, model, optimizers)
             display.end_epoch()
+            monitor.end_epoch(
+                model, progress.epoch, progress.global_step, time.perf_counter() - epoch_started
+            )
     seconds = time.perf_counter() - started
     return TrainSummary(
         epochs_done=progress.epoch,

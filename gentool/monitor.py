@@ -1,0 +1,115 @@
+"""What the trainer does at the end of each epoch besides checkpointing: watch the run.
+
+- an "epoch" line in metrics.jsonl: the epoch's wall time and, for models that sample, the
+  diversity of the epoch's sample grid (mean pairwise distance of builtin features);
+- with `--eval-every N`, the chosen metrics every N epochs, on a few hundred images;
+- loss.png redrawn from metrics.jsonl;
+- the health rules (gentool.health), each warning printed once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from gentool.api import ModelPlugin
+from gentool.checkpoint import RunFolder
+from gentool.data import ImageDataset
+from gentool.evaluate import EvalSettings, append_metrics, generate, measure
+from gentool.features import load_extractor
+from gentool.health import check_health
+from gentool.metrics import mean_pairwise_distance
+from gentool.plots import LOSS_FILE, read_metrics, write_loss_plot
+
+DIVERSITY_SAMPLES = 64  # generated (and real) images whose feature spread is logged each epoch
+DEFAULT_EVAL_N = 500  # images per evaluation during training: enough to follow a trend
+
+
+@dataclass(frozen=True)
+class EvalSchedule:
+    """`train --eval-every`: measure `settings` every `every` epochs."""
+
+    every: int
+    settings: EvalSettings
+
+
+class EpochMonitor:
+    def __init__(
+        self,
+        plugin: ModelPlugin,
+        config: Any,
+        dataset: ImageDataset,
+        run: RunFolder,
+        console: Console,
+        schedule: EvalSchedule | None = None,
+        *,
+        seed: int = 0,
+    ) -> None:
+        self.plugin = plugin
+        self.config = config
+        self.dataset = dataset
+        self.run = run
+        self.console = console
+        self.schedule = schedule
+        self.seed = seed
+        self.warned: set[str] = set()
+        self.extractor = None
+        self.real_diversity: float | None = None
+
+    def end_epoch(self, model: torch.nn.Module, epoch: int, step: int, seconds: float) -> None:
+        """After epoch `epoch` (from 1) and its checkpoint at `step`."""
+        line: dict[str, Any] = {"epoch": epoch, "step": step, "event": "epoch", "seconds": seconds}
+        if self.plugin.capabilities.sample:
+            line.update(self._grid_diversity(model))
+        append_metrics(self.run.metrics_file, line)
+        if self.schedule is not None and epoch % self.schedule.every == 0:
+            self._evaluate(model, epoch, step)
+        write_loss_plot(
+            self.run.metrics_file,
+            self.run.path / LOSS_FILE,
+            title=f"{self.plugin.name} · {self.run}",
+        )
+        for warning in check_health(read_metrics(self.run.metrics_file)):
+            if warning.code not in self.warned:
+                self.warned.add(warning.code)
+                self.console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+
+    def _grid_diversity(self, model: torch.nn.Module) -> dict[str, float]:
+        device = next(model.parameters()).device
+        if self.extractor is None:
+            self.extractor = load_extractor("builtin", device)
+            real = self.dataset.images[:DIVERSITY_SAMPLES]
+            self.real_diversity = mean_pairwise_distance(self.extractor(real, device))
+        was_training = model.training
+        model.eval()
+        try:
+            images = generate(
+                model, self.plugin, self.dataset.spec, DIVERSITY_SAMPLES, seed=self.seed
+            )
+        finally:
+            model.train(was_training)
+        diversity = mean_pairwise_distance(self.extractor(images, device))
+        return {"diversity": diversity, "diversity_real": self.real_diversity}
+
+    def _evaluate(self, model: torch.nn.Module, epoch: int, step: int) -> None:
+        assert self.schedule is not None
+        measurement = measure(
+            model,
+            self.plugin,
+            self.dataset.spec,
+            source=self.dataset.source,
+            image_size=getattr(self.config, "image_size", None),
+            settings=self.schedule.settings,
+            held_out_from=len(self.dataset),
+        )
+        values = {"epoch": epoch, "step": step, "event": "eval", **measurement.values}
+        append_metrics(self.run.metrics_file, values)
+        shown = "  ".join(
+            f"{key} {value:.4g}"
+            for key, value in measurement.values.items()
+            if isinstance(value, float)
+        )
+        self.console.print(f"eval after epoch {epoch}: {shown}", highlight=False)
