@@ -500,6 +500,35 @@ def evaluate(
     console.print(f"appended to {result.run.metrics_file}{cached}", highlight=False)
 
 
+@app.command()
+@user_errors
+def report(
+    run_dir: Path = typer.Argument(..., help="Run folder to report on."),
+    out: Path | None = typer.Option(None, "--out", help="HTML file (default: RUN/report.html)"),
+    device: str = typer.Option(
+        "auto", "--device", help="auto, cpu, cuda or cuda:N (for reconstructions)"
+    ),
+) -> None:
+    """Write one self-contained HTML page about a run: config, data, timing, loss and metric
+    curves, sample grids over the epochs and, for models that reconstruct, reconstructions.
+
+    [dim]Example: gentool report runs/dcgan/2026-11-27_10-32-00 && xdg-open
+    runs/dcgan/2026-11-27_10-32-00/report.html[/]
+    """
+    from gentool.checkpoint import RunFolder
+    from gentool.report import write_report
+
+    run = RunFolder(run_dir)
+    record = run.read()
+    entry = resolve(record.plugin.get("name", "?"))
+    if entry.plugin.capabilities.reconstruct and not any(run.samples_dir.glob("reconstruct_*.png")):
+        from gentool.generate import reconstruct_images
+
+        reconstruct_images(entry, run_dir=run.path, data=None, count=16, out=None, device=device)
+    path = write_report(run, record, out)
+    console.print(f"wrote {path}", highlight=False)
+
+
 @app.command("list")
 @user_errors
 def list_models(
