@@ -191,7 +191,7 @@ def train(
     eval_n: int = typer.Option(
         500,
         "--eval-n",
-        min=2,
+        min=10,
         help="Images per evaluation during training: few, to stay cheap; use `gentool eval "
         "--n 5000` for numbers to quote",
         rich_help_panel=EVAL_PANEL,
@@ -449,7 +449,7 @@ def evaluate(
         None, "--data", "-d", help="Real images to compare with (default: the run's own data)"
     ),
     count: int = typer.Option(
-        5000, "--n", "-n", min=2, help="Generated and real images compared (and reconstructed)"
+        5000, "--n", "-n", min=10, help="Generated and real images compared (and reconstructed)"
     ),
     metrics: str | None = typer.Option(
         None,

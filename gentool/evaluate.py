@@ -52,6 +52,7 @@ from gentool.registry import PluginEntry
 
 METRIC_NAMES = ("fid", "kid", "pr", "recon")
 SAMPLING_METRICS = frozenset({"fid", "kid", "pr"})
+MIN_IMAGES = 10  # fewer leave precision/recall's k-NN radii and KID's subsets meaningless
 DIVERSITY_COUNT = 1000  # features whose mean pairwise distance measures a sample's diversity
 _STATS_FORMAT = 1  # bump when the cached statistics change meaning
 _SAMPLE_BATCH = 250
@@ -160,8 +161,8 @@ def measure(
     models). Reconstructions are of held-out images where there are any: built-in sets are
     extended past the `held_out_from` images trained on; other data is used as given.
     """
-    if settings.n < 2:
-        raise GentoolError(f"--n must be at least 2, got {settings.n}")
+    if settings.n < MIN_IMAGES:
+        raise GentoolError(f"--n must be at least {MIN_IMAGES}, got {settings.n}")
     device = next(model.parameters()).device
     values: dict[str, Any] = {"n": settings.n, "features": settings.features}
     cache_hit = None

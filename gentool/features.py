@@ -62,7 +62,8 @@ class FeatureExtractor:
     extract: Callable[[torch.Tensor], torch.Tensor]  # (B, C, H, W) uint8 → (B, d) float32
 
     def __call__(self, images: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
-        """Features of (N, C, H, W) uint8 images, computed in batches, on the CPU."""
+        """Features of (N, C, H, W) uint8 images, computed in batches on `device` (the images'
+        own by default) and returned on the CPU."""
         outputs = []
         with torch.no_grad():
             for start in range(0, images.shape[0], _BATCH):
@@ -143,8 +144,9 @@ def _builtin_extractor(device: torch.device, weights: Path = BUILTIN_WEIGHTS) ->
         raise FeatureError(
             f"the builtin feature weights {weights} cannot be read ({error}): reinstall gentool"
         ) from None
-    network = BuiltinFeatureNet()
-    network.load_state_dict(tensors)
+    with torch.device("meta"):  # no random initialisation: it would draw from torch's RNG
+        network = BuiltinFeatureNet()
+    network.load_state_dict(tensors, assign=True)
     network.eval().to(device)
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
     identity = json.dumps(

@@ -1,16 +1,19 @@
 """What the trainer does at the end of each epoch besides checkpointing: watch the run.
 
-- an "epoch" line in metrics.jsonl: the epoch's wall time and, for models that sample, the
-  diversity of the epoch's sample grid (mean pairwise distance of builtin features);
-- with `--eval-every N`, the chosen metrics every N epochs, on a few hundred images;
-- loss.png redrawn from metrics.jsonl;
+- a line in epochs.jsonl: the epoch's wall time and, for models that sample, the diversity of
+  the epoch's sample grid (mean pairwise distance of builtin features); metrics.jsonl keeps one
+  line per step, and timings would make runs that resume differ from runs that did not;
+- with `--eval-every N`, the chosen metrics every N epochs, on a few hundred images, in
+  metrics.jsonl with the losses;
+- loss.png redrawn from both;
 - the health rules (gentool.health), each warning printed once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from rich.console import Console
@@ -22,10 +25,16 @@ from gentool.evaluate import EvalSettings, append_metrics, generate, measure
 from gentool.features import load_extractor
 from gentool.health import check_health
 from gentool.metrics import mean_pairwise_distance
-from gentool.plots import LOSS_FILE, read_metrics, write_loss_plot
+from gentool.plots import read_history, write_loss_plot
 
 DIVERSITY_SAMPLES = 64  # generated (and real) images whose feature spread is logged each epoch
 DEFAULT_EVAL_N = 500  # images per evaluation during training: enough to follow a trend
+
+
+class EpochLog(Protocol):
+    """Where the epoch lines go: the trainer's MetricsLog of epochs.jsonl."""
+
+    def append(self, values: Mapping[str, Any]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -44,10 +53,12 @@ class EpochMonitor:
         dataset: ImageDataset,
         run: RunFolder,
         console: Console,
+        epoch_log: EpochLog,
         schedule: EvalSchedule | None = None,
         *,
         seed: int = 0,
     ) -> None:
+        self.epoch_log = epoch_log
         self.plugin = plugin
         self.config = config
         self.dataset = dataset
@@ -60,19 +71,24 @@ class EpochMonitor:
         self.real_diversity: float | None = None
 
     def end_epoch(self, model: torch.nn.Module, epoch: int, step: int, seconds: float) -> None:
-        """After epoch `epoch` (from 1) and its checkpoint at `step`."""
+        """After epoch `epoch` (from 1) and its checkpoint at `step`.
+
+        Whatever runs here leaves torch's random state as it found it: the checkpoint already
+        holds that state, and a resumed run must go on exactly as an uninterrupted one.
+        """
+        cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+        with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if cuda else []):
+            self._end_epoch(model, epoch, step, seconds)
+
+    def _end_epoch(self, model: torch.nn.Module, epoch: int, step: int, seconds: float) -> None:
         line: dict[str, Any] = {"epoch": epoch, "step": step, "event": "epoch", "seconds": seconds}
         if self.plugin.capabilities.sample:
             line.update(self._grid_diversity(model))
-        append_metrics(self.run.metrics_file, line)
+        self.epoch_log.append(line)
         if self.schedule is not None and epoch % self.schedule.every == 0:
             self._evaluate(model, epoch, step)
-        write_loss_plot(
-            self.run.metrics_file,
-            self.run.path / LOSS_FILE,
-            title=f"{self.plugin.name} · {self.run}",
-        )
-        for warning in check_health(read_metrics(self.run.metrics_file)):
+        write_loss_plot(self.run.path, title=f"{self.plugin.name} · {self.run}")
+        for warning in check_health(read_history(self.run.path)):
             if warning.code not in self.warned:
                 self.warned.add(warning.code)
                 self.console.print(f"[yellow]warning:[/] {warning}", highlight=False)

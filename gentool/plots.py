@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from gentool.atomic import atomic_write
+from gentool.checkpoint import METRICS_FILE
 
 LOSS_FILE = "loss.png"
+EPOCHS_FILE = "epochs.jsonl"  # a line per epoch: wall time and sample diversity
 # Logged per eval; plotted together where they share a scale.
 METRIC_PANELS: dict[str, tuple[str, ...]] = {
     "FID": ("fid",),
@@ -42,6 +44,12 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
         if isinstance(record, dict) and "step" in record:
             records.append(record)
     return records
+
+
+def read_history(run_path: Path) -> list[dict[str, Any]]:
+    """metrics.jsonl and epochs.jsonl of a run folder as one history, in step order."""
+    records = read_metrics(run_path / METRICS_FILE) + read_metrics(run_path / EPOCHS_FILE)
+    return sorted(records, key=lambda record: record["step"])  # stable: a step's lines keep order
 
 
 def step_records(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -71,7 +79,7 @@ def loss_families(records: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
 def training_figure_png(records: Sequence[Mapping[str, Any]], *, title: str) -> bytes | None:
     """One PNG with a panel per loss family and per evaluated metric; None with nothing to draw."""
     steps = step_records(records)
-    evals = event_records(records, "eval")
+    evals = [record for record in records if "event" in record]  # evaluations and epochs
     families = loss_families(steps)
     metric_panels = {
         panel: keys
@@ -118,9 +126,10 @@ def training_figure_png(records: Sequence[Mapping[str, Any]], *, title: str) -> 
     return buffer.getvalue()
 
 
-def write_loss_plot(metrics_file: Path, out: Path, *, title: str) -> Path | None:
-    """Draw metrics.jsonl into `out` (atomically); None when there is nothing to draw yet."""
-    png = training_figure_png(read_metrics(metrics_file), title=title)
+def write_loss_plot(run_path: Path, *, title: str) -> Path | None:
+    """Draw the run's history into its loss.png (atomically); None with nothing to draw yet."""
+    out = run_path / LOSS_FILE
+    png = training_figure_png(read_history(run_path), title=title)
     if png is None:
         return None
     with atomic_write(out) as temporary:

@@ -17,7 +17,7 @@ from typing import Any
 
 from gentool.atomic import write_text
 from gentool.checkpoint import RunFolder, RunRecord
-from gentool.plots import event_records, read_metrics, step_records, training_figure_png
+from gentool.plots import event_records, read_history, step_records, training_figure_png
 
 REPORT_FILE = "report.html"
 MAX_EPOCH_GRIDS = 12  # sample grids shown: evenly spaced over the epochs, the last included
@@ -37,7 +37,7 @@ figcaption { font-size: 0.85em; color: #555; }
 
 def write_report(run: RunFolder, record: RunRecord, out: Path | None = None) -> Path:
     """Write the run's report (default RUN/report.html) atomically and return its path."""
-    records = read_metrics(run.metrics_file)
+    records = read_history(run.path)
     name = record.plugin.get("name", "?")
     sections = [
         f"<h1>{_text(name)} · {_text(run)}</h1>",

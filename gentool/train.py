@@ -34,6 +34,7 @@ from gentool.images import save_grid
 from gentool.kernels.dispatch import check_requested_backend
 from gentool.models import build_model, spec_to_dict
 from gentool.monitor import EpochMonitor, EvalSchedule
+from gentool.plots import EPOCHS_FILE
 from gentool.registry import PluginEntry
 
 SAMPLE_GRID_SIZE = 64  # images in each epoch's sample grid (8×8)
@@ -241,7 +242,10 @@ def fit(
     steps = 0
     started = time.perf_counter()
     last_grid = None
-    monitor = EpochMonitor(plugin, config, dataset, run, console, eval_schedule, seed=seed)
+    epoch_log = MetricsLog(run.path / EPOCHS_FILE, keep_through_step=progress.global_step)
+    monitor = EpochMonitor(
+        plugin, config, dataset, run, console, epoch_log, eval_schedule, seed=seed
+    )
     with _stop_on_signals() as stop, TrainingDisplay(console) as display:
         for epoch in range(progress.epoch, epochs):
             phase = phase_at(phases, epoch)

@@ -78,3 +78,43 @@ def test_falling_diversity_is_reported_and_a_slow_start_or_a_wobble_is_not():
 def test_loss_lines_without_gan_losses_raise_nothing():
     vae = [{"epoch": 1, "step": step, "loss": 0.0, "recon": 0.0} for step in range(3 * WINDOW)]
     assert check_health(vae) == []
+
+
+def test_the_epoch_monitor_warns_once_draws_loss_png_and_keeps_the_random_state(tmp_path):
+    import io
+    import json
+
+    import torch
+    from rich.console import Console
+
+    from gentool.checkpoint import RunFolder
+    from gentool.data import load_dataset
+    from gentool.models import build_model
+    from gentool.monitor import EpochMonitor
+    from gentool.plots import EPOCHS_FILE
+    from gentool.registry import resolve
+    from gentool.train import MetricsLog
+    from tests.conftest import TINY_DCGAN
+
+    plugin = resolve("dcgan").plugin
+    config = plugin.parse_config(TINY_DCGAN)
+    faces = load_dataset("builtin:faces", image_size=16, limit=16)
+    model = build_model(plugin, config, faces.spec, torch.device("cpu"))
+    run = RunFolder(tmp_path / "run")
+    run.path.mkdir()
+    stuck = gan_steps([0.01] * WINDOW, [3.0] * WINDOW)
+    run.metrics_file.write_text("".join(json.dumps(line) + "\n" for line in stuck))
+    output = io.StringIO()
+    epoch_log = MetricsLog(run.path / EPOCHS_FILE, keep_through_step=0)
+    monitor = EpochMonitor(plugin, config, faces, run, Console(file=output, width=300), epoch_log)
+    random_state = torch.get_rng_state()
+    monitor.end_epoch(model, 1, WINDOW, seconds=1.0)
+    monitor.end_epoch(model, 2, WINDOW, seconds=1.0)
+    assert torch.equal(torch.get_rng_state(), random_state)  # resumed runs stay exact
+    printed = output.getvalue()
+    assert printed.count("warning: the discriminator's loss has stayed near zero") == 1
+    assert "hint: lower the discriminator's learning rate" in printed
+    assert (run.path / "loss.png").stat().st_size > 0
+    lines = [json.loads(line) for line in (run.path / EPOCHS_FILE).read_text().splitlines()]
+    assert [line["epoch"] for line in lines] == [1, 2]
+    assert all(line["diversity"] >= 0 and line["seconds"] == 1.0 for line in lines)

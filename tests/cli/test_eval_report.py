@@ -49,7 +49,7 @@ def test_eval_every_logs_metrics_with_the_losses_and_draws_loss_png(evaluated_ru
     assert "eval after epoch 1: fid" in output and "eval after epoch 2: fid" in output
     records = read_metrics(run / "metrics.jsonl")
     evals = [record for record in records if record.get("event") == "eval"]
-    epochs = [record for record in records if record.get("event") == "epoch"]
+    epochs = read_metrics(run / "epochs.jsonl")
     assert [record["epoch"] for record in evals] == [1, 2]
     for key in ("fid", "kid", "kid_std", "precision", "recall", "diversity", "diversity_real"):
         assert isinstance(evals[-1][key], float), key
@@ -57,6 +57,7 @@ def test_eval_every_logs_metrics_with_the_losses_and_draws_loss_png(evaluated_ru
     assert [record["epoch"] for record in epochs] == [1, 2]
     assert all(record["seconds"] > 0 and record["diversity"] > 0 for record in epochs)
     assert sum("loss_d" in record for record in records) == 2 * 4  # 4 steps an epoch
+    assert [record["step"] for record in records] == [1, 2, 3, 4, 4, 5, 6, 7, 8, 8]
     with Image.open(run / "loss.png") as image:
         assert image.format == "PNG" and image.width > 300
 
@@ -164,3 +165,26 @@ def test_eval_and_report_have_help_with_an_example():
     for command in ("eval", "report"):
         result = invoke(command, "--help")
         assert result.exit_code == 0 and "Example" in result.output, command
+
+
+def test_a_vae_report_shows_reconstructions(in_tmp, tiny_cpu_training):
+    result = invoke(
+        "train",
+        "vae",
+        *("-o", "image_size=16", "-o", "latent_dim=4", "-o", "features=4"),
+        *("--limit", "32", "-b", "16", "--epochs", "1", "--device", "cpu", "--run-dir", "run"),
+    )
+    assert result.exit_code == 0, result.output
+    result = invoke("report", "run", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    page = (in_tmp / "run" / "report.html").read_text()
+    assert "<h2>Reconstructions</h2>" in page
+    assert page.count("<img src='data:image/png;base64,") == 3  # curves, epoch grid, recon
+
+
+def test_report_on_a_folder_that_is_no_run_is_a_one_line_error(in_tmp):
+    result = invoke("report", str(in_tmp))
+    assert result.exit_code == 1
+    assert (
+        result.output.strip().startswith("error: ") and "not a gentool run folder" in result.output
+    )
