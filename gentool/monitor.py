@@ -5,12 +5,15 @@
   line per step, and timings would make runs that resume differ from runs that did not;
 - with `--eval-every N`, the chosen metrics every N epochs, on a few hundred images, in
   metrics.jsonl with the losses;
-- loss.png redrawn from both;
-- the health rules (gentool.health), each warning printed once.
+- loss.png redrawn from both, and the health rules (gentool.health) checked, each warning
+  printed once. Both read the whole history, and drawing costs a good fraction of a second, so
+  when epochs are quicker than REDRAW_SECONDS they happen every REDRAW_SECONDS instead (and
+  after the last epoch): a 250-epoch run of tiny epochs must not spend most of its time drawing.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -28,7 +31,7 @@ from gentool.metrics import mean_pairwise_distance
 from gentool.plots import read_history, write_loss_plot
 
 DIVERSITY_SAMPLES = 64  # generated (and real) images whose feature spread is logged each epoch
-DEFAULT_EVAL_N = 500  # images per evaluation during training: enough to follow a trend
+REDRAW_SECONDS = 30.0  # least time between two redraws of loss.png (and health checks)
 
 
 class EpochLog(Protocol):
@@ -67,31 +70,43 @@ class EpochMonitor:
         self.schedule = schedule
         self.seed = seed
         self.warned: set[str] = set()
+        self.watched_at = time.perf_counter()  # when loss.png was last drawn, or training began
         self.extractor = None
         self.real_diversity: float | None = None
 
-    def end_epoch(self, model: torch.nn.Module, epoch: int, step: int, seconds: float) -> None:
-        """After epoch `epoch` (from 1) and its checkpoint at `step`.
+    def end_epoch(
+        self, model: torch.nn.Module, epoch: int, step: int, seconds: float, *, last: bool
+    ) -> None:
+        """After epoch `epoch` (from 1) and its checkpoint at `step`; `last` for the last epoch
+        of this invocation.
 
         Whatever runs here leaves torch's random state as it found it: the checkpoint already
         holds that state, and a resumed run must go on exactly as an uninterrupted one.
         """
         cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
         with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if cuda else []):
-            self._end_epoch(model, epoch, step, seconds)
+            self._end_epoch(model, epoch, step, seconds, last)
 
-    def _end_epoch(self, model: torch.nn.Module, epoch: int, step: int, seconds: float) -> None:
+    def _end_epoch(
+        self, model: torch.nn.Module, epoch: int, step: int, seconds: float, last: bool
+    ) -> None:
         line: dict[str, Any] = {"epoch": epoch, "step": step, "event": "epoch", "seconds": seconds}
         if self.plugin.capabilities.sample:
             line.update(self._grid_diversity(model))
         self.epoch_log.append(line)
         if self.schedule is not None and epoch % self.schedule.every == 0:
             self._evaluate(model, epoch, step)
+        if last or time.perf_counter() - self.watched_at >= REDRAW_SECONDS:
+            self._watch()
+
+    def _watch(self) -> None:
+        """Redraw loss.png and print the health warnings not printed yet."""
         write_loss_plot(self.run.path, title=f"{self.plugin.name} · {self.run}")
         for warning in check_health(read_history(self.run.path)):
             if warning.code not in self.warned:
                 self.warned.add(warning.code)
                 self.console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        self.watched_at = time.perf_counter()
 
     def _grid_diversity(self, model: torch.nn.Module) -> dict[str, float]:
         device = next(model.parameters()).device

@@ -1,7 +1,8 @@
 """Pictures of training: loss.png in each run folder, and the curves the HTML report embeds.
 
-matplotlib is imported inside the functions, with its file-only Agg backend, so that neither
-`gentool --help` nor a machine without a display pays for it.
+matplotlib is imported inside the functions, so `gentool --help` does not pay for it, and used
+through its object-oriented API: a `Figure` rendered to PNG by the Agg canvas, with no pyplot
+state and no GUI backend, so it works on machines without a display.
 """
 
 from __future__ import annotations
@@ -89,13 +90,12 @@ def training_figure_png(records: Sequence[Mapping[str, Any]], *, title: str) -> 
     panels = len(families) + len(metric_panels)
     if panels == 0:
         return None
-    pyplot = _pyplot()
+    from matplotlib.figure import Figure
+
     columns = min(3, panels)
     rows = math.ceil(panels / columns)
-    figure, axes = pyplot.subplots(
-        rows, columns, figsize=(4.2 * columns, 3.0 * rows), squeeze=False
-    )
-    flat_axes = list(axes.flat)
+    figure = Figure(figsize=(4.2 * columns, 3.0 * rows))
+    flat_axes = list(figure.subplots(rows, columns, squeeze=False).flat)
     for axis, (family, keys) in zip(flat_axes, families.items(), strict=False):
         for key in keys:
             points = [(r["step"], r[key]) for r in steps if _finite(r.get(key))]
@@ -122,7 +122,6 @@ def training_figure_png(records: Sequence[Mapping[str, Any]], *, title: str) -> 
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90)
-    pyplot.close(figure)
     return buffer.getvalue()
 
 
@@ -149,12 +148,3 @@ def _moving_average(values: Sequence[float]) -> list[float]:
 
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
-    return pyplot

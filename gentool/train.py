@@ -283,7 +283,11 @@ def fit(
             run.save(record, model, optimizers)
             display.end_epoch()
             monitor.end_epoch(
-                model, progress.epoch, progress.global_step, time.perf_counter() - epoch_started
+                model,
+                progress.epoch,
+                progress.global_step,
+                time.perf_counter() - epoch_started,
+                last=progress.epoch == epochs,
             )
     seconds = time.perf_counter() - started
     return TrainSummary(

@@ -80,7 +80,7 @@ def test_loss_lines_without_gan_losses_raise_nothing():
     assert check_health(vae) == []
 
 
-def test_the_epoch_monitor_warns_once_draws_loss_png_and_keeps_the_random_state(tmp_path):
+def test_the_epoch_monitor_logs_draws_warns_once_and_keeps_the_random_state(tmp_path):
     import io
     import json
 
@@ -108,13 +108,15 @@ def test_the_epoch_monitor_warns_once_draws_loss_png_and_keeps_the_random_state(
     epoch_log = MetricsLog(run.path / EPOCHS_FILE, keep_through_step=0)
     monitor = EpochMonitor(plugin, config, faces, run, Console(file=output, width=300), epoch_log)
     random_state = torch.get_rng_state()
-    monitor.end_epoch(model, 1, WINDOW, seconds=1.0)
-    monitor.end_epoch(model, 2, WINDOW, seconds=1.0)
+    monitor.end_epoch(model, 1, WINDOW, seconds=1.0, last=False)
+    assert not (run.path / "loss.png").exists()  # a quick epoch: drawing waits
+    monitor.end_epoch(model, 2, WINDOW, seconds=1.0, last=True)
+    monitor.end_epoch(model, 3, WINDOW, seconds=1.0, last=True)
     assert torch.equal(torch.get_rng_state(), random_state)  # resumed runs stay exact
     printed = output.getvalue()
     assert printed.count("warning: the discriminator's loss has stayed near zero") == 1
     assert "hint: lower the discriminator's learning rate" in printed
     assert (run.path / "loss.png").stat().st_size > 0
     lines = [json.loads(line) for line in (run.path / EPOCHS_FILE).read_text().splitlines()]
-    assert [line["epoch"] for line in lines] == [1, 2]
+    assert [line["epoch"] for line in lines] == [1, 2, 3]
     assert all(line["diversity"] >= 0 and line["seconds"] == 1.0 for line in lines)

@@ -84,7 +84,7 @@ def test_eval_bad_options_are_one_line_errors(evaluated_run, in_tmp, monkeypatch
         (("--metrics", "fid,sharpness"), "unknown --metrics sharpness"),
         (("--metrics", "recon"), "does not reconstruct"),
         (("--features", "vgg"), "unknown --features 'vgg'"),
-        (("--data", "builtin:faces", "--n", "8", "--features", "inception"), "torch-fidelity"),
+        (("--data", "builtin:faces", "--n", "16", "--features", "inception"), "torch-fidelity"),
     ]
     monkeypatch.setitem(sys.modules, "torch_fidelity", None)
     monkeypatch.setitem(sys.modules, "torch_fidelity.feature_extractor_inceptionv3", None)
