@@ -1,14 +1,15 @@
 """What the trainer does at the end of each epoch besides checkpointing: watch the run.
 
-- a line in epochs.jsonl: the epoch's wall time and, for models that sample, the diversity of
-  the epoch's sample grid (mean pairwise distance of builtin features); metrics.jsonl keeps one
-  line per step, and timings would make runs that resume differ from runs that did not;
+- a line in epochs.jsonl: the epoch's wall time and, for models that sample and when the run is
+  watched (below), the diversity of the epoch's sample grid (mean pairwise distance of builtin
+  features); metrics.jsonl keeps one line per step, and timings would make runs that resume
+  differ from runs that did not;
 - with `--eval-every N`, the chosen metrics every N epochs, on a few hundred images, in
   metrics.jsonl with the losses;
-- loss.png redrawn from both, and the health rules (gentool.health) checked, each warning
-  printed once. Both read the whole history, and drawing costs a good fraction of a second, so
-  when epochs are quicker than REDRAW_SECONDS they happen every REDRAW_SECONDS instead (and
-  after the last epoch): a 250-epoch run of tiny epochs must not spend most of its time drawing.
+- watching: loss.png redrawn from both, and the health rules (gentool.health) checked, each
+  warning printed once. Drawing and reading the history cost a good fraction of a second, so
+  when epochs are quicker than REDRAW_SECONDS the run is watched every REDRAW_SECONDS instead
+  (and after the last epoch): a 250-epoch run of tiny epochs must not spend its time watching.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class EvalSchedule:
 
 
 class EpochMonitor:
+    """Everything the trainer does after an epoch's checkpoint, for one training invocation."""
+
     def __init__(
         self,
         plugin: ModelPlugin,
@@ -90,13 +93,14 @@ class EpochMonitor:
     def _end_epoch(
         self, model: torch.nn.Module, epoch: int, step: int, seconds: float, last: bool
     ) -> None:
+        watch = last or time.perf_counter() - self.watched_at >= REDRAW_SECONDS
         line: dict[str, Any] = {"epoch": epoch, "step": step, "event": "epoch", "seconds": seconds}
-        if self.plugin.capabilities.sample:
+        if watch and self.plugin.capabilities.sample:
             line.update(self._grid_diversity(model))
         self.epoch_log.append(line)
         if self.schedule is not None and epoch % self.schedule.every == 0:
             self._evaluate(model, epoch, step)
-        if last or time.perf_counter() - self.watched_at >= REDRAW_SECONDS:
+        if watch:
             self._watch()
 
     def _watch(self) -> None:
