@@ -21,6 +21,8 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.close(descriptor)
     temporary = Path(name)
     try:
+        # mkstemp makes the file private (0600); the result gets the mode a plain write would.
+        temporary.chmod(_mode_for(path))
         yield temporary
         fsync_path(temporary)
         os.replace(temporary, path)
@@ -28,6 +30,16 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
         temporary.unlink(missing_ok=True)
         raise
     fsync_path(path.parent)
+
+
+def _mode_for(path: Path) -> int:
+    """The replaced file's permissions, or those the umask gives a new file."""
+    try:
+        return path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:

@@ -8,7 +8,9 @@ A run folder looks like::
             model.safetensors          the model's state_dict
             optim.safetensors          the optimizers' tensors (their other state is in run.json)
             ema.safetensors            the moving average of the weights, when trained with --ema
-        metrics.jsonl                  one line of logged scalars per step
+        metrics.jsonl                  one line of logged scalars per step, and evaluations
+        epochs.jsonl                   per epoch: wall time, sample diversity (gentool.monitor)
+        loss.png                       loss and metric curves, redrawn every epoch
         samples/epoch_0001.png         a sample grid per epoch
 
 A checkpoint is written to a temporary folder, fsynced and renamed into place; then run.json is

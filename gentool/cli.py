@@ -55,6 +55,7 @@ TRAINING_PANEL = "Training"
 MODEL_PANEL = "Model config"
 RUN_PANEL = "Run folder"
 SCALE_PANEL = "Speed and scale"
+EVAL_PANEL = "Evaluation"
 
 
 def user_errors(command: Command) -> Command:
@@ -226,6 +227,33 @@ def train(
         help="Keep a moving average of the weights (e.g. 0.999) and sample from it",
         rich_help_panel=SCALE_PANEL,
     ),
+    eval_every: int | None = typer.Option(
+        None,
+        "--eval-every",
+        min=1,
+        help="Measure the model every N epochs, logged with the losses (default: never)",
+        rich_help_panel=EVAL_PANEL,
+    ),
+    eval_n: int | None = typer.Option(
+        None,
+        "--eval-n",
+        min=10,
+        help="Images per evaluation during training (default: 500): few, to stay cheap; use "
+        "`gentool eval --n 5000` for numbers to quote",
+        rich_help_panel=EVAL_PANEL,
+    ),
+    eval_metrics: str | None = typer.Option(
+        None,
+        "--eval-metrics",
+        help="Comma-separated: fid, kid, pr, recon (default: all that the model can do)",
+        rich_help_panel=EVAL_PANEL,
+    ),
+    eval_features: str | None = typer.Option(
+        None,
+        "--eval-features",
+        help="Feature network for fid, kid and pr: builtin (the default) or inception",
+        rich_help_panel=EVAL_PANEL,
+    ),
 ) -> None:
     """Train a model and write checkpoints, metrics and sample grids to a run folder.
 
@@ -233,13 +261,39 @@ def train(
       gentool train dcgan --data ./faces --epochs 20
       gentool train dcgan --limit 2000 -o image_size=32 --epochs 3
       gentool train dcgan --resume --epochs 30
-      gentool train dcgan --nproc 2 --batch-size 128 --ema 0.999[/]
+      gentool train dcgan --nproc 2 --batch-size 128 --ema 0.999
+      gentool train vae --eval-every 2 --eval-metrics fid,recon[/]
     """
     from gentool.distributed import Ranks, ranks_from_environment, shard_size
+    from gentool.evaluate import SAMPLING_METRICS, EvalSettings, parse_metrics
+    from gentool.features import FEATURE_NAMES, load_extractor
     from gentool.kernels.dispatch import BACKEND_ENV, requested_backend
+    from gentool.monitor import TRAINING_EVAL_IMAGES, EvalSchedule
     from gentool.train import Acceleration, TrainRequest, run_training
 
     entry = resolve(name)
+    eval_schedule = None
+    eval_options = {
+        "--eval-n": eval_n,
+        "--eval-metrics": eval_metrics,
+        "--eval-features": eval_features,
+    }
+    if eval_every is None and (given := [flag for flag, value in eval_options.items() if value]):
+        raise ConfigError(f"{', '.join(given)} set how --eval-every N evaluates: add it")
+    if eval_every is not None:
+        features = eval_features or "builtin"
+        if features not in FEATURE_NAMES:
+            raise ConfigError(
+                f"unknown --eval-features {features!r}: use {' or '.join(FEATURE_NAMES)}"
+            )
+        settings = EvalSettings(
+            metrics=parse_metrics(eval_metrics, entry.plugin, "--eval-metrics"),
+            n=TRAINING_EVAL_IMAGES if eval_n is None else eval_n,
+            features=features,
+        )
+        if SAMPLING_METRICS & set(settings.metrics):
+            load_extractor(features)  # a missing package or weights fails now, not later
+        eval_schedule = EvalSchedule(eval_every, settings)
     if kernels is not None:
         os.environ[BACKEND_ENV] = kernels
         requested_backend()  # validates the name
@@ -288,6 +342,7 @@ def train(
         ),
         ema=ema,
         overwrite=overwrite,
+        eval_schedule=eval_schedule,
     )
     summary, run = run_training(request, console)
     if not ranks_from_environment().main:
@@ -508,6 +563,107 @@ def encode(
     )
     shown = "×".join(map(str, shape))
     console.print(f"wrote {count} codes of shape ({shown}) to {path}", highlight=False)
+
+
+@app.command("eval")
+@user_errors
+def evaluate(
+    name: str = typer.Argument(..., help="Model whose run to evaluate."),
+    run_dir: Path | None = typer.Option(
+        None, "--run", help="Run folder (default: the newest run of NAME under ./runs)"
+    ),
+    data: str | None = typer.Option(
+        None, "--data", "-d", help="Real images to compare with (default: the run's own data)"
+    ),
+    count: int = typer.Option(
+        5000, "--n", "-n", min=10, help="Generated and real images compared (and reconstructed)"
+    ),
+    metrics: str | None = typer.Option(
+        None,
+        "--metrics",
+        help="Comma-separated: fid, kid, pr (precision/recall), recon (MSE, PSNR, SSIM) "
+        "(default: all that the model can do)",
+    ),
+    features: str = typer.Option(
+        "builtin",
+        "--features",
+        help="builtin (a small network for the built-in data; offline) or inception "
+        "(Inception-v3 via torch-fidelity)",
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the generated images."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),
+    raw_weights: bool = typer.Option(
+        False, "--raw-weights", help="Runs trained with --ema: the trained, not averaged, weights"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Measure how good a trained model is: FID, KID, precision/recall, reconstruction error.
+
+    The values are also appended to the run's metrics.jsonl. The real images' statistics are
+    cached, so evaluating again against the same data is quicker.
+
+    [dim]Examples:
+      gentool eval dcgan --n 5000
+      gentool eval vae --metrics fid,recon --json
+      gentool eval dcgan --features inception --data ./faces[/]
+    """
+    from gentool.evaluate import EvalSettings, evaluate_run, parse_metrics
+
+    entry = resolve(name)
+    settings = EvalSettings(
+        metrics=parse_metrics(metrics, entry.plugin), n=count, features=features, seed=seed
+    )
+    result = evaluate_run(
+        entry,
+        run_dir=run_dir,
+        data=data,
+        settings=settings,
+        device=device,
+        raw_weights=raw_weights,
+    )
+    if as_json:
+        console.print_json(json.dumps({"run": str(result.run), **result.values}))
+        return
+    table = Table(
+        "metric",
+        "value",
+        title=f"{entry.name} · {result.run} · epoch {result.epoch} · n {count} · {features}",
+    )
+    for key, value in result.values.items():
+        if key not in ("event", "n", "features"):
+            table.add_row(key, f"{value:.5g}" if isinstance(value, float) else str(value))
+    console.print(table)
+    cached = {True: " (real statistics from the cache)", False: "", None: ""}[result.cache_hit]
+    console.print(f"appended to {result.run.metrics_file}{cached}", highlight=False)
+
+
+@app.command()
+@user_errors
+def report(
+    run_dir: Path = typer.Argument(..., help="Run folder to report on."),
+    out: Path | None = typer.Option(None, "--out", help="HTML file (default: RUN/report.html)"),
+    device: str = typer.Option(
+        "auto", "--device", help="auto, cpu, cuda or cuda:N (for reconstructions)"
+    ),
+) -> None:
+    """Write one self-contained HTML page about a run: config, data, timing, loss and metric
+    curves, sample grids over the epochs and, for models that reconstruct, reconstructions.
+
+    [dim]Example: gentool report runs/dcgan/2026-11-27_10-32-00 && xdg-open
+    runs/dcgan/2026-11-27_10-32-00/report.html[/]
+    """
+    from gentool.checkpoint import RunFolder
+    from gentool.report import write_report
+
+    run = RunFolder(run_dir)
+    record = run.read()
+    entry = resolve(record.plugin.get("name", "?"))
+    if entry.plugin.capabilities.reconstruct and not any(run.samples_dir.glob("reconstruct_*.png")):
+        from gentool.generate import reconstruct_images
+
+        reconstruct_images(entry, run_dir=run.path, data=None, count=16, out=None, device=device)
+    path = write_report(run, record, out)
+    console.print(f"wrote {path}", highlight=False)
 
 
 @app.command("list")

@@ -64,6 +64,8 @@ from gentool.errors import (
 from gentool.images import save_grid
 from gentool.kernels.dispatch import check_requested_backend
 from gentool.models import build_model, spec_to_dict
+from gentool.monitor import EpochMonitor, EvalSchedule
+from gentool.plots import EPOCHS_FILE
 from gentool.registry import PluginEntry, describe_exception, strict_plugins
 
 SAMPLE_GRID_SIZE = 64  # images in each epoch's sample grid (8×8)
@@ -88,6 +90,7 @@ class TrainRequest:
     acceleration: Acceleration | None = None  # None: plain float32 eager steps
     ema: float | None = None  # decay of a moving average of the weights; on resume, the run's
     overwrite: bool = False  # replace the run in run_dir; never anything that is not a run
+    eval_schedule: EvalSchedule | None = None  # --eval-every: metrics during training
 
 
 @dataclass(frozen=True)
@@ -191,6 +194,7 @@ def run_training(request: TrainRequest, console: Console) -> tuple[TrainSummary,
             console=console,
             acceleration=acceleration,
             ranks=ranks,
+            eval_schedule=request.eval_schedule,
         )
     finally:
         leave_group()
@@ -316,6 +320,7 @@ def fit(
     console: Console,
     acceleration: Acceleration | None = None,
     ranks: Ranks | None = None,
+    eval_schedule: EvalSchedule | None = None,
 ) -> TrainSummary:
     """Train until `epochs` epochs are done, checkpointing after each, and return a summary.
 
@@ -387,6 +392,12 @@ def fit(
     steps = 0
     started = time.perf_counter()
     last_grid = None
+    monitor = None
+    if ranks.main:
+        epoch_log = MetricsLog(run.path / EPOCHS_FILE, keep_through_step=progress.global_step)
+        monitor = EpochMonitor(
+            plugin, config, dataset, run, console, epoch_log, eval_schedule, seed=seed
+        )
     with _stop_on_signals() as stop, TrainingDisplay(console) as display:
         for epoch in range(progress.epoch, epochs):
             phase = phase_at(phases, epoch)
@@ -395,6 +406,7 @@ def fit(
             display.start_epoch(
                 epoch, epochs, loader.steps_per_epoch, progress.step_in_epoch, context.phase
             )
+            epoch_started = time.perf_counter()
             for batch in loader.epoch(epoch, start_step=progress.step_in_epoch):
                 context.epoch, context.global_step = epoch, progress.global_step
                 if acceleration.channels_last and batch.images.dim() == 4:
@@ -439,6 +451,16 @@ def fit(
                     last_grid = write_sample_grid(model, plugin, grid, seed=seed)
             save()
             display.end_epoch()
+            if monitor is not None:  # measured on the weights that sample, as the grids are
+                averaged = ema.applied_to(model) if ema else nullcontext()
+                with _compile_failures(acceleration.compile, plugin), averaged:
+                    monitor.end_epoch(
+                        model,
+                        progress.epoch,
+                        progress.global_step,
+                        time.perf_counter() - epoch_started,
+                        last=progress.epoch == epochs,
+                    )
     seconds = time.perf_counter() - started
     return TrainSummary(
         epochs_done=progress.epoch,

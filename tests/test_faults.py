@@ -194,6 +194,8 @@ def test_the_temporary_files_of_a_run_killed_before_its_first_checkpoint_are_cle
     assert result.exit_code == 0, result.output
     assert sorted(path.name for path in run.iterdir()) == [
         "checkpoint-00000003",
+        "epochs.jsonl",
+        "loss.png",
         "metrics.jsonl",
         "run.json",
         "samples",

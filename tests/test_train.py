@@ -85,6 +85,8 @@ def test_a_run_folder_has_checkpoint_samples_and_metrics(dcgan_entry, tmp_path):
     assert record.config["image_size"] == 16 and record.data["count"] == 48
     assert sorted(path.name for path in run.path.iterdir()) == [
         "checkpoint-00000006",
+        "epochs.jsonl",
+        "loss.png",
         "metrics.jsonl",
         "run.json",
         "samples",

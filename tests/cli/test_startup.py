@@ -17,7 +17,9 @@ except SystemExit as exit:
     code = exit.code or 0
 else:
     code = 0
-heavy = sorted(name for name in ("torch", "triton", "numpy", "PIL") if name in sys.modules)
+heavy = sorted(
+    name for name in ("torch", "triton", "numpy", "PIL", "matplotlib") if name in sys.modules
+)
 print("HEAVY:" + ",".join(heavy))
 sys.exit(code)
 """

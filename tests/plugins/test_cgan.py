@@ -287,7 +287,7 @@ def shape_descriptors(images: torch.Tensor) -> torch.Tensor:
     return torch.stack(features, dim=1)
 
 
-def test_samples_show_the_class_they_are_asked_for(tmp_path):
+def test_samples_show_the_class_they_are_asked_for(tmp_path, tiny_cpu_training):
     entry = resolve("cgan")
     request = TrainRequest(
         entry=entry,

@@ -1,0 +1,353 @@
+"""Evaluating a trained model: FID, KID, precision/recall and reconstruction metrics.
+
+The statistics of the real images are cached under ``$GENTOOL_CACHE/stats`` (safetensors for the
+features, mean and covariance; JSON describing them), keyed by a hash of the data's content
+fingerprint (which covers the preprocessing), the image count and the feature extractor's
+identity (which covers its weights), so a second evaluation against the same data extracts only
+the generated images' features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from gentool import synthetic
+from gentool.api import DataSpec, ModelPlugin
+from gentool.atomic import atomic_write, write_text
+from gentool.checkpoint import RunFolder
+from gentool.data import (
+    BUILTIN_PREFIX,
+    DEFAULT_IMAGE_SIZE,
+    ImageDataset,
+    cache_dir,
+    load_dataset,
+    to_uint8,
+    to_value_range,
+)
+from gentool.errors import GentoolError
+from gentool.features import FeatureExtractor, load_extractor
+from gentool.metrics import (
+    GaussianStatistics,
+    frechet_distance,
+    gaussian_statistics,
+    kernel_inception_distance,
+    mean_pairwise_distance,
+    mse,
+    precision_recall,
+    psnr,
+    ssim,
+)
+from gentool.models import load_trained, spec_from_dict
+from gentool.registry import PluginEntry
+
+METRIC_NAMES = ("fid", "kid", "pr", "recon")
+SAMPLING_METRICS = frozenset({"fid", "kid", "pr"})
+MIN_IMAGES = 10  # fewer leave precision/recall's k-NN radii and KID's subsets meaningless
+DIVERSITY_COUNT = 1000  # features whose mean pairwise distance measures a sample's diversity
+_STATS_FORMAT = 1  # bump when the cached statistics change meaning
+_SAMPLE_BATCH = 250
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """What to measure, on how many images, with which features."""
+
+    metrics: tuple[str, ...]
+    n: int
+    features: str = "builtin"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    run: RunFolder
+    epoch: int
+    step: int
+    values: dict[str, Any]  # metric name → value, and the settings it was measured with
+    cache_hit: bool | None  # whether the real statistics came from the cache (None: not needed)
+
+
+def default_metrics(plugin: ModelPlugin) -> tuple[str, ...]:
+    """Every metric the model's capabilities allow."""
+    chosen = ["fid", "kid", "pr"] if plugin.capabilities.sample else []
+    if plugin.capabilities.reconstruct:
+        chosen.append("recon")
+    return tuple(chosen)
+
+
+def parse_metrics(
+    text: str | None, plugin: ModelPlugin, flag: str = "--metrics"
+) -> tuple[str, ...]:
+    """A comma-separated `flag` value, checked against the names and the model."""
+    if text is None:
+        return default_metrics(plugin)
+    chosen = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+    unknown = [name for name in chosen if name not in METRIC_NAMES]
+    if unknown or not chosen:
+        raise GentoolError(
+            f"unknown {flag} {', '.join(unknown) or repr(text)}: choose from "
+            f"{', '.join(METRIC_NAMES)}"
+        )
+    if not plugin.capabilities.sample and SAMPLING_METRICS & set(chosen):
+        raise GentoolError(
+            f"{plugin.name} does not sample new images, so fid, kid and pr do not apply; "
+            f"use {flag} recon"
+        )
+    if not plugin.capabilities.reconstruct and "recon" in chosen:
+        raise GentoolError(f"{plugin.name} does not reconstruct images, so recon does not apply")
+    return chosen
+
+
+def evaluate_run(
+    entry: PluginEntry,
+    *,
+    run_dir: Path | None,
+    data: str | None,
+    settings: EvalSettings,
+    device: str,
+    raw_weights: bool = False,
+) -> EvalResult:
+    """Measure a trained run and append the values to its metrics.jsonl.
+
+    Runs trained with --ema are measured on their moving average, the weights that sample,
+    unless `raw_weights`.
+    """
+    from gentool.train import resolve_device  # the trainer watches runs through this module
+
+    plugin = entry.plugin
+    assert plugin is not None  # the registry resolves loaded plugins only
+    model, record, run = load_trained(
+        entry, run_dir, resolve_device(device), averaged=not raw_weights
+    )
+    config = plugin.parse_config(record.config)
+    source = data or record.data["source"]
+    # Other data than the run's counts as held out; the run's own data is extended past it.
+    held_out_from = record.data.get("count") if source == record.data["source"] else None
+    evaluation = measure(
+        model,
+        plugin,
+        spec_from_dict(record.data["spec"]),
+        source=source,
+        image_size=getattr(config, "image_size", None),
+        settings=settings,
+        held_out_from=held_out_from,
+    )
+    values = {"event": "eval", **evaluation.values}
+    epoch, step = record.progress.epoch, record.progress.global_step
+    append_metrics(run.metrics_file, {"epoch": epoch, "step": step, **values})
+    return EvalResult(run, epoch, step, values, evaluation.cache_hit)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    values: dict[str, Any]
+    cache_hit: bool | None
+
+
+def measure(
+    model: torch.nn.Module,
+    plugin: ModelPlugin,
+    spec: DataSpec,
+    *,
+    source: str,
+    image_size: int | None,
+    settings: EvalSettings,
+    held_out_from: int | None,
+) -> Measurement:
+    """The chosen metrics of `model` against `source`.
+
+    Generated images are drawn with a fixed seed (one class after another for conditional
+    models). Reconstructions are of held-out images where there are any: built-in sets are
+    extended past the `held_out_from` images trained on; other data is used as given.
+    """
+    if settings.n < MIN_IMAGES:
+        raise GentoolError(f"--n must be at least {MIN_IMAGES}, got {settings.n}")
+    device = next(model.parameters()).device
+    values: dict[str, Any] = {"n": settings.n, "features": settings.features}
+    cache_hit = None
+    was_training = model.training
+    model.eval()
+    try:
+        if SAMPLING_METRICS & set(settings.metrics):
+            extractor = load_extractor(settings.features, device)
+            real = load_dataset(source, image_size=image_size, limit=settings.n)
+            _check_shape(real.spec, spec, source)
+            real_stats, cache_hit = real_statistics(real, extractor)
+            fake_images = generate(model, plugin, spec, settings.n, seed=settings.seed)
+            fake = extractor(fake_images, device)
+            values.update(compare_features(real_stats, fake, settings.metrics, seed=settings.seed))
+        if "recon" in settings.metrics:
+            originals, held_out = recon_images(source, image_size, settings.n, held_out_from)
+            _check_shape(_spec_of(originals), spec, source)
+            values.update(reconstruction_metrics(model, plugin, originals))
+            values["held_out"] = held_out
+    finally:
+        model.train(was_training)
+    return Measurement(values, cache_hit)
+
+
+@dataclass(frozen=True)
+class RealStatistics:
+    features: torch.Tensor  # (n, d) float32
+    gaussian: GaussianStatistics
+
+
+def real_statistics(
+    dataset: ImageDataset, extractor: FeatureExtractor
+) -> tuple[RealStatistics, bool]:
+    """The real images' features and Gaussian, from the cache when it has them; and whether
+    it did."""
+    key = statistics_key(dataset, extractor)
+    folder = stats_dir()
+    tensors_path, description_path = folder / f"{key}.safetensors", folder / f"{key}.json"
+    if tensors_path.exists():
+        try:
+            with safe_open(str(tensors_path), "pt") as handle:
+                tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+            gaussian = GaussianStatistics(tensors["mean"], tensors["covariance"])
+            return RealStatistics(tensors["features"], gaussian), True
+        except (OSError, SafetensorError, KeyError):
+            pass  # a damaged entry is recomputed below
+    features = extractor(dataset.images)
+    gaussian = gaussian_statistics(features)
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_write(tensors_path) as temporary:
+        save_file(
+            {"features": features, "mean": gaussian.mean, "covariance": gaussian.covariance},
+            temporary,
+        )
+    description = {
+        "source": dataset.source,
+        "fingerprint": dataset.fingerprint,
+        "count": len(dataset),
+        "extractor": json.loads(extractor.identity),
+        "format": _STATS_FORMAT,
+    }
+    write_text(description_path, json.dumps(description, indent=2) + "\n")
+    return RealStatistics(features, gaussian), False
+
+
+def statistics_key(dataset: ImageDataset, extractor: FeatureExtractor) -> str:
+    """The cache key of a data set's statistics under an extractor."""
+    identity = json.dumps(
+        [_STATS_FORMAT, dataset.fingerprint, len(dataset), extractor.identity], sort_keys=True
+    )
+    return hashlib.sha256(identity.encode()).hexdigest()[:32]
+
+
+def stats_dir() -> Path:
+    """Where real-data statistics are cached: beside the decoded data in gentool's cache."""
+    return cache_dir().parent / "stats"
+
+
+def compare_features(
+    real: RealStatistics, fake: torch.Tensor, metrics: Iterable[str], *, seed: int
+) -> dict[str, float]:
+    """FID, KID and precision/recall of generated features against real statistics, and the
+    diversity (mean pairwise feature distance) of both."""
+    chosen = set(metrics)
+    values: dict[str, float] = {}
+    if "fid" in chosen:
+        values["fid"] = frechet_distance(real.gaussian, gaussian_statistics(fake))
+    if "kid" in chosen:
+        generator = torch.Generator().manual_seed(seed)
+        values["kid"], values["kid_std"] = kernel_inception_distance(
+            real.features, fake, generator=generator
+        )
+    if "pr" in chosen:
+        values["precision"], values["recall"] = precision_recall(real.features, fake)
+    values["diversity"] = mean_pairwise_distance(fake[:DIVERSITY_COUNT])
+    values["diversity_real"] = mean_pairwise_distance(real.features[:DIVERSITY_COUNT])
+    return values
+
+
+def generate(
+    model: torch.nn.Module, plugin: ModelPlugin, spec: DataSpec, count: int, *, seed: int
+) -> torch.Tensor:
+    """`count` samples as (N, C, H, W) uint8, from a fixed seed."""
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    batches = []
+    with torch.no_grad():
+        for start in range(0, count, _SAMPLE_BATCH):
+            size = min(_SAMPLE_BATCH, count - start)
+            labels = None
+            if plugin.capabilities.conditional:
+                labels = torch.arange(start, start + size, device=device) % spec.num_classes
+            images = model.sample(size, labels=labels, generator=generator)
+            batches.append(to_uint8(images, plugin.value_range).cpu())
+    return torch.cat(batches)
+
+
+def recon_images(
+    source: str, image_size: int | None, count: int, held_out_from: int | None
+) -> tuple[torch.Tensor, bool]:
+    """(N, C, H, W) uint8 images to reconstruct, and whether the model never trained on them."""
+    if source.startswith(BUILTIN_PREFIX) and held_out_from is not None:
+        name = source.removeprefix(BUILTIN_PREFIX)
+        size = image_size or DEFAULT_IMAGE_SIZE
+        if name == "faces":
+            pixels = synthetic.make_faces(count, size, start=held_out_from)
+        else:
+            pixels, _ = synthetic.make_shapes(count, size, start=held_out_from)
+        return torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous(), True
+    dataset = load_dataset(source, image_size=image_size, limit=count)
+    return dataset.images, held_out_from is None
+
+
+def reconstruction_metrics(
+    model: torch.nn.Module, plugin: ModelPlugin, originals: torch.Tensor
+) -> dict[str, float]:
+    """MSE, PSNR and SSIM of the model's reconstructions, in [0, 1] pixel units."""
+    device = next(model.parameters()).device
+    low, high = plugin.value_range
+    outputs = []
+    with torch.no_grad():
+        for start in range(0, originals.shape[0], _SAMPLE_BATCH):
+            batch = to_value_range(originals[start : start + _SAMPLE_BATCH], plugin.value_range)
+            outputs.append(model.reconstruct(batch.to(device)).float().cpu())
+    reconstructions = ((torch.cat(outputs) - low) / (high - low)).clamp(0, 1)
+    targets = originals.to(torch.float32) / 255
+    return {
+        "mse": mse(targets, reconstructions),
+        "psnr": psnr(targets, reconstructions),
+        "ssim": ssim(targets, reconstructions),
+    }
+
+
+def append_metrics(path: Path, values: Mapping[str, Any]) -> None:
+    """One more line of metrics.jsonl."""
+    finite = {
+        key: value if not isinstance(value, float) or math.isfinite(value) else str(value)
+        for key, value in values.items()
+    }
+    with path.open("a", encoding="utf-8") as file:
+        file.write(json.dumps(finite) + "\n")
+
+
+def _spec_of(images: torch.Tensor) -> DataSpec:
+    _, channels, height, width = images.shape
+    return DataSpec(channels, height, width)
+
+
+def _check_shape(found: DataSpec, trained: DataSpec, source: str) -> None:
+    if (found.channels, found.height, found.width) != (
+        trained.channels,
+        trained.height,
+        trained.width,
+    ):
+        raise GentoolError(
+            f"{source!r} gives {found.channels}-channel {found.height}×{found.width} images, "
+            f"and the run was trained on {trained.channels}-channel {trained.height}×"
+            f"{trained.width} ones"
+        )
