@@ -282,7 +282,10 @@ class RunFolder:
             shutil.rmtree(leftover, ignore_errors=True)
         staging.mkdir(parents=True)
         try:
-            metadata = {"plugin": json.dumps(record.plugin), "config": json.dumps(record.config)}
+            # One metadata key: safetensors writes its metadata in hash order, which differs
+            # between processes, and the same weights must make the same bytes (and digests).
+            about = {"plugin": record.plugin, "config": record.config}
+            metadata = {"gentool": json.dumps(about, sort_keys=True)}
             save_file(_cpu_copies(model.state_dict()), staging / MODEL_FILE, metadata=metadata)
             optimizer_tensors = {}
             optimizer_rest = {}

@@ -51,6 +51,18 @@ def test_a_trained_model_loads_back_with_identical_weights(dcgan_entry, trained)
         assert torch.equal(value, other), name
 
 
+def test_the_same_weights_are_saved_as_the_same_bytes(dcgan_entry, trained, in_tmp):
+    """Digests compare checkpoints: nothing in a file may vary from one save to the next."""
+    model, record, _ = load_trained(dcgan_entry, trained.path, torch.device("cpu"))
+    optimizers = optimizers_of(model, dcgan_entry.plugin)
+    contents = set()
+    for copy in range(8):
+        run = RunFolder(in_tmp / f"copy-{copy}")
+        run.save(record, model, optimizers)
+        contents.add((run.path / record.checkpoint / "model.safetensors").read_bytes())
+    assert len(contents) == 1
+
+
 def flip_a_byte_in_the_weights(run: RunFolder) -> None:
     """Damage that safetensors alone cannot see: the header stays valid, one weight changes."""
     weights = run.path / run.read().checkpoint / "model.safetensors"
