@@ -13,6 +13,7 @@ records its peak memory on the GPU. float32 runs with TF32 as PyTorch's default 
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gentool.kernels import ConvTransposeBNReLU
+from gentool.kernels.dispatch import use_backend
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 BATCH = int(os.environ.get("GENTOOL_BENCH_BATCH", "128"))
@@ -66,11 +68,12 @@ def synchronize() -> None:
 
 
 @pytest.fixture
-def kernel_backend(monkeypatch):
-    def choose(backend: str) -> None:
-        monkeypatch.setenv("GENTOOL_KERNELS", "triton" if backend == "triton" else "torch")
-
-    return choose
+def kernel_backend():
+    """Runs the rest of the test on the block's kernel backend."""
+    with contextlib.ExitStack() as stack:
+        yield lambda backend: stack.enter_context(
+            use_backend("triton" if backend == "triton" else "torch")
+        )
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -10,12 +10,11 @@ achieved bandwidth: the fused op's forward moves 3 tensors (μ and log σ² in, 
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
 from gentool.kernels import reparameterize_kl
+from gentool.kernels.dispatch import use_backend
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 # (batch, latent): VAE latent sizes, then 16M elements.
@@ -35,15 +34,8 @@ def on_backend(backend: str):
     """reparameterize_kl pinned to one backend, whatever GENTOOL_KERNELS says."""
 
     def run(mu: torch.Tensor, logvar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        previous = os.environ.get("GENTOOL_KERNELS")
-        os.environ["GENTOOL_KERNELS"] = backend
-        try:
+        with use_backend(backend):
             return reparameterize_kl(mu, logvar)
-        finally:
-            if previous is None:
-                os.environ.pop("GENTOOL_KERNELS")
-            else:
-                os.environ["GENTOOL_KERNELS"] = previous
 
     return run
 

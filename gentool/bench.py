@@ -9,7 +9,6 @@ in the same run (a large on-device copy), not a datasheet.
 from __future__ import annotations
 
 import math
-import os
 import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -22,7 +21,7 @@ import torch.nn.functional as F
 
 from gentool.distributed import Ranks, shard_size
 from gentool.kernels import convt_bn_relu, reparameterize_kl_reference
-from gentool.kernels.dispatch import BACKEND_ENV, choose_backend
+from gentool.kernels.dispatch import choose_backend, use_backend
 from gentool.kernels.reparam_kl import reparameterize_kl
 
 Tensors = tuple[torch.Tensor, ...]
@@ -101,7 +100,7 @@ _reparam_compiled = torch.compile(_reparam_eager, dynamic=False)
 
 def _on_backend(backend: str) -> Callable[[Tensors, torch.Tensor | None], Tensors]:
     def run(inputs: Tensors, eps: torch.Tensor | None) -> Tensors:
-        with kernel_backend(backend):
+        with use_backend(backend):
             return reparameterize_kl(*inputs, eps=eps)
 
     return run
@@ -173,7 +172,7 @@ def _convt_on_backend(backend: str) -> Callable[[Tensors, torch.Tensor | None], 
     def run(inputs: Tensors, noise: torch.Tensor | None) -> Tensors:
         x, weight, gamma, beta = inputs
         stride, padding = _convt_geometry(x)
-        with kernel_backend(backend):
+        with use_backend(backend):
             out = convt_bn_relu(
                 x, weight, None, gamma, beta, None, None,
                 training=True, momentum=0.1, eps=1e-5, stride=stride, padding=padding,
@@ -229,20 +228,6 @@ OPS: dict[str, Op] = {op.name: op for op in (REPARAM_KL, CONVT_BN_RELU)}
 
 
 # --- running ------------------------------------------------------------------------------------
-
-
-@contextmanager
-def kernel_backend(name: str) -> Iterator[None]:
-    """GENTOOL_KERNELS set to `name` for the duration of the block."""
-    previous = os.environ.get(BACKEND_ENV)
-    os.environ[BACKEND_ENV] = name
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop(BACKEND_ENV, None)
-        else:
-            os.environ[BACKEND_ENV] = previous
 
 
 def device_copy_ceiling(device: torch.device) -> float:
@@ -401,7 +386,7 @@ def _why_backend_cannot_run(
         if device.type != "cuda":
             return "Triton kernels need a CUDA device"
         try:
-            with kernel_backend("triton"):
+            with use_backend("triton"):
                 choose_backend(op.name, torch.empty(0, device=device, dtype=dtype))
         except Exception as error:
             return str(error)
@@ -502,7 +487,7 @@ def bench_training(
         if variant == "fused" and device.type != "cuda":
             results.append(TrainResult(variant, "skipped", "Triton kernels need a CUDA device"))
             continue
-        with kernel_backend("triton" if variant == "fused" else "torch"):
+        with use_backend("triton" if variant == "fused" else "torch"):
             torch.manual_seed(0)
             channels_last = variant.endswith("channels-last")
             model = build_model(plugin, config, spec, device)

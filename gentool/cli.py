@@ -7,6 +7,7 @@ do not import torch. Commands that compute import torch inside their bodies, so 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -267,7 +268,7 @@ def train(
     from gentool.distributed import Ranks, ranks_from_environment, shard_size
     from gentool.evaluate import SAMPLING_METRICS, EvalSettings, parse_metrics
     from gentool.features import FEATURE_NAMES, load_extractor
-    from gentool.kernels.dispatch import BACKEND_ENV, requested_backend
+    from gentool.kernels.dispatch import check_backend_name, use_backend
     from gentool.monitor import TRAINING_EVAL_IMAGES, EvalSchedule
     from gentool.train import Acceleration, TrainRequest, run_training
 
@@ -295,8 +296,7 @@ def train(
             load_extractor(features)  # a missing package or weights fails now, not later
         eval_schedule = EvalSchedule(eval_every, settings)
     if kernels is not None:
-        os.environ[BACKEND_ENV] = kernels
-        requested_backend()  # validates the name
+        check_backend_name(kernels)
     if overwrite and resume:
         raise ConfigError(
             "--overwrite and --resume contradict each other: --resume continues the run in "
@@ -344,7 +344,8 @@ def train(
         overwrite=overwrite,
         eval_schedule=eval_schedule,
     )
-    summary, run = run_training(request, console)
+    with use_backend(kernels) if kernels is not None else contextlib.nullcontext():
+        summary, run = run_training(request, console)
     if not ranks_from_environment().main:
         return
     grid = f"; last samples: {summary.last_sample_grid}" if summary.last_sample_grid else ""

@@ -161,11 +161,11 @@ def test_every_command_has_help_with_an_example():
 
 
 def test_kernel_backend_is_validated_before_training(in_tmp, monkeypatch):
-    monkeypatch.setenv("GENTOOL_KERNELS", "auto")  # restored after the CLI sets it
+    monkeypatch.setenv("GENTOOL_KERNELS", "auto")  # the default, which --kernels overrides
     assert_one_line_error(
         invoke("train", "dcgan", "--kernels", "fastest"),
         1,
-        "GENTOOL_KERNELS='fastest' is not a kernel backend; use one of auto, triton, torch",
+        "--kernels 'fastest' is not a kernel backend; use one of auto, triton, torch",
     )
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     result = invoke("train", "dcgan", "--kernels", "triton", "--device", "cpu")
