@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from gentool import synthetic
 from gentool.api import DataSpec, ModelPlugin
 from gentool.atomic import atomic_write, write_text
 from gentool.checkpoint import RunFolder
@@ -29,13 +27,16 @@ from gentool.data import (
     BUILTIN_PREFIX,
     DEFAULT_IMAGE_SIZE,
     ImageDataset,
+    builtin_arrays,
     cache_dir,
+    check_fits,
     load_dataset,
-    to_uint8,
     to_value_range,
 )
+from gentool.devices import resolve_device
 from gentool.errors import GentoolError
 from gentool.features import FeatureExtractor, load_extractor
+from gentool.jsonl import append_line
 from gentool.metrics import (
     GaussianStatistics,
     frechet_distance,
@@ -47,15 +48,16 @@ from gentool.metrics import (
     psnr,
     ssim,
 )
-from gentool.models import load_trained, spec_from_dict
+from gentool.models import image_size_of, load_trained
 from gentool.registry import PluginEntry
+from gentool.sampling import draw_uint8, evaluating
 
 METRIC_NAMES = ("fid", "kid", "pr", "recon")
 SAMPLING_METRICS = frozenset({"fid", "kid", "pr"})
 MIN_IMAGES = 10  # fewer leave precision/recall's k-NN radii and KID's subsets meaningless
 DIVERSITY_COUNT = 1000  # features whose mean pairwise distance measures a sample's diversity
 _STATS_FORMAT = 1  # bump when the cached statistics change meaning
-_SAMPLE_BATCH = 250
+_RECONSTRUCT_BATCH = 250
 
 
 @dataclass(frozen=True)
@@ -122,29 +124,27 @@ def evaluate_run(
     Runs trained with --ema are measured on their moving average, the weights that sample,
     unless `raw_weights`.
     """
-    from gentool.train import resolve_device  # the trainer watches runs through this module
-
     plugin = entry.plugin
     assert plugin is not None  # the registry resolves loaded plugins only
     model, record, run = load_trained(
         entry, run_dir, resolve_device(device), averaged=not raw_weights
     )
     config = plugin.parse_config(record.config)
-    source = data or record.data["source"]
+    source = data or record.data.source
     # Other data than the run's counts as held out; the run's own data is extended past it.
-    held_out_from = record.data.get("count") if source == record.data["source"] else None
+    held_out_from = record.data.count if source == record.data.source else None
     evaluation = measure(
         model,
         plugin,
-        spec_from_dict(record.data["spec"]),
+        record.data.spec,
         source=source,
-        image_size=getattr(config, "image_size", None),
+        image_size=image_size_of(config),
         settings=settings,
         held_out_from=held_out_from,
     )
     values = {"event": "eval", **evaluation.values}
     epoch, step = record.progress.epoch, record.progress.global_step
-    append_metrics(run.metrics_file, {"epoch": epoch, "step": step, **values})
+    append_line(run.metrics_file, {"epoch": epoch, "step": step, **values})
     return EvalResult(run, epoch, step, values, evaluation.cache_hit)
 
 
@@ -175,24 +175,19 @@ def measure(
     device = next(model.parameters()).device
     values: dict[str, Any] = {"n": settings.n, "features": settings.features}
     cache_hit = None
-    was_training = model.training
-    model.eval()
-    try:
-        if SAMPLING_METRICS & set(settings.metrics):
-            extractor = load_extractor(settings.features, device)
-            real = load_dataset(source, image_size=image_size, limit=settings.n)
-            _check_shape(real.spec, spec, source)
-            real_stats, cache_hit = real_statistics(real, extractor)
-            fake_images = generate(model, plugin, spec, settings.n, seed=settings.seed)
-            fake = extractor(fake_images, device)
-            values.update(compare_features(real_stats, fake, settings.metrics, seed=settings.seed))
-        if "recon" in settings.metrics:
-            originals, held_out = recon_images(source, image_size, settings.n, held_out_from)
-            _check_shape(_spec_of(originals), spec, source)
-            values.update(reconstruction_metrics(model, plugin, originals))
-            values["held_out"] = held_out
-    finally:
-        model.train(was_training)
+    if SAMPLING_METRICS & set(settings.metrics):
+        extractor = load_extractor(settings.features, device)
+        real = load_dataset(source, image_size=image_size, limit=settings.n)
+        check_fits(real.spec, spec, source)
+        real_stats, cache_hit = real_statistics(real, extractor)
+        fake_images = draw_uint8(model, plugin, spec, settings.n, seed=settings.seed)
+        fake = extractor(fake_images, device)
+        values.update(compare_features(real_stats, fake, settings.metrics, seed=settings.seed))
+    if "recon" in settings.metrics:
+        originals, held_out = recon_images(source, image_size, settings.n, held_out_from)
+        check_fits(_spec_of(originals), spec, source)
+        values.update(reconstruction_metrics(model, plugin, originals))
+        values["held_out"] = held_out
     return Measurement(values, cache_hit)
 
 
@@ -271,35 +266,13 @@ def compare_features(
     return values
 
 
-def generate(
-    model: torch.nn.Module, plugin: ModelPlugin, spec: DataSpec, count: int, *, seed: int
-) -> torch.Tensor:
-    """`count` samples as (N, C, H, W) uint8, from a fixed seed."""
-    device = next(model.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(seed)
-    batches = []
-    with torch.no_grad():
-        for start in range(0, count, _SAMPLE_BATCH):
-            size = min(_SAMPLE_BATCH, count - start)
-            labels = None
-            if plugin.capabilities.conditional:
-                labels = torch.arange(start, start + size, device=device) % spec.num_classes
-            images = model.sample(size, labels=labels, generator=generator)
-            batches.append(to_uint8(images, plugin.value_range).cpu())
-    return torch.cat(batches)
-
-
 def recon_images(
     source: str, image_size: int | None, count: int, held_out_from: int | None
 ) -> tuple[torch.Tensor, bool]:
     """(N, C, H, W) uint8 images to reconstruct, and whether the model never trained on them."""
     if source.startswith(BUILTIN_PREFIX) and held_out_from is not None:
-        name = source.removeprefix(BUILTIN_PREFIX)
-        size = image_size or DEFAULT_IMAGE_SIZE
-        if name == "faces":
-            pixels = synthetic.make_faces(count, size, start=held_out_from)
-        else:
-            pixels, _ = synthetic.make_shapes(count, size, start=held_out_from)
+        name, size = source.removeprefix(BUILTIN_PREFIX), image_size or DEFAULT_IMAGE_SIZE
+        pixels, _, _ = builtin_arrays(name, count, size, start=held_out_from)
         return torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous(), True
     dataset = load_dataset(source, image_size=image_size, limit=count)
     return dataset.images, held_out_from is None
@@ -312,10 +285,11 @@ def reconstruction_metrics(
     device = next(model.parameters()).device
     low, high = plugin.value_range
     outputs = []
-    with torch.no_grad():
-        for start in range(0, originals.shape[0], _SAMPLE_BATCH):
-            batch = to_value_range(originals[start : start + _SAMPLE_BATCH], plugin.value_range)
-            outputs.append(model.reconstruct(batch.to(device)).float().cpu())
+    with evaluating(model):
+        for start in range(0, originals.shape[0], _RECONSTRUCT_BATCH):
+            batch = originals[start : start + _RECONSTRUCT_BATCH]
+            batch = to_value_range(batch, plugin.value_range).to(device)
+            outputs.append(model.reconstruct(batch).float().cpu())
     reconstructions = ((torch.cat(outputs) - low) / (high - low)).clamp(0, 1)
     targets = originals.to(torch.float32) / 255
     return {
@@ -325,29 +299,6 @@ def reconstruction_metrics(
     }
 
 
-def append_metrics(path: Path, values: Mapping[str, Any]) -> None:
-    """One more line of metrics.jsonl."""
-    finite = {
-        key: value if not isinstance(value, float) or math.isfinite(value) else str(value)
-        for key, value in values.items()
-    }
-    with path.open("a", encoding="utf-8") as file:
-        file.write(json.dumps(finite) + "\n")
-
-
 def _spec_of(images: torch.Tensor) -> DataSpec:
     _, channels, height, width = images.shape
     return DataSpec(channels, height, width)
-
-
-def _check_shape(found: DataSpec, trained: DataSpec, source: str) -> None:
-    if (found.channels, found.height, found.width) != (
-        trained.channels,
-        trained.height,
-        trained.width,
-    ):
-        raise GentoolError(
-            f"{source!r} gives {found.channels}-channel {found.height}×{found.width} images, "
-            f"and the run was trained on {trained.channels}-channel {trained.height}×"
-            f"{trained.width} ones"
-        )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -14,13 +13,21 @@ from safetensors.torch import save_file
 
 from gentool.api import DataSpec, ModelPlugin
 from gentool.atomic import atomic_write
-from gentool.checkpoint import RunRecord
-from gentool.data import load_dataset, load_image, to_uint8, to_value_range
+from gentool.data import (
+    ImageDataset,
+    check_fits,
+    load_dataset,
+    load_image,
+    to_uint8,
+    to_value_range,
+)
+from gentool.devices import resolve_device
 from gentool.errors import GentoolError, PluginError
 from gentool.images import save_grid
-from gentool.models import load_trained, spec_from_dict
+from gentool.models import image_size_of, load_trained
+from gentool.record import RunRecord
 from gentool.registry import PluginEntry
-from gentool.train import resolve_device
+from gentool.sampling import class_grid, device_of, draw, square_columns
 
 OutputFormat = Literal["png", "npz"]
 Interpolation = Literal["lerp", "slerp"]
@@ -62,16 +69,12 @@ def sample_images(
     model, record, run = load_trained(
         entry, run_dir, resolve_device(device), averaged=not raw_weights
     )
-    spec = spec_from_dict(record.data["spec"])
+    spec = record.data.spec
     labels, columns = _sample_labels(plugin, spec, count, label, grid_by_class)
-    generator = _generator(model, seed)
-    with torch.no_grad():
-        images = model.sample(
-            len(labels) if labels is not None else count, labels=labels, generator=generator
-        )
-    _check_images(plugin, images, images.shape[0], spec)
-    suffix = f"sample_seed{seed}_n{images.shape[0]}.{output_format}"
-    path = out or run.samples_dir / suffix
+    total = count if labels is None else len(labels)
+    images = draw(model, plugin, spec, total, seed=seed, labels=labels)
+    _check_images(plugin, images, total, spec)
+    path = out or run.sample_file(seed, total, output_format)
     if output_format == "npz":
         _save_npz(path, images, labels, plugin.value_range)
     else:
@@ -111,7 +114,7 @@ def interpolate_images(
             f"{plugin.name} has no prior to draw random codes from: walk between two images "
             "with --from and --to"
         )
-    spec = spec_from_dict(record.data["spec"])
+    spec = record.data.spec
     labels = None
     if start_image is not None and end_image is not None:
         if not plugin.capabilities.encode:
@@ -120,14 +123,14 @@ def interpolate_images(
                 "drop --from/--to to walk between random codes"
             )
         pixels = torch.stack([load_image(path, spec) for path in (start_image, end_image)])
-        images = to_value_range(pixels, plugin.value_range).to(_device_of(model))
+        images = to_value_range(pixels, plugin.value_range).to(device_of(model))
         with torch.no_grad():
             codes = model.encode(images)
         start, end = codes[:1], codes[1:]
     else:
-        generator = _generator(model, seed)
+        generator = torch.Generator(device=device_of(model)).manual_seed(seed)
         if plugin.capabilities.conditional:
-            labels = torch.arange(rows, device=_device_of(model)) % spec.num_classes
+            labels = torch.arange(rows, device=device_of(model)) % spec.num_classes
         start = model.sample_latent(rows, labels=labels, generator=generator)
         end = model.sample_latent(rows, labels=labels, generator=generator)
     walk = torch.stack([_interpolate(start, end, t, method) for t in _fractions(steps)], dim=1)
@@ -136,7 +139,7 @@ def interpolate_images(
     with torch.no_grad():
         images = model.decode(flat, labels=row_labels)
     _check_images(plugin, images, flat.shape[0], spec)
-    path = out or run.samples_dir / f"interpolate_{method}_seed{seed}.png"
+    path = out or run.interpolation_file(method, seed)
     save_grid(to_uint8(images, plugin.value_range), path, columns=steps)
     return Written(path, images.shape[0], steps)
 
@@ -157,11 +160,10 @@ def reconstruct_images(
         raise GentoolError(f"{plugin.name} does not reconstruct images")
     model, record, run = load_trained(entry, run_dir, resolve_device(device))
     dataset = _run_data(plugin, record, data, limit=count)
-    originals = to_value_range(dataset.images[:count], plugin.value_range).to(_device_of(model))
+    originals = to_value_range(dataset.images[:count], plugin.value_range).to(device_of(model))
     with torch.no_grad():
         reconstructions = model.reconstruct(originals)
-    spec = spec_from_dict(record.data["spec"])
-    _check_images(plugin, reconstructions, originals.shape[0], spec)
+    _check_images(plugin, reconstructions, originals.shape[0], record.data.spec)
     before, after = (
         to_uint8(originals, plugin.value_range),
         to_uint8(reconstructions, plugin.value_range),
@@ -173,7 +175,7 @@ def reconstruct_images(
         for images in (before[start : start + columns], after[start : start + columns]):
             blank = torch.full((columns - len(images), *images.shape[1:]), 255, dtype=torch.uint8)
             rows.append(torch.cat([images, blank.to(images.device)]))  # a short last row, padded
-    path = out or run.samples_dir / f"reconstruct_n{originals.shape[0]}.png"
+    path = out or run.reconstruction_file(originals.shape[0])
     save_grid(torch.cat(rows), path, columns=columns)
     return Written(path, originals.shape[0], columns), error
 
@@ -198,7 +200,7 @@ def encode_images(
     with torch.no_grad():
         for start in range(0, len(dataset), batch_size):
             images = dataset.images[start : start + batch_size]
-            batch = to_value_range(images, plugin.value_range).to(_device_of(model))
+            batch = to_value_range(images, plugin.value_range).to(device_of(model))
             codes.append(model.encode(batch).float().cpu())
     tensors = {"codes": torch.cat(codes).contiguous()}
     if dataset.labels is not None:
@@ -215,20 +217,16 @@ def encode_images(
     return out, len(dataset), tuple(tensors["codes"].shape[1:])
 
 
-def _run_data(plugin: ModelPlugin, record: RunRecord, data: str | None, *, limit: int | None):
+def _run_data(
+    plugin: ModelPlugin, record: RunRecord, data: str | None, *, limit: int | None
+) -> ImageDataset:
     """`data`, or the run's own data, fitted to the run's model."""
     config = plugin.parse_config(record.config)
-    source = data or record.data["source"]
+    source = data or record.data.source
     if limit is None and data is None:
-        limit = record.data.get("limit")
-    dataset = load_dataset(source, image_size=getattr(config, "image_size", None), limit=limit)
-    trained = spec_from_dict(record.data["spec"])
-    if (dataset.spec.channels, dataset.spec.height) != (trained.channels, trained.height):
-        raise GentoolError(
-            f"{source!r} gives {dataset.spec.channels}-channel {dataset.spec.height}×"
-            f"{dataset.spec.width} images, and the run was trained on {trained.channels}-channel "
-            f"{trained.height}×{trained.width} ones"
-        )
+        limit = record.data.limit
+    dataset = load_dataset(source, image_size=image_size_of(config), limit=limit)
+    check_fits(dataset.spec, record.data.spec, source)
     return dataset
 
 
@@ -265,7 +263,7 @@ def _sample_labels(
     grid_by_class: bool | None,
 ) -> tuple[torch.Tensor | None, int]:
     """The labels to sample with (None for unconditional models) and the grid's columns."""
-    square = math.ceil(math.sqrt(count))
+    square = square_columns(count)
     if not plugin.capabilities.conditional:
         if label is not None or grid_by_class:
             raise GentoolError(
@@ -277,8 +275,7 @@ def _sample_labels(
         return torch.full((count,), _class_index(label, spec), dtype=torch.int64), square
     if grid_by_class is False:
         return torch.arange(count) % spec.num_classes, square
-    per_class = max(1, count // spec.num_classes)
-    return torch.arange(spec.num_classes).repeat_interleave(per_class), per_class
+    return class_grid(spec.num_classes, count)
 
 
 def _class_index(label: str, spec: DataSpec) -> int:
@@ -315,11 +312,3 @@ def _save_npz(
 def _plugin_of(entry: PluginEntry) -> ModelPlugin:
     assert entry.plugin is not None  # the registry resolves loaded plugins only
     return entry.plugin
-
-
-def _device_of(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-def _generator(model: torch.nn.Module, seed: int) -> torch.Generator:
-    return torch.Generator(device=_device_of(model)).manual_seed(seed)

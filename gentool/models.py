@@ -8,9 +8,16 @@ from typing import Any
 import torch
 
 from gentool.api import DataSpec, ModelPlugin
-from gentool.checkpoint import RunFolder, RunRecord, latest_run
-from gentool.errors import CheckpointError, ConfigError, PluginError
+from gentool.checkpoint import RunFolder, latest_run
+from gentool.errors import ConfigError, PluginError
+from gentool.record import RunRecord
 from gentool.registry import PluginEntry
+
+
+def image_size_of(config: Any) -> int | None:
+    """The side the model wants its images fitted to: its config's `image_size`, when it has one
+    (see `gentool.api.ModelPlugin`); None means the data's own size."""
+    return getattr(config, "image_size", None)
 
 
 def build_model(
@@ -26,27 +33,6 @@ def build_model(
     return model.to(device)
 
 
-def spec_to_dict(spec: DataSpec) -> dict[str, Any]:
-    return {
-        "channels": spec.channels,
-        "height": spec.height,
-        "width": spec.width,
-        "class_names": list(spec.class_names),
-    }
-
-
-def spec_from_dict(values: dict[str, Any]) -> DataSpec:
-    try:
-        return DataSpec(
-            channels=int(values["channels"]),
-            height=int(values["height"]),
-            width=int(values["width"]),
-            class_names=tuple(str(name) for name in values.get("class_names", ())),
-        )
-    except (KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(f"run.json has a damaged data spec: {error!r}") from None
-
-
 def load_trained(
     entry: PluginEntry, run_dir: Path | None, device: torch.device, *, averaged: bool = False
 ) -> tuple[torch.nn.Module, RunRecord, RunFolder]:
@@ -58,7 +44,7 @@ def load_trained(
     run = RunFolder(run_dir) if run_dir is not None else latest_run(entry.name)
     record = run.read(expected_plugin=entry.name)
     config = entry.plugin.parse_config(record.config)
-    model = build_model(entry.plugin, config, spec_from_dict(record.data.get("spec", {})), device)
+    model = build_model(entry.plugin, config, record.data.spec, device)
     run.load_model(record, model)
     average = run.load_ema(record) if averaged else None
     if average is not None:

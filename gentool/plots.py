@@ -8,17 +8,15 @@ state and no GUI backend, so it works on machines without a display.
 from __future__ import annotations
 
 import io
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from gentool.atomic import atomic_write
-from gentool.checkpoint import METRICS_FILE
+from gentool.jsonl import read_lines
+from gentool.run_files import RunFiles
 
-LOSS_FILE = "loss.png"
-EPOCHS_FILE = "epochs.jsonl"  # a line per epoch: wall time and sample diversity
 # Logged per eval; plotted together where they share a scale.
 METRIC_PANELS: dict[str, tuple[str, ...]] = {
     "FID": ("fid",),
@@ -32,24 +30,9 @@ _NOT_LOSSES = frozenset({"epoch", "step", "phase", "event"})
 _SMOOTHING = 25  # steps in the moving average drawn over the raw loss curve
 
 
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The lines of a metrics.jsonl (torn or foreign lines are skipped)."""
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and "step" in record:
-            records.append(record)
-    return records
-
-
-def read_history(run_path: Path) -> list[dict[str, Any]]:
+def read_history(run: RunFiles) -> list[dict[str, Any]]:
     """metrics.jsonl and epochs.jsonl of a run folder as one history, in step order."""
-    records = read_metrics(run_path / METRICS_FILE) + read_metrics(run_path / EPOCHS_FILE)
+    records = read_lines(run.metrics_file) + read_lines(run.epochs_file)
     return sorted(records, key=lambda record: record["step"])  # stable: a step's lines keep order
 
 
@@ -125,10 +108,10 @@ def training_figure_png(records: Sequence[Mapping[str, Any]], *, title: str) -> 
     return buffer.getvalue()
 
 
-def write_loss_plot(run_path: Path, *, title: str) -> Path | None:
+def write_loss_plot(run: RunFiles, *, title: str) -> Path | None:
     """Draw the run's history into its loss.png (atomically); None with nothing to draw yet."""
-    out = run_path / LOSS_FILE
-    png = training_figure_png(read_history(run_path), title=title)
+    out = run.loss_plot
+    png = training_figure_png(read_history(run), title=title)
     if png is None:
         return None
     with atomic_write(out) as temporary:

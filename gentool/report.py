@@ -10,18 +10,16 @@ from __future__ import annotations
 import base64
 import html
 import json
-import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from gentool.atomic import write_text
-from gentool.checkpoint import RunFolder, RunRecord
 from gentool.plots import event_records, read_history, step_records, training_figure_png
+from gentool.record import RunRecord
+from gentool.run_files import RunFiles
 
-REPORT_FILE = "report.html"
 MAX_EPOCH_GRIDS = 12  # sample grids shown: evenly spaced over the epochs, the last included
-_EPOCH_GRID = re.compile(r"epoch_(\d+)\.png")
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em; color: #222; }
@@ -35,10 +33,10 @@ figcaption { font-size: 0.85em; color: #555; }
 """
 
 
-def write_report(run: RunFolder, record: RunRecord, out: Path | None = None) -> Path:
+def write_report(run: RunFiles, record: RunRecord, out: Path | None = None) -> Path:
     """Write the run's report (default RUN/report.html) atomically and return its path."""
-    records = read_history(run.path)
-    name = record.plugin.get("name", "?")
+    records = read_history(run)
+    name = record.plugin.name
     sections = [
         f"<h1>{_text(name)} · {_text(run)}</h1>",
         _summary(record),
@@ -56,28 +54,24 @@ def write_report(run: RunFolder, record: RunRecord, out: Path | None = None) -> 
         f"<title>gentool report: {_text(name)} · {_text(run)}</title>"
         f"<style>{_STYLE}</style></head>\n<body>\n{body}\n</body></html>\n"
     )
-    path = out or run.path / REPORT_FILE
+    path = out or run.report_file
     write_text(path, page)
     return path
 
 
 def _summary(record: RunRecord) -> str:
-    training = record.training
+    training, plugin = record.training, record.plugin
     rows = [
-        (
-            "model",
-            f"{record.plugin.get('name')} ({record.plugin.get('distribution')} "
-            f"{record.plugin.get('version')})",
-        ),
+        ("model", f"{plugin.name} ({plugin.distribution} {plugin.version})"),
         ("gentool", record.gentool_version),
         (
             "trained",
-            f"{record.progress.epoch} of {training.get('epochs')} epochs, "
+            f"{record.progress.epoch} of {training.epochs} epochs, "
             f"{record.progress.global_step} steps",
         ),
-        ("batch size", training.get("batch_size")),
-        ("seed", training.get("seed")),
-        ("device", training.get("device")),
+        ("batch size", training.batch_size),
+        ("seed", training.seed),
+        ("device", training.device),
         ("created", record.created),
         ("updated", record.updated),
     ]
@@ -85,15 +79,14 @@ def _summary(record: RunRecord) -> str:
 
 
 def _data_rows(record: RunRecord) -> list[tuple[str, Any]]:
-    data = record.data
-    spec = data.get("spec", {})
-    classes = ", ".join(spec.get("class_names", [])) or "none (unlabelled)"
+    data, spec = record.data, record.data.spec
+    classes = ", ".join(spec.class_names) or "none (unlabelled)"
     return [
-        ("source", data.get("source")),
-        ("images", data.get("count")),
-        ("shape", f"{spec.get('channels')}×{spec.get('height')}×{spec.get('width')}"),
+        ("source", data.source),
+        ("images", data.count),
+        ("shape", f"{spec.channels}×{spec.height}×{spec.width}"),
         ("classes", classes),
-        ("fingerprint", data.get("fingerprint")),
+        ("fingerprint", data.fingerprint),
     ]
 
 
@@ -124,12 +117,8 @@ def _latest_eval(records: list[dict[str, Any]]) -> str:
     return _section(label, _table(rows))
 
 
-def _epoch_grids(run: RunFolder) -> str:
-    grids = sorted(
-        (int(match.group(1)), path)
-        for path in run.samples_dir.glob("epoch_*.png")
-        if (match := _EPOCH_GRID.fullmatch(path.name))
-    )
+def _epoch_grids(run: RunFiles) -> str:
+    grids = run.epoch_grids()
     if not grids:
         return ""
     if len(grids) > MAX_EPOCH_GRIDS:
@@ -139,8 +128,8 @@ def _epoch_grids(run: RunFolder) -> str:
     return _section("Samples over the epochs (same seed each epoch)", figures)
 
 
-def _reconstructions(run: RunFolder) -> str:
-    grids = sorted(run.samples_dir.glob("reconstruct_*.png"))
+def _reconstructions(run: RunFiles) -> str:
+    grids = run.reconstruction_files()
     if not grids:
         return ""
     figures = "".join(

@@ -21,7 +21,6 @@ plugin's value range.
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import sys
 import warnings
@@ -38,6 +37,7 @@ if TYPE_CHECKING:
 
 CHECK_CLASSES = ("first", "second", "third")
 CHECK_BATCH = 8
+CHECK_IMAGE_SIZE = 16  # for plugins whose config fixes no image size
 
 
 class CheckFailed(AssertionError):
@@ -211,11 +211,10 @@ def _builds_on_cpu(plugin: ModelPlugin) -> None:
 def _training_step_updates_parameters(plugin: ModelPlugin) -> None:
     import torch
 
-    from gentool.train import StepContext, optimizers_of, phases_of, train_step
+    from gentool.training.step import StepContext, optimizers_of, phases_of, train_step
 
     model, spec = _build(plugin)
     optimizers = optimizers_of(model, plugin)
-    manual = bool(getattr(model, "manual_optimization", False))
     owners = _parameter_owners(model, optimizers, phased=bool(phases_of(model, plugin)))
     before = {name: value.detach().clone() for name, value in model.named_parameters()}
 
@@ -242,11 +241,10 @@ def _training_step_updates_parameters(plugin: ModelPlugin) -> None:
     context = AuditingContext(optimizers, torch.device("cpu"))
     # A model trained in phases moves some parameters in each: one step per phase, then.
     for phase in phases_of(model, plugin) or [None]:
-        context.phase = phase.name if phase else None
-        context.phase_optimizer = phase.optimizer if phase else None
-        logs = train_step(model, _random_batch(plugin, spec), context, optimizers, manual, plugin)
+        context.enter_phase(phase)
+        logs = train_step(model, _random_batch(plugin, spec), context, plugin)
         context._refuse_moves("after the last ctx.step")
-        bad = {name: value for name, value in logs.items() if not math.isfinite(value)}
+        bad = {name: v.tolist() for name, v in logs.items() if not torch.isfinite(v).all()}
         if bad:
             where = f" in phase {phase.name!r}" if phase else ""
             raise CheckFailed(f"one training step{where} logged non-finite values: {bad}")
@@ -421,8 +419,10 @@ CHECKS: list[Check] = [
 def _build(plugin: ModelPlugin, seed: int = 0) -> tuple[torch.nn.Module, DataSpec]:
     import torch
 
+    from gentool.models import image_size_of
+
     config = plugin.parse_config(plugin.test_config)
-    size = getattr(config, "image_size", 16)
+    size = image_size_of(config) or CHECK_IMAGE_SIZE
     classes = CHECK_CLASSES if plugin.capabilities.conditional else ()
     spec = DataSpec(channels=3, height=size, width=size, class_names=classes)
     torch.manual_seed(seed)
@@ -443,22 +443,19 @@ def _random_batch(plugin: ModelPlugin, spec: DataSpec) -> Batch:
 
 
 def _sample(plugin: ModelPlugin, model: Any, spec: DataSpec, *, seed: int) -> torch.Tensor:
-    import torch
+    """Five samples, drawn as gentool draws them (the sampler behind every command)."""
+    from gentool.sampling import draw
 
-    labels = torch.arange(5) % spec.num_classes if spec.class_names else None
-    with torch.no_grad():
-        return model.sample(5, labels=labels, generator=torch.Generator().manual_seed(seed))
+    return draw(model, plugin, spec, 5, seed=seed)
 
 
 def _train_once(plugin: ModelPlugin, model: Any, spec: DataSpec) -> None:
     import torch
 
-    from gentool.train import StepContext, optimizers_of, train_step
+    from gentool.training.step import StepContext, optimizers_of, train_step
 
-    optimizers = optimizers_of(model, plugin)
-    manual = bool(getattr(model, "manual_optimization", False))
-    context = StepContext(optimizers, torch.device("cpu"))
-    train_step(model, _random_batch(plugin, spec), context, optimizers, manual, plugin)
+    context = StepContext(optimizers_of(model, plugin), torch.device("cpu"))
+    train_step(model, _random_batch(plugin, spec), context, plugin)
 
 
 def _parameter_owners(

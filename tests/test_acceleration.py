@@ -13,16 +13,16 @@ from typer.testing import CliRunner
 
 import gentool.cli
 from gentool.api import DataSpec
-from gentool.bench import bench_training
 from gentool.checkpoint import RunFolder
 from gentool.cli import app
-from gentool.ema import ExponentialMovingAverage
 from gentool.errors import GentoolError, Interrupted, TrainingError
 from gentool.kernels import ConvTransposeBNReLU
 from gentool.models import load_trained
 from gentool.plugins.dcgan.model import DCGAN
 from gentool.registry import resolve
-from gentool.train import Acceleration, prepare_model
+from gentool.training.benchmark import bench_training
+from gentool.training.ema import ExponentialMovingAverage
+from gentool.training.speed import Acceleration, prepare_model
 from tests.conftest import TINY_DCGAN, TINY_DCGAN_ARGS, entry_for
 from tests.test_train import checkpoint_tensors, logged_losses, train
 
@@ -256,7 +256,7 @@ def test_nproc_runs_the_same_command_under_torchrun(exit_code, interrupted, monk
     monkeypatch.setattr("sys.argv", ["gentool", *arguments])
     monkeypatch.delenv("RANK", raising=False)
     torchrun = FakeTorchrun(exit_code, interrupted)
-    monkeypatch.setattr(gentool.cli.subprocess, "Popen", torchrun)
+    monkeypatch.setattr(gentool.cli.train.subprocess, "Popen", torchrun)
     result = CliRunner().invoke(app, arguments)
     assert result.exit_code == (130 if interrupted else exit_code)
     (command,) = torchrun.commands
@@ -277,7 +277,7 @@ def test_nproc_checks_that_the_batch_splits_before_starting_torchrun(monkeypatch
     arguments = ["train", "dcgan", "--nproc", "3", "--batch-size", "16"]
     monkeypatch.setattr("sys.argv", ["gentool", *arguments])
     torchrun = FakeTorchrun(0)
-    monkeypatch.setattr(gentool.cli.subprocess, "Popen", torchrun)
+    monkeypatch.setattr(gentool.cli.train.subprocess, "Popen", torchrun)
     result = CliRunner().invoke(app, arguments)
     assert result.exit_code == 1
     assert "error: --batch-size 16 does not split over 3 processes" in result.output
@@ -289,7 +289,7 @@ def test_a_stop_under_torchrun_is_reported_by_rank_0_alone(rank, shown, monkeypa
     def stopped(request, console):
         raise Interrupted("SIGINT: stopped at epoch 1, step 2/3, checkpoint saved")
 
-    monkeypatch.setattr("gentool.train.run_training", stopped)
+    monkeypatch.setattr("gentool.training.run_training", stopped)
     monkeypatch.setenv("RANK", rank)
     result = CliRunner().invoke(app, ["train", "dcgan", "--device", "cpu"])
     assert result.exit_code == 130

@@ -11,10 +11,12 @@ import torch
 from rich.console import Console
 
 from gentool import checkpoint as checkpoint_module
-from gentool.checkpoint import RUN_FORMAT, RunFolder, latest_run
+from gentool.checkpoint import RunFolder, latest_run
 from gentool.errors import CheckpointError, ConfigError
 from gentool.models import load_trained
-from gentool.train import TrainRequest, optimizers_of, run_training
+from gentool.record import RUN_FORMAT
+from gentool.training import TrainRequest, run_training
+from gentool.training.step import optimizers_of
 from tests.conftest import TINY_DCGAN, disk_full_on_call
 
 MARKER = "unpickled.marker"
@@ -120,11 +122,11 @@ def edit_run_json(run: RunFolder, change) -> None:
         ),
         (
             lambda run: edit_run_json(run, lambda r: r["progress"].update(epoch=-1)),
-            r"damaged: 'progress' must hold counts ≥ 0",
+            r"damaged: 'progress.epoch' must be an integer ≥ 0, got -1",
         ),
         (
             lambda run: edit_run_json(run, lambda r: r["progress"].update(steps=3)),
-            r"damaged: .*unexpected keyword argument 'steps'",
+            r"damaged: 'progress' has an unknown field 'steps'",
         ),
         (lambda run: run.run_file.write_bytes(b"\xff\xfe{"), r"run.json is damaged"),
     ],
@@ -159,7 +161,7 @@ def test_a_pickle_in_place_of_a_checkpoint_is_refused_without_running_it(
             if file_name == "model.safetensors":
                 trained.load_model(run_record, model)
             else:
-                trained.load_training_state(run_record, optimizers)
+                trained.load_optimizers(run_record, optimizers)
     assert not os.path.exists(MARKER)
 
 
@@ -173,8 +175,8 @@ def _without_digests(run: RunFolder):
 @pytest.mark.parametrize(
     ("target", "call"),
     [
-        ("gentool.checkpoint.save_file", 1),  # the model's tensors
-        ("gentool.checkpoint.save_file", 2),  # the optimizers' tensors
+        ("gentool.checkpoint.write_tensor_file", 1),  # the model's tensors
+        ("gentool.checkpoint.write_tensor_file", 2),  # the optimizers' tensors
         ("gentool.checkpoint.write_text", 1),  # run.json, after the checkpoint folder is in place
     ],
 )

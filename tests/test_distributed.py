@@ -21,10 +21,10 @@ from rich.console import Console
 from safetensors.torch import load_file
 
 from gentool.checkpoint import RunFolder
-from gentool.distributed import Ranks, rank_seed, shard_size
 from gentool.errors import GentoolError
 from gentool.registry import resolve
-from gentool.train import TrainRequest, run_training
+from gentool.training import TrainRequest, run_training
+from gentool.training.distributed import Ranks, rank_seed, shard_size
 from tests.conftest import TINY_DCGAN, TINY_DCGAN_ARGS, install_fake_distribution
 from tests.test_train import checkpoint_tensors, logged_losses
 

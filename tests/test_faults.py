@@ -135,7 +135,9 @@ def test_a_full_disk_while_saving_keeps_the_last_checkpoint_and_says_how_to_go_o
     assert invoke("train", "dcgan", *TINY, "--epochs", "1", "--run-dir", "run").exit_code == 0
     before = committed_files(in_tmp / "run")
     # The resumed run saves the model of epoch 2 first: the disk fills up right there.
-    monkeypatch.setattr("gentool.checkpoint.save_file", disk_full_on_call(1, checkpoint.save_file))
+    monkeypatch.setattr(
+        "gentool.checkpoint.write_tensor_file", disk_full_on_call(1, checkpoint.write_tensor_file)
+    )
     result = invoke("train", "dcgan", "--resume", "--run-dir", "run", "--epochs", "2")
     assert one_line_error(result) == (
         "error: could not save a checkpoint in run: the disk is full (No space left on device); "
@@ -171,7 +173,7 @@ def test_overwrite_replaces_a_run_only_when_the_new_one_can_start(in_tmp):
     )
     assert replaced.exit_code == 0, replaced.output
     record = RunFolder("run").read()
-    assert (record.training["seed"], record.progress.epoch) == (5, 1)
+    assert (record.training.seed, record.progress.epoch) == (5, 1)
     assert sorted(path.name for path in Path("run/samples").iterdir()) == ["epoch_0001.png"]
 
 

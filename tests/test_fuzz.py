@@ -25,7 +25,7 @@ from gentool.data import DataWarning, load_dataset
 from gentool.errors import CheckpointError, ConfigError, DataError, GentoolError
 from gentool.models import load_trained
 from gentool.registry import discover, resolve
-from gentool.train import TrainRequest, run_training
+from gentool.training import TrainRequest, run_training
 from tests.conftest import TINY_DCGAN
 
 BUILT_IN = [entry for entry in discover() if entry.distribution == "gentool"]

@@ -89,11 +89,10 @@ def test_the_epoch_monitor_logs_draws_warns_once_and_keeps_the_random_state(tmp_
 
     from gentool.checkpoint import RunFolder
     from gentool.data import load_dataset
+    from gentool.jsonl import JsonLinesWriter
     from gentool.models import build_model
-    from gentool.monitor import EpochMonitor
-    from gentool.plots import EPOCHS_FILE
     from gentool.registry import resolve
-    from gentool.train import MetricsLog
+    from gentool.training.monitor import EpochMonitor, MonitorLogs
     from tests.conftest import TINY_DCGAN
 
     plugin = resolve("dcgan").plugin
@@ -105,8 +104,8 @@ def test_the_epoch_monitor_logs_draws_warns_once_and_keeps_the_random_state(tmp_
     stuck = gan_steps([0.01] * WINDOW, [3.0] * WINDOW)
     run.metrics_file.write_text("".join(json.dumps(line) + "\n" for line in stuck))
     output = io.StringIO()
-    epoch_log = MetricsLog(run.path / EPOCHS_FILE, keep_through_step=0)
-    monitor = EpochMonitor(plugin, config, faces, run, Console(file=output, width=300), epoch_log)
+    logs = MonitorLogs(JsonLinesWriter(run.epochs_file), JsonLinesWriter(run.metrics_file))
+    monitor = EpochMonitor(plugin, config, faces, run, Console(file=output, width=300), logs)
     random_state = torch.get_rng_state()
     monitor.end_epoch(model, 1, WINDOW, seconds=1.0, last=False)
     assert not (run.path / "loss.png").exists()  # a quick epoch: drawing waits
@@ -117,7 +116,7 @@ def test_the_epoch_monitor_logs_draws_warns_once_and_keeps_the_random_state(tmp_
     assert printed.count("warning: the discriminator's loss has stayed near zero") == 1
     assert "hint: lower the discriminator's learning rate" in printed
     assert (run.path / "loss.png").stat().st_size > 0
-    lines = [json.loads(line) for line in (run.path / EPOCHS_FILE).read_text().splitlines()]
+    lines = [json.loads(line) for line in run.epochs_file.read_text().splitlines()]
     assert [line["epoch"] for line in lines] == [1, 2, 3]
     assert all(line["seconds"] == 1.0 for line in lines)
     assert "diversity" not in lines[0] and lines[2]["diversity"] >= 0  # measured when watched

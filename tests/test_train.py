@@ -17,7 +17,8 @@ from gentool.api import DataSpec, ModelPlugin, Phase, option
 from gentool.checkpoint import RunFolder
 from gentool.errors import DataError, GentoolError, Interrupted, TrainingError
 from gentool.plugins.dcgan.model import DCGAN
-from gentool.train import TrainRequest, phase_at, run_training
+from gentool.training import TrainRequest, run_training
+from gentool.training.step import phase_at
 from tests.conftest import TINY_DCGAN, entry_for
 
 STEPS_PER_EPOCH = 3  # 48 images in batches of 16
@@ -82,7 +83,7 @@ def test_a_run_folder_has_checkpoint_samples_and_metrics(dcgan_entry, tmp_path):
     assert (summary.epochs_done, summary.steps) == (2, 2 * STEPS_PER_EPOCH)
     record = run.read(expected_plugin="dcgan")
     assert record.checkpoint == "checkpoint-00000006"
-    assert record.config["image_size"] == 16 and record.data["count"] == 48
+    assert record.config["image_size"] == 16 and record.data.count == 48
     assert sorted(path.name for path in run.path.iterdir()) == [
         "checkpoint-00000006",
         "epochs.jsonl",

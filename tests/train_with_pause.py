@@ -28,8 +28,9 @@ from types import SimpleNamespace
 
 import torch
 
-from gentool import atomic, checkpoint, train
+from gentool import atomic, checkpoint, run_files
 from gentool.cli import main
+from gentool.training import logbook, session
 
 PAUSE_POINT, _, PAUSE_COUNT = os.environ.get("GENTOOL_TEST_PAUSE", "").partition(":")
 reached: Counter[str] = Counter()
@@ -45,10 +46,10 @@ def pause_at(point: str) -> None:
             time.sleep(1)
 
 
-def save_file(tensors, filename, *args, **kwargs):
-    save_tensors(tensors, filename, *args, **kwargs)
-    name = Path(filename).name
-    pause_at("model-written" if name == checkpoint.MODEL_FILE else "optim-written")
+def write_tensor_file(path, *args, **kwargs):
+    digest = write_tensors(path, *args, **kwargs)
+    pause_at("model-written" if Path(path).name == run_files.MODEL_FILE else "optim-written")
+    return digest
 
 
 def write_text(path, text):
@@ -58,27 +59,29 @@ def write_text(path, text):
 
 def fsync_path(path):
     sync(path)
-    if path.name.startswith(f".{checkpoint.RUN_FILE}."):
+    if path.name.startswith(f".{run_files.RUN_FILE}."):
         pause_at("run-json-staged")
 
 
 def rmtree(path, *args, **kwargs):
-    if Path(path).name.startswith(checkpoint.CHECKPOINT_PREFIX) and Path(path).exists():
+    if Path(path).name.startswith(run_files.CHECKPOINT_PREFIX) and Path(path).exists():
         pause_at("removing-old-checkpoint")
     remove_tree(path, *args, **kwargs)
 
 
-class SignallingMetricsLog(train.MetricsLog):
-    def append(self, values):
-        super().append(values)
-        Path(os.environ["GENTOOL_TEST_STEPPED"]).write_text(str(values["step"]))
+class SignallingStepLog(logbook.StepLog):
+    def add(self, step, **kwargs):
+        stopping = super().add(step, **kwargs)
+        Path(os.environ["GENTOOL_TEST_STEPPED"]).write_text(str(step.global_step))
+        return stopping
 
 
-save_tensors, write_text_atomically = checkpoint.save_file, checkpoint.write_text
+write_tensors, write_text_atomically = checkpoint.write_tensor_file, checkpoint.write_text
 sync, remove_tree = atomic.fsync_path, checkpoint.shutil.rmtree
-checkpoint.save_file, checkpoint.write_text, atomic.fsync_path = save_file, write_text, fsync_path
+checkpoint.write_tensor_file, checkpoint.write_text = write_tensor_file, write_text
+atomic.fsync_path = fsync_path
 checkpoint.shutil = SimpleNamespace(rmtree=rmtree)
-train.MetricsLog = SignallingMetricsLog
+session.StepLog = SignallingStepLog
 
 if __name__ == "__main__":
     torch.set_num_threads(1)

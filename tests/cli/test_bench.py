@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from gentool import bench
 from gentool.cli import app
 from gentool.plugins.dcgan import plugin as dcgan
+from gentool.training.benchmark import bench_training
 from tests.conftest import TINY_DCGAN_ARGS
 
 runner = CliRunner()
@@ -70,7 +71,7 @@ def test_training_steps_are_timed_per_variant():
          "--variants", "eager,fused", "--device", "cpu"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    results = bench.bench_training(
+    results = bench_training(
         dcgan,
         dcgan.parse_config(dcgan.test_config),
         batch_size=8,

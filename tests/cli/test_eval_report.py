@@ -14,7 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from gentool.cli import app
-from gentool.plots import read_metrics
+from gentool.jsonl import read_lines
 from tests.conftest import TINY_DCGAN_ARGS
 
 runner = CliRunner()
@@ -47,9 +47,9 @@ def evaluated_run(tmp_path_factory) -> tuple[Path, str]:
 def test_eval_every_logs_metrics_with_the_losses_and_draws_loss_png(evaluated_run):
     run, output = evaluated_run
     assert "eval after epoch 1: fid" in output and "eval after epoch 2: fid" in output
-    records = read_metrics(run / "metrics.jsonl")
+    records = read_lines(run / "metrics.jsonl")
     evals = [record for record in records if record.get("event") == "eval"]
-    epochs = read_metrics(run / "epochs.jsonl")
+    epochs = read_lines(run / "epochs.jsonl")
     assert [record["epoch"] for record in evals] == [1, 2]
     for key in ("fid", "kid", "kid_std", "precision", "recall", "diversity", "diversity_real"):
         assert isinstance(evals[-1][key], float), key
@@ -64,7 +64,7 @@ def test_eval_every_logs_metrics_with_the_losses_and_draws_loss_png(evaluated_ru
 
 def test_eval_prints_a_table_appends_to_the_run_and_reuses_real_statistics(evaluated_run, in_tmp):
     run, _ = evaluated_run
-    before = len(read_metrics(run / "metrics.jsonl"))
+    before = len(read_lines(run / "metrics.jsonl"))
     first = invoke("eval", "dcgan", "--run", str(run), "--n", "40", "--device", "cpu")
     assert first.exit_code == 0, first.output
     assert "fid" in first.output and "precision" in first.output
@@ -73,7 +73,7 @@ def test_eval_prints_a_table_appends_to_the_run_and_reuses_real_statistics(evalu
     assert second.exit_code == 0, second.output
     values = json.loads(second.output)
     assert values["fid"] > 0 and "kid" not in values and values["n"] == 40
-    records = read_metrics(run / "metrics.jsonl")
+    records = read_lines(run / "metrics.jsonl")
     assert len(records) == before + 2
     assert records[-1]["event"] == "eval" and records[-1]["epoch"] == 2
 

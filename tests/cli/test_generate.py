@@ -13,7 +13,7 @@ from gentool.cli import app
 from gentool.data import load_dataset, load_image, to_uint8, to_value_range
 from gentool.generate import slerp
 from gentool.images import image_grid
-from gentool.models import load_trained, spec_from_dict
+from gentool.models import load_trained
 from gentool.registry import resolve
 from tests.conftest import TINY_DCGAN_ARGS
 
@@ -128,7 +128,7 @@ def test_an_image_walk_starts_and_ends_at_the_reconstructions(vae_run, in_tmp):
     grid = np.asarray(Image.open(in_tmp / "walk.png"))
 
     model, record, _ = load_trained(resolve("vae"), vae_run, torch.device("cpu"))
-    data_spec = spec_from_dict(record.data["spec"])
+    data_spec = record.data.spec
     images = torch.stack([load_image(path, data_spec) for path in (first, second)])
     expected = to_uint8(model.reconstruct(to_value_range(images, (0.0, 1.0))), (0.0, 1.0))
     expected_cells = image_grid(expected, columns=2)
@@ -247,7 +247,7 @@ def test_codes_are_written_with_their_labels(in_tmp):
 
     model, record, _ = load_trained(resolve("vae"), in_tmp / "vae-run", torch.device("cpu"))
     first = sorted((in_tmp / "shapes" / "circle").glob("*.png"))[0]
-    image = to_value_range(load_image(first, spec_from_dict(record.data["spec"])), (0.0, 1.0))
+    image = to_value_range(load_image(first, record.data.spec), (0.0, 1.0))
     torch.testing.assert_close(codes[0], model.encode(image[None])[0])
 
 

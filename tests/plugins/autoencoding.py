@@ -6,7 +6,7 @@ import torch
 
 from gentool.api import Batch
 from gentool.synthetic import make_faces
-from gentool.train import StepContext
+from gentool.training.step import StepContext
 
 
 def faces(count: int = 16, size: int = 8, *, start: int = 0) -> torch.Tensor:

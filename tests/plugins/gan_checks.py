@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gentool.train import StepContext
+from gentool.training.step import StepContext
 
 
 class WatchedContext(StepContext):

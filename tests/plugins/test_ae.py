@@ -12,7 +12,7 @@ from gentool.cli import app
 from gentool.errors import ConfigError
 from gentool.plugins.ae import plugin
 from gentool.plugins.ae.model import AE
-from gentool.train import StepContext
+from gentool.training.step import StepContext
 from tests.plugins.autoencoding import faces, train
 
 TINY = {"image_size": 8, "hidden": (16,), "code_dim": 4}

@@ -21,7 +21,8 @@ from gentool.models import load_trained
 from gentool.plugins.cgan import plugin
 from gentool.plugins.cgan.model import CGAN
 from gentool.registry import resolve
-from gentool.train import StepContext, TrainRequest, run_training
+from gentool.training import TrainRequest, run_training
+from gentool.training.step import StepContext
 from tests.plugins.gan_checks import WatchedContext, assert_bce_losses
 
 CLASSES = ("circle", "square", "triangle")

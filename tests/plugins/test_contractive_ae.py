@@ -11,7 +11,7 @@ from gentool.api import Batch, DataSpec
 from gentool.cli import app
 from gentool.plugins.contractive_ae import plugin
 from gentool.plugins.contractive_ae.model import ContractiveAE
-from gentool.train import StepContext
+from gentool.training.step import StepContext
 from tests.plugins.autoencoding import faces, train
 
 TINY = {"image_size": 8, "code_dim": 8}

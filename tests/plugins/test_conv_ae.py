@@ -11,7 +11,7 @@ from gentool.cli import app
 from gentool.errors import ConfigError
 from gentool.plugins.conv_ae import plugin
 from gentool.plugins.conv_ae.model import ConvAutoencoder
-from gentool.train import StepContext
+from gentool.training.step import StepContext
 from tests.plugins.autoencoding import faces
 
 TINY = {"image_size": 8, "features": 4, "code_dim": 4}

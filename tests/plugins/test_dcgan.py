@@ -11,7 +11,7 @@ from gentool.errors import ConfigError
 from gentool.kernels import ConvTransposeBNReLU
 from gentool.plugins.dcgan import plugin
 from gentool.plugins.dcgan.model import DCGAN
-from gentool.train import StepContext
+from gentool.training.step import StepContext
 from tests.conftest import TINY_DCGAN
 
 

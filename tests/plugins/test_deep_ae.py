@@ -19,7 +19,8 @@ from gentool.cli import app
 from gentool.plugins.deep_ae import plugin
 from gentool.plugins.deep_ae.model import DeepAutoencoder
 from gentool.registry import resolve
-from gentool.train import StepContext, TrainRequest, optimizers_of, run_training, train_step
+from gentool.training import TrainRequest, run_training
+from gentool.training.step import StepContext, optimizers_of, train_step
 
 TINY = {"image_size": 8, "hidden": (16, 4), "rbm_epochs": 1, "finetune_epochs": 1}
 
@@ -33,7 +34,7 @@ def run_phase(model: DeepAutoencoder, phase: str, x: torch.Tensor, steps: int = 
     context = StepContext(optimizers, torch.device("cpu"))
     context.phase = phase
     for _ in range(steps):
-        train_step(model, Batch(x), context, optimizers, True, plugin)
+        train_step(model, Batch(x), context, plugin)
 
 
 def test_phases_are_one_per_rbm_then_fine_tuning():

@@ -12,7 +12,7 @@ from gentool.cli import app
 from gentool.errors import ConfigError
 from gentool.plugins.denoising_ae import plugin
 from gentool.plugins.denoising_ae.model import DenoisingAE
-from gentool.train import StepContext
+from gentool.training.step import StepContext
 from tests.plugins.autoencoding import faces, train
 
 TINY = {"image_size": 8, "hidden": (16,), "code_dim": 4}

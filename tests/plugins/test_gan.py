@@ -14,7 +14,7 @@ from gentool.cli import app
 from gentool.errors import ConfigError
 from gentool.plugins.gan import plugin
 from gentool.plugins.gan.model import GAN
-from gentool.train import StepContext
+from gentool.training.step import StepContext
 from tests.plugins.gan_checks import WatchedContext, assert_bce_losses
 
 # The plugin's own tiny config: 16×16 images, narrow layers; each test runs in well under a second.

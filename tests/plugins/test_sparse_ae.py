@@ -12,7 +12,7 @@ from gentool.cli import app
 from gentool.errors import ConfigError
 from gentool.plugins.sparse_ae import plugin
 from gentool.plugins.sparse_ae.model import SparseAE
-from gentool.train import StepContext
+from gentool.training.step import StepContext
 from tests.plugins.autoencoding import faces, train
 
 TINY = {"image_size": 8, "code_dim": 16}

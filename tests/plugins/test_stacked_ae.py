@@ -18,7 +18,8 @@ from gentool.models import load_trained
 from gentool.plugins.stacked_ae import plugin
 from gentool.registry import resolve
 from gentool.synthetic import SHAPE_CLASSES, make_shapes
-from gentool.train import StepContext, TrainRequest, optimizers_of, run_training, train_step
+from gentool.training import TrainRequest, run_training
+from gentool.training.step import StepContext, optimizers_of, train_step
 
 TINY = {"image_size": 8, "hidden": (8, 4), "layer_epochs": 2, "finetune_epochs": 1}
 
@@ -97,7 +98,7 @@ def test_a_layer_phase_moves_only_that_layers_weights():
     for phase in model.phases():
         before = {name: value.detach().clone() for name, value in model.named_parameters()}
         context.phase, context.phase_optimizer = phase.name, phase.optimizer
-        train_step(model, batch, context, optimizers, False, plugin)
+        train_step(model, batch, context, plugin)
         moved = {
             name for name, value in model.named_parameters() if not torch.equal(value, before[name])
         }
@@ -144,7 +145,7 @@ def test_a_linear_probe_on_the_top_code_of_labelled_data_beats_chance(tmp_path):
 
 def test_resuming_mid_phase_matches_an_uninterrupted_run(tmp_path):
     train(tmp_path / "straight")  # no --epochs: every phase, 2 + 2 + 1 epochs
-    assert RunFolder(tmp_path / "straight").read().training["epochs"] == 5
+    assert RunFolder(tmp_path / "straight").read().training.epochs == 5
     train(tmp_path / "resumed", epochs=1)  # stops halfway through "layer 1"
     assert {line["phase"] for line in metrics(tmp_path / "resumed")} == {"layer 1"}
     train(tmp_path / "resumed", epochs=5, resume=True)

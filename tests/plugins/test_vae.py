@@ -10,7 +10,7 @@ from gentool.errors import ConfigError
 from gentool.plugins.vae import plugin
 from gentool.plugins.vae.model import VAE
 from gentool.synthetic import make_faces
-from gentool.train import StepContext
+from gentool.training.step import StepContext
 
 TINY = {"image_size": 16, "latent_dim": 4, "features": 4}
 

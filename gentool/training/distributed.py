@@ -13,7 +13,7 @@ Rank 0 alone writes the run folder and draws the progress bar.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -117,16 +117,12 @@ def broadcast_from_main(tensors: Iterable[torch.Tensor]) -> None:
         _unflatten_into(flat, group)
 
 
-def mean_over_ranks(
-    values: Mapping[str, float], stop: bool, world_size: int
-) -> tuple[dict[str, float], bool]:
-    """The group's mean of each logged value, and whether any rank was asked to stop: one
-    all-reduce per step, so every rank logs, checks and stops alike."""
-    device = torch.device("cuda") if dist.get_backend() == "nccl" else torch.device("cpu")
-    packed = torch.tensor([*values.values(), float(stop)], dtype=torch.float64, device=device)
-    dist.all_reduce(packed)
-    means = (packed[:-1] / world_size).tolist()
-    return dict(zip(values, means, strict=True)), bool(packed[-1] > 0)
+def sum_over_ranks(values: torch.Tensor) -> torch.Tensor:
+    """`values` summed element by element over the group: one all-reduce (the logged values of
+    a logging interval, and whether any rank was asked to stop, travel together)."""
+    total = values.cuda() if dist.get_backend() == "nccl" and not values.is_cuda else values.clone()
+    dist.all_reduce(total)
+    return total
 
 
 def all_agree(flag: bool) -> bool:

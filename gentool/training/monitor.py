@@ -7,39 +7,38 @@
 - with `--eval-every N`, the chosen metrics every N epochs, on a few hundred images, in
   metrics.jsonl with the losses;
 - watching: loss.png redrawn from both, and the health rules (gentool.health) checked, each
-  warning printed once. Drawing and reading the history cost a good fraction of a second, so
-  when epochs are quicker than REDRAW_SECONDS the run is watched every REDRAW_SECONDS instead
-  (and after the last epoch): a 250-epoch run of tiny epochs must not spend its time watching.
+  warning printed once. Drawing and reading the history cost about a second, so the run is
+  watched after the last epoch and otherwise at most every REDRAW_SECONDS, and never more often
+  than keeps watching under WATCH_SHARE of the time: a run of quick epochs must not spend its
+  time watching.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from rich.console import Console
 
+from gentool import rng
 from gentool.api import ModelPlugin
-from gentool.checkpoint import RunFolder
 from gentool.data import ImageDataset
-from gentool.evaluate import EvalSettings, append_metrics, generate, measure
+from gentool.evaluate import EvalSettings, measure
 from gentool.features import load_extractor
 from gentool.health import check_health
+from gentool.jsonl import JsonLinesWriter
 from gentool.metrics import mean_pairwise_distance
+from gentool.models import image_size_of
 from gentool.plots import read_history, write_loss_plot
+from gentool.run_files import RunFiles
+from gentool.sampling import draw_uint8
 
 DIVERSITY_SAMPLES = 64  # generated (and real) images whose feature spread is logged each epoch
 TRAINING_EVAL_IMAGES = 500  # per `train --eval-every` evaluation: cheap, a rough number
 REDRAW_SECONDS = 30.0  # least time between two redraws of loss.png (and health checks)
-
-
-class EpochLog(Protocol):
-    """Where the epoch lines go: the trainer's MetricsLog of epochs.jsonl."""
-
-    def append(self, values: Mapping[str, Any]) -> None: ...
+WATCH_SHARE = 0.02  # most of the training time that redrawing and health checks may take
 
 
 @dataclass(frozen=True)
@@ -50,6 +49,14 @@ class EvalSchedule:
     settings: EvalSettings
 
 
+@dataclass(frozen=True)
+class MonitorLogs:
+    """The files the monitor writes to, which the trainer holds open."""
+
+    epochs: JsonLinesWriter  # epochs.jsonl
+    metrics: JsonLinesWriter  # metrics.jsonl, for evaluations
+
+
 class EpochMonitor:
     """Everything the trainer does after an epoch's checkpoint, for one training invocation."""
 
@@ -58,14 +65,14 @@ class EpochMonitor:
         plugin: ModelPlugin,
         config: Any,
         dataset: ImageDataset,
-        run: RunFolder,
+        run: RunFiles,
         console: Console,
-        epoch_log: EpochLog,
+        logs: MonitorLogs,
         schedule: EvalSchedule | None = None,
         *,
         seed: int = 0,
     ) -> None:
-        self.epoch_log = epoch_log
+        self.logs = logs
         self.plugin = plugin
         self.config = config
         self.dataset = dataset
@@ -75,6 +82,7 @@ class EpochMonitor:
         self.seed = seed
         self.warned: set[str] = set()
         self.watched_at = time.perf_counter()  # when loss.png was last drawn, or training began
+        self.watch_seconds = 0.0  # how long the last watch took
         self.extractor = None
         self.real_diversity: float | None = None
 
@@ -87,18 +95,18 @@ class EpochMonitor:
         Whatever runs here leaves torch's random state as it found it: the checkpoint already
         holds that state, and a resumed run must go on exactly as an uninterrupted one.
         """
-        cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
-        with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if cuda else []):
+        with rng.preserved():
             self._end_epoch(model, epoch, step, seconds, last)
 
     def _end_epoch(
         self, model: torch.nn.Module, epoch: int, step: int, seconds: float, last: bool
     ) -> None:
-        watch = last or time.perf_counter() - self.watched_at >= REDRAW_SECONDS
+        since = time.perf_counter() - self.watched_at
+        watch = last or since >= max(REDRAW_SECONDS, self.watch_seconds / WATCH_SHARE)
         line: dict[str, Any] = {"epoch": epoch, "step": step, "event": "epoch", "seconds": seconds}
         if watch and self.plugin.capabilities.sample:
             line.update(self._grid_diversity(model))
-        self.epoch_log.append(line)
+        self.logs.epochs.write([line])
         if self.schedule is not None and epoch % self.schedule.every == 0:
             self._evaluate(model, epoch, step)
         if watch:
@@ -106,12 +114,14 @@ class EpochMonitor:
 
     def _watch(self) -> None:
         """Redraw loss.png and print the health warnings not printed yet."""
-        write_loss_plot(self.run.path, title=f"{self.plugin.name} · {self.run}")
-        for warning in check_health(read_history(self.run.path)):
+        started = time.perf_counter()
+        write_loss_plot(self.run, title=f"{self.plugin.name} · {self.run}")
+        for warning in check_health(read_history(self.run)):
             if warning.code not in self.warned:
                 self.warned.add(warning.code)
                 self.console.print(f"[yellow]warning:[/] {warning}", highlight=False)
         self.watched_at = time.perf_counter()
+        self.watch_seconds = self.watched_at - started
 
     def _grid_diversity(self, model: torch.nn.Module) -> dict[str, float]:
         device = next(model.parameters()).device
@@ -119,14 +129,9 @@ class EpochMonitor:
             self.extractor = load_extractor("builtin", device)
             real = self.dataset.images[:DIVERSITY_SAMPLES]
             self.real_diversity = mean_pairwise_distance(self.extractor(real, device))
-        was_training = model.training
-        model.eval()
-        try:
-            images = generate(
-                model, self.plugin, self.dataset.spec, DIVERSITY_SAMPLES, seed=self.seed
-            )
-        finally:
-            model.train(was_training)
+        images = draw_uint8(
+            model, self.plugin, self.dataset.spec, DIVERSITY_SAMPLES, seed=self.seed
+        )
         diversity = mean_pairwise_distance(self.extractor(images, device))
         return {"diversity": diversity, "diversity_real": self.real_diversity}
 
@@ -137,12 +142,12 @@ class EpochMonitor:
             self.plugin,
             self.dataset.spec,
             source=self.dataset.source,
-            image_size=getattr(self.config, "image_size", None),
+            image_size=image_size_of(self.config),
             settings=self.schedule.settings,
             held_out_from=len(self.dataset),
         )
         values = {"epoch": epoch, "step": step, "event": "eval", **measurement.values}
-        append_metrics(self.run.metrics_file, values)
+        self.logs.metrics.write([values])
         shown = "  ".join(
             f"{key} {value:.4g}"
             for key, value in measurement.values.items()

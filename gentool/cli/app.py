@@ -1,0 +1,104 @@
+"""The `gentool` application: its command groups, consoles, and how errors are shown.
+
+Start-up stays light: this package imports only Typer, Rich and the plugin registry, whose
+plugins do not import torch. Commands that compute import torch inside their bodies, so
+`gentool --help`, `gentool list` and `gentool info NAME` answer without loading it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from gentool import __version__
+from gentool.errors import GentoolError, Interrupted
+
+app = typer.Typer(
+    name="gentool",
+    help="Train, sample and inspect image generative models: autoencoders, VAEs and GANs.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+data_app = typer.Typer(help="Work with datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+plugin_app = typer.Typer(help="Write and check model plugins.", no_args_is_help=True)
+app.add_typer(plugin_app, name="plugin")
+bench_app = typer.Typer(
+    help="Check and time fused kernels and training steps.", no_args_is_help=True
+)
+app.add_typer(bench_app, name="bench")
+
+console = Console(soft_wrap=True)
+error_console = Console(stderr=True, soft_wrap=True)
+
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+EXIT_USER_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+def user_errors(command: Command) -> Command:
+    """Print a GentoolError as one line and exit 1 (130 for an interruption), never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            try:
+                return command(*args, **kwargs)
+            except GentoolError as error:
+                from_signal = isinstance(error, Interrupted)
+                if from_signal and os.environ.get("RANK", "0") != "0":  # rank 0 says it once
+                    raise typer.Exit(EXIT_INTERRUPTED) from None
+                style = "yellow" if from_signal else "red"
+                label = "stopped" if from_signal else "error"
+                error_console.print(f"[{style}]{label}:[/] {error}", highlight=False)
+                raise typer.Exit(EXIT_INTERRUPTED if from_signal else EXIT_USER_ERROR) from None
+            except KeyboardInterrupt:  # a second Ctrl-C: stop at once; saved checkpoints are intact
+                error_console.print("[yellow]aborted[/]")
+                raise typer.Exit(EXIT_INTERRUPTED) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _show_warning(
+    message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any
+) -> None:
+    error_console.print(f"[yellow]warning:[/] {message}", highlight=False)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"gentool {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Train, sample and inspect image generative models: autoencoders, VAEs and GANs.
+
+    [dim]Example: gentool train dcgan --epochs 5 && gentool sample dcgan --n 64[/]
+    """
+
+
+def choice(option: str, value: str, choices: Any) -> Any:
+    """`choices[value]`, or a one-line error naming `option` and what it accepts."""
+    if value not in choices:
+        raise GentoolError(f"{option} must be one of {', '.join(choices)}; got {value!r}")
+    return choices[value]
+
+
+def shown_number(value: float | None, template: str) -> str:
+    return "–" if value is None else template.format(value)

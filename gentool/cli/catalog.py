@@ -1,0 +1,194 @@
+"""`gentool list`, `info`, `data make` and `plugin new/check`: what is installed, and making
+more of it."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from gentool.cli.app import app, console, data_app, plugin_app, user_errors
+from gentool.cli.options import JsonOption
+from gentool.config import config_to_dict
+from gentool.errors import GentoolError
+from gentool.registry import PluginEntry, clashing_names, discover, resolve
+
+
+@app.command("list")
+@user_errors
+def list_models(
+    as_json: JsonOption = False,
+) -> None:
+    """List installed model plugins, including broken ones with their errors.
+
+    [dim]Example: gentool list --json[/]
+    """
+    entries = discover()
+    clashes = clashing_names(entries)
+    rows = [_entry_summary(entry, clashes) for entry in entries]
+    if as_json:
+        console.print_json(json.dumps(rows))
+        return
+    table = Table("name", "summary", "from", "API", "capabilities")
+    table.add_column("status", overflow="fold")
+    for row in rows:
+        status = "[green]ok[/]" if row["status"] == "ok" else f"[red]{row['status']}[/]"
+        table.add_row(
+            row["name"],
+            row["summary"],
+            f"{row['distribution']} {row['version']}",
+            str(row["api_version"] or "?"),
+            ", ".join(row["capabilities"]) or "train only",
+            status,
+        )
+    console.print(table)
+
+
+@app.command()
+@user_errors
+def info(
+    name: str = typer.Argument(..., help="Model to describe."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+) -> None:
+    """Describe a model: what it does, what it can do, and every config field.
+
+    [dim]Example: gentool info dcgan[/]
+    """
+    entry = resolve(name)
+    plugin = entry.plugin
+    assert plugin is not None  # resolve() returns loaded plugins only
+    fields = plugin.config_fields()
+    if as_json:
+        summary = _entry_summary(entry, set())
+        summary["value_range"] = list(plugin.value_range)
+        summary["default_batch_size"] = plugin.default_batch_size
+        defaults = config_to_dict(plugin.parse_config())
+        summary["config"] = [
+            {
+                "name": field.name,
+                "type": field.type_name,
+                "default": defaults[field.name],
+                "accepted": field.accepted,
+                "help": field.help,
+            }
+            for field in fields
+        ]
+        console.print_json(json.dumps(summary))
+        return
+    capabilities = ", ".join(_capability_names(entry)) or "train only"
+    console.print(f"[bold]{plugin.name}[/] — {plugin.summary}", highlight=False)
+    console.print(
+        f"from {entry.distribution} {entry.version} · plugin API v{plugin.api_version} · "
+        f"{capabilities} · pixels in [{plugin.value_range[0]:g}, {plugin.value_range[1]:g}] · "
+        f"batch size {plugin.default_batch_size}",
+        highlight=False,
+    )
+    table = Table("option", "default", "accepts", "description", title="config (-o KEY=VALUE)")
+    for field in fields:
+        table.add_row(field.name, _format_value(field.default), field.accepted, field.help)
+    console.print(table)
+
+
+@data_app.command("make")
+@user_errors
+def data_make(
+    kind: str = typer.Argument(..., help="Built-in set: faces or shapes."),
+    folder: Path = typer.Argument(..., help="Folder to write PNGs into (created; must be empty)."),
+    count: int = typer.Option(5000, "--n", "-n", min=1, help="Number of images."),
+    size: int = typer.Option(64, "--size", min=8, max=1024, help="Side of the square images."),
+) -> None:
+    """Write a built-in synthetic data set as PNG files (shapes in one sub-folder per class).
+
+    [dim]Example: gentool data make faces ./faces --n 5000 && gentool train dcgan --data ./faces[/]
+    """
+    from gentool.data import write_builtin_set
+
+    written = write_builtin_set(kind, folder, count=count, size=size)
+    console.print(f"wrote {written} {kind} images ({size}×{size}) to {folder}", highlight=False)
+
+
+@plugin_app.command("check")
+@user_errors
+def plugin_check(
+    name: str = typer.Argument(..., help="Installed model to check, or DIST:NAME."),
+) -> None:
+    """Run the conformance kit on an installed model plugin: one row per rule of the plugin API.
+
+    [dim]Example: gentool plugin check mymodel[/]
+    """
+    from gentool.testing import check_plugin
+
+    entry = resolve(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the table shows each failure
+        results = check_plugin(entry.plugin, on_fail="warn")
+    table = Table("check", "rule", title=f"{entry.qualified_name} {entry.version}")
+    table.add_column("result", overflow="fold")
+    for result in results:
+        verdict = "[green]passed[/]" if result.passed else f"[red]FAILED[/]: {result.message}"
+        table.add_row(result.check, result.description, verdict)
+    console.print(table)
+    failed = [result.check for result in results if not result.passed]
+    if failed:
+        raise GentoolError(f"{len(failed)} of {len(results)} checks failed: {', '.join(failed)}")
+    console.print(f"[green]all {len(results)} checks passed[/]")
+
+
+@plugin_app.command("new")
+@user_errors
+def plugin_new(
+    name: str = typer.Argument(..., help="The model's name, e.g. wgan-gp."),
+    folder: Path | None = typer.Option(
+        None, "--dir", help="Where to write the package (default: ./gentool-NAME)"
+    ),
+) -> None:
+    """Write a ready plugin package: pyproject with the entry point, a small model, a kit test.
+
+    [dim]Example: gentool plugin new wgan-gp && pip install -e ./gentool-wgan-gp[/]
+    """
+    from gentool.scaffold import write_plugin_package
+
+    folder = folder or Path(f"gentool-{name}")
+    for path in write_plugin_package(name, folder):
+        console.print(f"  {path}", highlight=False)
+    console.print(
+        f"wrote the {name} plugin package; next: pip install -e {folder} && gentool plugin "
+        f"check {name}",
+        highlight=False,
+    )
+
+
+def _capability_names(entry: PluginEntry) -> list[str]:
+    if entry.plugin is None:
+        return []
+    capabilities = entry.plugin.capabilities
+    names = ("sample", "reconstruct", "encode", "conditional")
+    return [name for name in names if getattr(capabilities, name)]
+
+
+def _entry_summary(entry: PluginEntry, clashes: set[str]) -> dict[str, Any]:
+    if not entry.ok:
+        status = f"error: {entry.error}"
+    elif entry.name in clashes:
+        status = f"name clash: use {entry.qualified_name}"
+    else:
+        status = "ok"
+    return {
+        "name": entry.name,
+        "summary": entry.plugin.summary if entry.plugin else "",
+        "distribution": entry.distribution,
+        "version": entry.version,
+        "api_version": entry.plugin.api_version if entry.plugin else None,
+        "capabilities": _capability_names(entry),
+        "status": status,
+    }
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(str(item) for item in value)
+    return str(value)

@@ -1,0 +1,109 @@
+"""metrics.jsonl and epochs.jsonl: one JSON object a line, each with the step it belongs to.
+
+One writer and one reader for both files. Lines are strict JSON: a value that is not a finite
+number is written as the string "nan", "inf" or "-inf", which plots and health checks skip.
+Reading is forgiving, as the files are appended to by a process that may be killed mid-line and
+may be edited by hand: a line that is not a JSON object with a whole, non-negative "step" is
+left out.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TextIO
+
+from gentool.atomic import write_text
+
+
+def encode(values: Mapping[str, Any]) -> str:
+    """One line of JSON (without its newline)."""
+    return json.dumps(
+        {key: _finite_or_text(value) for key, value in values.items()}, allow_nan=False
+    )
+
+
+def _finite_or_text(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def step_of(line: str) -> int | None:
+    """The step a line belongs to, or None for a torn or foreign line."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    step = record.get("step") if isinstance(record, dict) else None
+    if isinstance(step, int) and not isinstance(step, bool) and step >= 0:
+        return step
+    return None
+
+
+def read_lines(path: Path) -> list[dict[str, Any]]:
+    """The file's lines that gentool could have written, in file order ([] without a file)."""
+    if not path.is_file():
+        return []
+    records = []
+    with path.open(encoding="utf-8", errors="replace") as file:
+        for line in file:
+            if step_of(line) is not None:
+                records.append(json.loads(line))
+    return records
+
+
+class JsonLinesWriter:
+    """Appends lines to one file, opened at the first write and kept open while a command
+    writes it (so that a run that fails before logging anything leaves no file).
+
+    `keep_through_step` (a resume) first drops the lines of steps past the checkpoint, which the
+    resumed run is about to log again, and any torn line.
+    """
+
+    def __init__(self, path: Path, *, keep_through_step: int | None = None) -> None:
+        self.path = path
+        if keep_through_step is not None and path.is_file():
+            with path.open(encoding="utf-8", errors="replace") as file:
+                kept = [
+                    line if line.endswith("\n") else line + "\n"
+                    for line in file
+                    if (step := step_of(line)) is not None and step <= keep_through_step
+                ]
+            write_text(path, "".join(kept))
+        self._file: TextIO | None = None
+
+    def write(self, lines: Iterable[Mapping[str, Any]]) -> None:
+        """Append `lines`; they reach the file (not yet the disk) before this returns."""
+        text = "".join(encode(values) + "\n" for values in lines)
+        if not text:
+            return
+        if self._file is None:
+            self._file = self.path.open("a", encoding="utf-8")
+        self._file.write(text)
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> JsonLinesWriter:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def append_line(path: Path, values: Mapping[str, Any]) -> None:
+    """Append one line to a file that no writer holds open (an evaluation after training)."""
+    with JsonLinesWriter(path) as writer:
+        writer.write([values])

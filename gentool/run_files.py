@@ -1,0 +1,105 @@
+"""Every file name of a run folder, in one place (no torch: plots and reports read runs too).
+
+runs/dcgan/2026-11-27_10-32-00/
+    run.json                       what was trained, on what, how far; names the checkpoint
+    checkpoint-00000450/
+        model.safetensors          the model's state_dict
+        optim.safetensors          the optimizers' tensors (their other state is in run.json)
+        ema.safetensors            the moving average of the weights, when trained with --ema
+    metrics.jsonl                  one line of logged scalars per step, and evaluations
+    epochs.jsonl                   per epoch: wall time, sample diversity
+    loss.png                       loss and metric curves, redrawn as training goes
+    report.html                    written by `gentool report`
+    samples/epoch_0001.png         a sample grid per epoch; `gentool sample` and co. write
+                                   beside them
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.jsonl"
+EPOCHS_FILE = "epochs.jsonl"
+LOSS_PLOT_FILE = "loss.png"
+REPORT_FILE = "report.html"
+SAMPLES_DIR = "samples"
+MODEL_FILE = "model.safetensors"
+OPTIM_FILE = "optim.safetensors"
+EMA_FILE = "ema.safetensors"
+CHECKPOINT_FILES = (MODEL_FILE, OPTIM_FILE, EMA_FILE)
+CHECKPOINT_PREFIX = "checkpoint-"
+CHECKPOINT_NAME = re.compile(r"checkpoint-\d{8}")  # no separators: run.json names no other path
+EPOCH_GRID_NAME = re.compile(r"epoch_(\d+)\.png")
+# Staging folders and atomic writes' temporary files are hidden and end so; a crash leaves them.
+LEFTOVER_SUFFIX = ".tmp"
+
+
+class RunFiles:
+    """The paths of one run folder's files."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    @property
+    def run_file(self) -> Path:
+        return self.path / RUN_FILE
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / METRICS_FILE
+
+    @property
+    def epochs_file(self) -> Path:
+        return self.path / EPOCHS_FILE
+
+    @property
+    def loss_plot(self) -> Path:
+        return self.path / LOSS_PLOT_FILE
+
+    @property
+    def report_file(self) -> Path:
+        return self.path / REPORT_FILE
+
+    @property
+    def samples_dir(self) -> Path:
+        return self.path / SAMPLES_DIR
+
+    def checkpoint_dir(self, name: str) -> Path:
+        return self.path / name
+
+    def staging_dir(self, name: str) -> Path:
+        """Where checkpoint `name` is written before it is renamed into place."""
+        return self.path / f".{name}{LEFTOVER_SUFFIX}"
+
+    def epoch_grid(self, epoch: int) -> Path:
+        """The sample grid drawn after epoch `epoch` (from 1)."""
+        return self.samples_dir / f"epoch_{epoch:04d}.png"
+
+    def sample_file(self, seed: int, count: int, output_format: str) -> Path:
+        return self.samples_dir / f"sample_seed{seed}_n{count}.{output_format}"
+
+    def interpolation_file(self, method: str, seed: int) -> Path:
+        return self.samples_dir / f"interpolate_{method}_seed{seed}.png"
+
+    def reconstruction_file(self, count: int) -> Path:
+        return self.samples_dir / f"reconstruct_n{count}.png"
+
+    def reconstruction_files(self) -> list[Path]:
+        return sorted(self.samples_dir.glob("reconstruct_*.png"))
+
+    def epoch_grids(self) -> list[tuple[int, Path]]:
+        """(epoch, path) of every epoch's sample grid, in epoch order."""
+        return sorted(
+            (int(match.group(1)), path)
+            for path in self.samples_dir.glob("epoch_*.png")
+            if (match := EPOCH_GRID_NAME.fullmatch(path.name))
+        )
+
+
+def checkpoint_name(global_step: int) -> str:
+    return f"{CHECKPOINT_PREFIX}{global_step:08d}"

@@ -1,0 +1,90 @@
+"""Drawing images from a model: the one seeded sampler behind epoch grids, `gentool sample`,
+evaluation and the conformance kit.
+
+The same seed gives the same images: noise comes from one generator seeded once, drawn batch
+after batch in the model's eval mode without gradients. Conditional models are given labels,
+one class after another unless the caller chooses them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+from gentool.api import DataSpec, ModelPlugin
+from gentool.data import to_uint8
+
+SAMPLE_BATCH = 250  # images per call of the model's `sample`: bounds the memory of large draws
+
+
+@contextmanager
+def evaluating(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """`model` in eval mode without gradients inside the block, as it was after."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
+
+
+def draw(
+    model: torch.nn.Module,
+    plugin: ModelPlugin,
+    spec: DataSpec,
+    count: int,
+    *,
+    seed: int,
+    labels: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """`count` samples (count, C, H, W) in the plugin's value range, on the model's device.
+
+    Conditional models draw `labels`, by default class i mod the number of classes for image i.
+    """
+    device = device_of(model)
+    if plugin.capabilities.conditional and labels is None:
+        labels = torch.arange(count) % max(spec.num_classes, 1)
+    if labels is not None:
+        labels = labels.to(device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    batches = []
+    with evaluating(model):
+        for start in range(0, count, SAMPLE_BATCH):
+            size = min(SAMPLE_BATCH, count - start)
+            batch_labels = None if labels is None else labels[start : start + size]
+            batches.append(model.sample(size, labels=batch_labels, generator=generator))
+    return torch.cat(batches) if len(batches) > 1 else batches[0]
+
+
+def draw_uint8(
+    model: torch.nn.Module,
+    plugin: ModelPlugin,
+    spec: DataSpec,
+    count: int,
+    *,
+    seed: int,
+    labels: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """`draw`, as (count, C, H, W) uint8 pixels on the CPU."""
+    images = draw(model, plugin, spec, count, seed=seed, labels=labels)
+    return to_uint8(images, plugin.value_range).cpu()
+
+
+def class_grid(num_classes: int, count: int) -> tuple[torch.Tensor, int]:
+    """Labels for a grid with one row per class, and its columns: `count` images in all,
+    rounded down to whole rows (at least one image per class)."""
+    per_class = max(1, count // num_classes)
+    return torch.arange(num_classes).repeat_interleave(per_class), per_class
+
+
+def square_columns(count: int) -> int:
+    """Columns of the squarest grid of `count` images."""
+    return math.ceil(math.sqrt(count))
+
+
+def device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device

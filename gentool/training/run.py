@@ -1,0 +1,36 @@
+"""`run_training`: a request in, a trained run out; what `gentool train` calls."""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+
+from rich.console import Console
+
+from gentool.checkpoint import RunFolder
+from gentool.devices import resolve_device
+from gentool.kernels.dispatch import check_requested_backend, use_backend
+from gentool.training.distributed import join_group, leave_group, ranks_from_environment
+from gentool.training.loop import TrainSummary, fit
+from gentool.training.request import TrainRequest, check_sync_bn, plan_training
+from gentool.training.session import open_session
+
+
+def run_training(request: TrainRequest, console: Console) -> tuple[TrainSummary, RunFolder]:
+    """Start a new run or resume one, train it, and say where it is.
+
+    Under torchrun every process calls this with the same request and trains its share of each
+    batch; rank 0 alone writes files and draws progress.
+    """
+    plan = plan_training(request)
+    ranks = ranks_from_environment()
+    device = resolve_device(request.device)
+    check_sync_bn(plan.acceleration, ranks, device.type)
+    if ranks.distributed:
+        device = join_group(ranks, device)
+    try:
+        with use_backend(plan.acceleration.kernels or "auto"), ExitStack() as files:
+            check_requested_backend(device)
+            session = open_session(plan, device, ranks, console, files)
+            return fit(session), session.run
+    finally:
+        leave_group()

@@ -1,0 +1,225 @@
+"""Everything one training invocation holds, built once before its first step.
+
+`open_session` builds the model where the run starts or resumes: seeded weights, optimizers,
+batches, the restored state of a resumed run (weights, optimizers, random generators, the moving
+average), the speed options, and the files and display it writes to.
+"""
+
+from __future__ import annotations
+
+import shlex
+from contextlib import AbstractContextManager, ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from gentool import rng
+from gentool.api import ModelPlugin, Phase
+from gentool.checkpoint import RunFolder
+from gentool.data import BatchLoader, ImageDataset
+from gentool.errors import CheckpointError
+from gentool.jsonl import JsonLinesWriter
+from gentool.models import build_model
+from gentool.record import Progress, RunRecord
+from gentool.training.display import TrainingDisplay
+from gentool.training.distributed import (
+    Ranks,
+    broadcast_from_main,
+    main_value,
+    rank_seed,
+    shard_size,
+)
+from gentool.training.ema import ExponentialMovingAverage
+from gentool.training.faults import check_finite
+from gentool.training.logbook import StepLog
+from gentool.training.monitor import EpochMonitor, MonitorLogs
+from gentool.training.request import TrainingPlan
+from gentool.training.setup import (
+    RunStart,
+    new_record,
+    seed_of,
+    start_new_run,
+    start_resumed_run,
+)
+from gentool.training.speed import Acceleration, compile_networks, mixed_precision, prepare_model
+from gentool.training.step import StepContext, optimizers_of, phases_of
+
+
+@dataclass
+class Session:
+    """One training invocation: its run, its model and what steps it."""
+
+    plan: TrainingPlan
+    run: RunFolder
+    record: RunRecord
+    dataset: ImageDataset
+    model: torch.nn.Module
+    context: StepContext
+    phases: list[Phase]
+    loader: BatchLoader
+    autocast: AbstractContextManager[object]
+    ema: ExponentialMovingAverage | None
+    ranks: Ranks
+    console: Console
+    display: TrainingDisplay
+    log: StepLog
+    monitor: EpochMonitor | None
+    files: ExitStack  # the files held open while training writes them
+    steps: int = 0  # optimisation steps taken in this invocation
+    last_grid: Path | None = field(default=None)
+
+    @property
+    def plugin(self) -> ModelPlugin:
+        return self.plan.plugin
+
+    @property
+    def acceleration(self) -> Acceleration:
+        return self.plan.acceleration
+
+    @property
+    def progress(self) -> Progress:
+        return self.record.progress
+
+    @property
+    def resume_command(self) -> str:
+        processes = f" --nproc {self.ranks.world_size}" if self.ranks.distributed else ""
+        return (
+            f"gentool train {self.plugin.name} --resume --run-dir {shlex.quote(str(self.run))} "
+            f"--epochs {self.record.training.epochs}{processes}"
+        )
+
+
+def open_session(
+    plan: TrainingPlan, device: torch.device, ranks: Ranks, console: Console, files: ExitStack
+) -> Session:
+    """Start or resume the run `plan` asks for, up to its first step (or step 0's checkpoint,
+    which `gentool.training.loop` writes)."""
+    start = start_resumed_run(plan) if plan.request.resume else start_new_run(plan)
+    torch.manual_seed(seed_of(plan, start))  # before build, so initialisation follows the seed
+    model = build_model(plan.plugin, start.config, start.dataset.spec, device)
+    model = prepare_model(model, plan.acceleration)
+    optimizers = optimizers_of(model, plan.plugin)
+    phases = phases_of(model, plan.plugin)
+    record = start.record or new_record(plan, start, phases, str(device))
+    shard_size(record.training.batch_size, ranks)
+    loader = BatchLoader(  # before the first save: data too small for a batch leaves no run
+        start.dataset,
+        record.training.batch_size,
+        device=device,
+        value_range=plan.plugin.value_range,
+        seed=record.training.seed,
+        rank=ranks.rank,
+        world_size=ranks.world_size,
+    )
+    run = _agreed_run(start, ranks)
+    if plan.request.resume:
+        _restore(run, record, model, optimizers, ranks, console)
+    elif ranks.distributed:  # one set of weights, but each process its own noise
+        torch.manual_seed(rank_seed(record.training.seed, ranks.rank))
+    if ranks.distributed:
+        broadcast_from_main(model.state_dict().values())
+    ema = _moving_average(model, run, record, resume=plan.request.resume)
+    if plan.acceleration.compile:
+        compile_networks(model)
+    autocast, scaler = mixed_precision(device, plan.acceleration.amp)
+    context = StepContext(optimizers, device, ranks=ranks, scaler=scaler)
+    if not ranks.main:
+        console = Console(quiet=True)
+    display = TrainingDisplay(console)
+    metrics, monitor = _run_logs(plan, start, run, record, console, files, ranks)
+    log = StepLog(
+        metrics,
+        display,
+        every=plan.request.log_every,
+        ranks=ranks,
+        device=device,
+        check=lambda values, epoch, step: check_finite(values, epoch, step, run, record),
+        plugin_name=plan.plugin.name,
+    )
+    return Session(
+        plan, run, record, start.dataset, model, context, phases, loader, autocast, ema, ranks,
+        console, display, log, monitor, files,
+    )  # fmt: skip
+
+
+def _agreed_run(start: RunStart, ranks: Ranks) -> RunFolder:
+    """The run folder: each process named one for a new run; rank 0's is the run's."""
+    if ranks.distributed and start.record is None:
+        return RunFolder(str(main_value(str(start.run.path))))
+    return start.run
+
+
+def _restore(
+    run: RunFolder,
+    record: RunRecord,
+    model: torch.nn.Module,
+    optimizers: dict[str, torch.optim.Optimizer],
+    ranks: Ranks,
+    console: Console,
+) -> None:
+    """A resumed run's weights, optimizer state and random generators, as the checkpoint left
+    them. Each process's noise stream is exactly the saved one when the run had as many
+    processes; otherwise (the sharding changed, so the old streams cannot apply) fresh per-rank
+    seeds from (seed, rank, step) keep the resumed run reproducible."""
+    run.load_model(record, model)
+    run.load_optimizers(record, optimizers)
+    states = record.rng.get("ranks")
+    saved = len(states) if states is not None else 1
+    if saved == ranks.world_size:
+        rng.restore(states[ranks.rank] if states is not None else record.rng)
+        return
+    rng.restore(record.rng)
+    torch.manual_seed(rank_seed(record.training.seed, ranks.rank, record.progress.global_step))
+    if ranks.main:
+        console.print(
+            f"resuming a run of {saved} processes with {ranks.world_size}: weights, optimizers "
+            "and the data order continue exactly; the noise is reseeded",
+            style="dim",
+            highlight=False,
+        )
+
+
+def _moving_average(
+    model: torch.nn.Module, run: RunFolder, record: RunRecord, *, resume: bool
+) -> ExponentialMovingAverage | None:
+    decay = record.training.ema
+    if decay is None:
+        return None
+    ema = ExponentialMovingAverage(model, decay)
+    if resume:
+        stored = run.load_ema(record)
+        if stored is None:
+            raise CheckpointError(f"{run} was trained with --ema but its checkpoint has no average")
+        ema.load_state_dict(stored)
+    return ema
+
+
+def _run_logs(
+    plan: TrainingPlan,
+    start: RunStart,
+    run: RunFolder,
+    record: RunRecord,
+    console: Console,
+    files: ExitStack,
+    ranks: Ranks,
+) -> tuple[JsonLinesWriter | None, EpochMonitor | None]:
+    """metrics.jsonl and epochs.jsonl held open (trimmed back to the checkpoint on resume), and
+    the epoch monitor that writes with them; rank 0's alone."""
+    if not ranks.main:
+        return None, None
+    kept = record.progress.global_step if plan.request.resume else None
+    metrics = files.enter_context(JsonLinesWriter(run.metrics_file, keep_through_step=kept))
+    epochs = files.enter_context(JsonLinesWriter(run.epochs_file, keep_through_step=kept))
+    monitor = EpochMonitor(
+        plan.plugin,
+        start.config,
+        start.dataset,
+        run,
+        console,
+        MonitorLogs(epochs=epochs, metrics=metrics),
+        plan.eval_schedule,
+        seed=record.training.seed,
+    )
+    return metrics, monitor

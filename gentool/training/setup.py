@@ -1,0 +1,139 @@
+"""Where a training writes and what it trains on: a new run folder, or the run being resumed.
+
+A new run's folder is chosen here but created by its first checkpoint, so a run that fails
+before it leaves nothing. A resumed run is refused unless it can continue exactly: the run's own
+config, and the data it was trained on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gentool.api import Phase
+from gentool.checkpoint import RunFolder, latest_run, new_run_folder
+from gentool.config import config_to_dict
+from gentool.data import ImageDataset, load_dataset
+from gentool.errors import DataError, GentoolError
+from gentool.models import image_size_of
+from gentool.record import DataInfo, PluginInfo, RunRecord, TrainingSettings
+from gentool.training.distributed import ranks_from_environment
+from gentool.training.request import TrainingPlan
+
+DEFAULT_EPOCHS = 5
+DEFAULT_SEED = 0
+
+
+@dataclass
+class RunStart:
+    """A run folder to train in, the model's config and the data, before the model exists."""
+
+    run: RunFolder
+    config: Any
+    dataset: ImageDataset
+    record: RunRecord | None  # the resumed run's; a new run's is made once its model is built
+
+
+def start_new_run(plan: TrainingPlan) -> RunStart:
+    request, plugin = plan.request, plan.plugin
+    config = plugin.parse_config(plan.config_values)
+    run = _fresh_run_folder(request.run_dir, plugin.name, overwrite=request.overwrite)
+    dataset = load_dataset(
+        request.data,
+        image_size=image_size_of(config),
+        needs_labels=plugin.capabilities.conditional,
+        limit=request.limit,
+    )
+    # Only now that the new run can start; and once, by the process that writes the run.
+    if request.overwrite and run.exists() and ranks_from_environment().main:
+        run.delete()
+    return RunStart(run, config, dataset, record=None)
+
+
+def new_record(plan: TrainingPlan, start: RunStart, phases: list[Phase], device: str) -> RunRecord:
+    """A new run's run.json: its epochs, unless given, are all of the model's phases."""
+    request, plugin, dataset = plan.request, plan.plugin, start.dataset
+    epochs = request.epochs or sum(phase.epochs for phase in phases) or DEFAULT_EPOCHS
+    return RunRecord(
+        plugin=PluginInfo(
+            name=plugin.name,
+            distribution=plan.request.entry.distribution,
+            version=plan.request.entry.version,
+            api_version=plugin.api_version,
+        ),
+        config=config_to_dict(start.config),
+        data=DataInfo(
+            source=dataset.source,
+            count=len(dataset),
+            fingerprint=dataset.fingerprint,
+            spec=dataset.spec,
+            limit=request.limit,
+        ),
+        training=TrainingSettings(
+            seed=seed_of(plan, start),
+            batch_size=request.batch_size or plugin.default_batch_size,
+            epochs=epochs,
+            device=device,
+            ema=request.ema,
+        ),
+    )
+
+
+def seed_of(plan: TrainingPlan, start: RunStart) -> int:
+    """The run's seed: the resumed run's own, else the one asked for, else DEFAULT_SEED."""
+    if start.record is not None:
+        return start.record.training.seed
+    return DEFAULT_SEED if plan.request.seed is None else plan.request.seed
+
+
+def start_resumed_run(plan: TrainingPlan) -> RunStart:
+    request, plugin = plan.request, plan.plugin
+    run = RunFolder(request.run_dir) if request.run_dir else latest_run(plugin.name)
+    record = run.read(expected_plugin=plugin.name)
+    config = plugin.parse_config(record.config)
+    epochs = request.epochs or record.training.epochs
+    if epochs <= record.progress.epoch:
+        raise GentoolError(
+            f"{run} has already trained {record.progress.epoch} epochs: "
+            f"pass --epochs N with N > {record.progress.epoch} to train further"
+        )
+    record.training.epochs = epochs
+    source = request.data or record.data.source
+    dataset = load_dataset(
+        source,
+        image_size=image_size_of(config),
+        needs_labels=plugin.capabilities.conditional,
+        limit=record.data.limit,
+    )
+    if dataset.fingerprint != record.data.fingerprint:
+        raise DataError(
+            f"the data at {source!r} differs from what {run} was trained on; "
+            "an exact resume needs the same data"
+        )
+    return RunStart(run, config, dataset, record)
+
+
+def _fresh_run_folder(run_dir: Path | None, model_name: str, *, overwrite: bool) -> RunFolder:
+    if run_dir is None:
+        return new_run_folder(model_name)
+    run = RunFolder(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise GentoolError(f"--run-dir {run_dir} is a file: choose a new or empty folder")
+    if run.exists():
+        if overwrite:
+            return run
+        raise GentoolError(
+            f"{run_dir} already holds a run: continue it with --resume, replace it with "
+            "--overwrite, or choose another --run-dir"
+        )
+    # Temporary files of a run killed before its first checkpoint hold nothing to keep.
+    leftovers = set(run.leftovers())
+    if run_dir.exists() and any(path not in leftovers for path in run_dir.iterdir()):
+        replace = " (--overwrite replaces gentool runs only)" if overwrite else ""
+        raise GentoolError(
+            f"--run-dir {run_dir} is not empty and holds no run: choose a new or empty "
+            f"folder{replace}"
+        )
+    run.remove_leftovers()
+    return run
