@@ -54,7 +54,8 @@ class BatchLoader:
 
     def epoch(self, epoch: int, *, start_step: int = 0) -> Iterator[Batch]:
         """The batches of `epoch`, skipping the first `start_step` (when resuming mid-epoch)."""
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        # Any run seed (up to 2⁶³ − 1) and epoch map to a seed torch takes.
+        generator = torch.Generator().manual_seed((self.seed * 100_003 + epoch) % 2**63)
         order = torch.randperm(len(self.dataset), generator=generator)
         for step in range(start_step, self.steps_per_epoch):
             start = step * self.batch_size + self.rank * self.shard

@@ -6,27 +6,51 @@ import hashlib
 import json
 import os
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
+import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from gentool.atomic import atomic_write
 from gentool.data.dataset import DataWarning, ImageDataset
+from gentool.limits import available_memory
 
-_CACHE_FORMAT = 2  # bump when decoding or the cache layout changes
+DECODING_VERSION = 2  # bump when decoding changes what the same files decode to
+_CACHE_LAYOUT = 3  # in an entry's name: bump when what an entry holds changes
+_HASH_CHUNK = 2**20
 
 
-def content_fingerprint(
-    kind: str, image_size: int | None, parts: Iterable[tuple[str, bytes]]
-) -> str:
-    digest = hashlib.sha256(f"{kind}:{_CACHE_FORMAT}:{image_size}".encode())
-    for name, content in parts:
-        digest.update(name.encode())
-        digest.update(len(content).to_bytes(8, "little"))
-        digest.update(content)
-    return f"{kind}:{digest.hexdigest()[:32]}"
+class Fingerprint:
+    """Identifies decoded data: everything that decides it (content, names, preprocessing),
+    hashed. A resumed run checks it, and the cache is keyed by it."""
+
+    def __init__(self, kind: str, image_size: int | None) -> None:
+        self.kind = kind
+        self._digest = hashlib.sha256(f"{kind}:{DECODING_VERSION}:{image_size}".encode())
+
+    def add(self, name: bytes, content: bytes) -> None:
+        self._digest.update(name)
+        self._digest.update(len(content).to_bytes(8, "little"))
+        self._digest.update(content)
+
+    def add_file(self, name: bytes, path: Path, size: int) -> None:
+        """Add a file of `size` bytes, read in chunks; on an OSError nothing of it is added."""
+        digest = self._digest.copy()
+        digest.update(name)
+        digest.update(size.to_bytes(8, "little"))
+        read = 0
+        with path.open("rb") as file:
+            while chunk := file.read(_HASH_CHUNK):
+                digest.update(chunk)
+                read += len(chunk)
+        if read != size:
+            raise OSError(f"it changed while it was read ({size} bytes, then {read})")
+        self._digest = digest
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self._digest.hexdigest()[:32]}"
 
 
 def cache_dir() -> Path:
@@ -38,26 +62,26 @@ def cache_dir() -> Path:
 def cached(fingerprint: str, source: str, build: Callable[[], ImageDataset]) -> ImageDataset:
     """The dataset from the on-disk cache, or built and then cached.
 
-    What building warned about (files skipped, say) is kept with the entry and said again on every
-    load: a cached data set still has the holes its files had.
+    An entry is verified before use (its layout, and a SHA-256 of its content); a damaged one is
+    decoded again. A cache that cannot be written (a read-only or full disk, $GENTOOL_CACHE
+    naming a file) costs a warning, never the run. What building warned about (files skipped,
+    say) is kept with the entry and said again on every load: a cached data set still has the
+    holes its files had.
     """
-    path = cache_dir() / (fingerprint.replace(":", "-") + ".safetensors")
-    if path.exists():
-        try:
-            with safe_open(str(path), "pt") as handle:
-                metadata = handle.metadata() or {}
-                tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
-            class_names = tuple(json.loads(metadata.get("class_names", "[]")))
-            notes = [str(note) for note in json.loads(metadata.get("warnings", "[]"))]
-            dataset = ImageDataset(
-                tensors["images"], tensors.get("labels"), class_names, source, fingerprint
-            )
-        except (OSError, SafetensorError, KeyError, ValueError):
-            pass  # a damaged cache entry is rebuilt from the source below
-        else:
-            for note in notes:
-                warnings.warn(note, DataWarning, stacklevel=3)
-            return dataset
+    path = cache_dir() / f"{fingerprint.replace(':', '-')}.v{_CACHE_LAYOUT}.safetensors"
+    entry = _read_entry(path, fingerprint, source)
+    if entry is not None:
+        dataset, notes = entry
+    else:
+        dataset, notes = _build_noting(build)
+        _write_entry(path, dataset, notes, source)
+    for note in notes:
+        warnings.warn(note, DataWarning, stacklevel=3)
+    return dataset
+
+
+def _build_noting(build: Callable[[], ImageDataset]) -> tuple[ImageDataset, list[str]]:
+    """Build, keeping what it warned about the data to say again on every load."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DataWarning)
         dataset = build()
@@ -65,16 +89,87 @@ def cached(fingerprint: str, source: str, build: Callable[[], ImageDataset]) -> 
     for warning in caught:
         if issubclass(warning.category, DataWarning):
             notes.append(str(warning.message))
-            warnings.warn(str(warning.message), DataWarning, stacklevel=3)
         else:
             warnings.warn_explicit(
                 warning.message, warning.category, warning.filename, warning.lineno
             )
+    return dataset, notes
+
+
+def _content_digest(dataset: ImageDataset) -> str:
+    digest = hashlib.sha256(dataset.images.numpy().tobytes())
+    if dataset.labels is not None:
+        digest.update(dataset.labels.numpy().tobytes())
+    digest.update(json.dumps(dataset.class_names).encode())
+    return digest.hexdigest()
+
+
+def _read_entry(path: Path, fingerprint: str, source: str) -> tuple[ImageDataset, list[str]] | None:
+    """A verified cache entry, or None for a missing or damaged one."""
+    try:
+        if not path.is_file():
+            return None
+        size = path.stat().st_size
+        available = available_memory()
+        if available is not None and size > available:
+            raise ValueError(f"{size} bytes is more than the memory available")
+        with safe_open(str(path), "pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+        class_names = json.loads(metadata["class_names"])
+        notes = json.loads(metadata["warnings"])
+        if not all(isinstance(item, str) for item in [*class_names, *notes]):
+            raise ValueError("its class names or notes are not strings")
+        dataset = ImageDataset(
+            tensors["images"], tensors.get("labels"), tuple(class_names), source, fingerprint
+        )
+        _check_layout(dataset)
+        if _content_digest(dataset) != metadata["sha256"]:
+            raise ValueError("its content changed since it was written (SHA-256 mismatch)")
+    except (OSError, SafetensorError, KeyError, ValueError, TypeError) as error:
+        warnings.warn(
+            f"the cached decoding of {source!r} ({path}) is damaged ({error}); decoding again",
+            DataWarning,
+            stacklevel=4,
+        )
+        return None
+    return dataset, notes
+
+
+def _check_layout(dataset: ImageDataset) -> None:
+    images, labels = dataset.images, dataset.labels
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"its images are {images.dtype} of shape {tuple(images.shape)}")
+    if 0 in images.shape:
+        raise ValueError("it holds no pixels")
+    if labels is None:
+        return
+    if labels.dtype != torch.int64 or labels.shape != (images.shape[0],):
+        raise ValueError(f"its labels are {labels.dtype} of shape {tuple(labels.shape)}")
+    if len(labels) and not (
+        int(labels.min()) >= 0 and int(labels.max()) < len(dataset.class_names)
+    ):
+        raise ValueError("its labels do not index its class names")
+
+
+def _write_entry(path: Path, dataset: ImageDataset, notes: list[str], source: str) -> None:
     tensors = {"images": dataset.images}
     if dataset.labels is not None:
         tensors["labels"] = dataset.labels
-    metadata = {"class_names": json.dumps(dataset.class_names), "warnings": json.dumps(notes)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as temporary:
-        save_file(tensors, temporary, metadata=metadata)
-    return dataset
+    metadata = {
+        "class_names": json.dumps(dataset.class_names),
+        "warnings": json.dumps(notes),
+        "sha256": _content_digest(dataset),
+    }
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path) as temporary:
+            save_file(tensors, temporary, metadata=metadata)
+    except (OSError, SafetensorError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        warnings.warn(
+            f"could not cache the decoded {source!r} in {path.parent} ({reason}); it is decoded "
+            "again next time (set $GENTOOL_CACHE to a writable folder)",
+            DataWarning,
+            stacklevel=4,
+        )

@@ -1,0 +1,269 @@
+"""Data sources and caches as untrusted input: what decides the decoded content is all in its
+fingerprint, a cache entry is verified before use, and sizes are checked before allocation."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
+from gentool.api import DataSpec
+from gentool.cli import app
+from gentool.data import DataWarning, cache_dir, load_dataset, load_image
+from gentool.errors import DataError
+from tests.conftest import TINY_DCGAN_ARGS
+
+runner = CliRunner()
+TINY = [*TINY_DCGAN_ARGS, "-b", "4", "--device", "cpu", "--epochs", "1", "--limit", "8"]
+
+
+def write_npz(path: Path, **arrays) -> Path:
+    np.savez(path, **arrays)
+    return path
+
+
+def squares(count: int = 8, size: int = 8) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8)
+
+
+def test_the_same_images_with_other_labels_or_names_are_other_data(tmp_path):
+    images = squares()
+    first = load_dataset(
+        str(write_npz(tmp_path / "a.npz", images=images, labels=np.arange(8) % 2)),
+        image_size=8,
+    )
+    relabelled = load_dataset(
+        str(write_npz(tmp_path / "a.npz", images=images, labels=(np.arange(8) + 1) % 2)),
+        image_size=8,
+    )
+    renamed = load_dataset(
+        str(
+            write_npz(
+                tmp_path / "a.npz",
+                images=images,
+                labels=(np.arange(8) + 1) % 2,
+                class_names=np.array(["cat", "dog"]),
+            )
+        ),
+        image_size=8,
+    )
+    assert relabelled.labels.tolist() == ((np.arange(8) + 1) % 2).tolist()  # not the cached ones
+    assert renamed.class_names == ("cat", "dog")
+    assert len({first.fingerprint, relabelled.fingerprint, renamed.fingerprint}) == 3
+
+
+def test_the_same_bytes_in_another_shape_are_other_data(tmp_path):
+    images = squares(8, 8)
+    wide = load_dataset(str(write_npz(tmp_path / "a.npz", images=images)), image_size=None)
+    reshaped = images.reshape(2, 16, 16, 3)
+    tall = load_dataset(str(write_npz(tmp_path / "a.npz", images=reshaped)), image_size=None)
+    assert tall.images.shape == (2, 3, 16, 16) and wide.fingerprint != tall.fingerprint
+
+
+def test_resuming_on_relabelled_data_is_refused(in_tmp):
+    images = squares(16, 16)
+    write_npz(in_tmp / "d.npz", images=images, labels=np.arange(16) % 2)
+    arguments = ["-o", "image_size=16", "-b", "8", "--device", "cpu", "--epochs", "1"]
+    assert runner.invoke(app, ["train", "cgan", "--data", "d.npz", *arguments, "--run-dir", "run"])
+    write_npz(in_tmp / "d.npz", images=images, labels=(np.arange(16) + 1) % 2)
+    result = runner.invoke(app, ["train", "cgan", "--resume", "--run-dir", "run", "--epochs", "2"])
+    assert result.exit_code == 1 and "differs from what run was trained on" in result.output
+
+
+def only_cache_entry() -> Path:
+    (entry,) = cache_dir().glob("*.safetensors")
+    return entry
+
+
+@pytest.mark.parametrize(
+    ("damage", "why"),
+    [
+        (lambda images: {"images": torch.zeros_like(images)}, "SHA-256 mismatch"),
+        (lambda images: {"images": images.flatten()}, "of shape"),
+        (lambda images: {"images": images.float()}, "torch.float32"),
+        (lambda images: {"images": images[:, :, :0]}, "holds no pixels"),
+    ],
+)
+def test_a_damaged_cache_entry_is_decoded_again(tmp_path, damage, why):
+    source = str(write_npz(tmp_path / "a.npz", images=squares()))
+    original = load_dataset(source, image_size=8)
+    entry = only_cache_entry()
+    metadata = json.loads(json.dumps({"class_names": "[]", "warnings": "[]", "sha256": "0"}))
+    save_file(damage(original.images), entry, metadata=metadata)
+    with pytest.warns(DataWarning, match=f"is damaged .*{why}.*decoding again"):
+        again = load_dataset(source, image_size=8)
+    assert torch.equal(again.images, original.images)
+
+
+def test_a_cache_entry_of_another_kind_of_file_is_decoded_again(tmp_path):
+    source = str(write_npz(tmp_path / "a.npz", images=squares()))
+    original = load_dataset(source, image_size=8)
+    entry = only_cache_entry()
+    entry.unlink()
+    entry.mkdir()  # a folder where the entry was: read as a miss, written past with a warning
+    with pytest.warns(DataWarning, match="could not cache"):
+        again = load_dataset(source, image_size=8)
+    assert torch.equal(again.images, original.images)
+
+
+def test_a_cache_that_cannot_be_written_costs_a_warning_not_the_run(in_tmp, monkeypatch):
+    (in_tmp / "cache-file").write_text("not a folder")
+    monkeypatch.setenv("GENTOOL_CACHE", str(in_tmp / "cache-file"))
+    write_npz(in_tmp / "d.npz", images=squares(8, 16))
+    result = runner.invoke(app, ["train", "dcgan", *TINY, "--data", "d.npz", "--run-dir", "r2"])
+    assert result.exit_code == 0, result.output
+    assert "warning: could not cache the decoded 'd.npz'" in result.output
+
+
+def test_a_full_or_read_only_cache_costs_a_warning(in_tmp, monkeypatch, small_disk, read_only):
+    source = str(write_npz(in_tmp / "d.npz", images=squares(64, 32)))
+    monkeypatch.setenv("GENTOOL_CACHE", str(small_disk(40)))
+    with pytest.warns(DataWarning, match="could not cache .*No space left on device"):
+        assert len(load_dataset(source, image_size=32)) == 64
+    locked = in_tmp / "locked"
+    (locked / "data").mkdir(parents=True)
+    monkeypatch.setenv("GENTOOL_CACHE", str(read_only(locked)))
+    with pytest.warns(DataWarning, match="could not cache .*Read-only file system"):
+        assert len(load_dataset(source, image_size=32)) == 64
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({"images": np.zeros((64, 0, 0, 3), np.uint8)}, "expected N ≥ 1 images of 1 to 8192"),
+        ({"images": np.zeros((0, 8, 8, 3), np.uint8)}, "expected N ≥ 1 images"),
+        (
+            {"images": squares(2), "labels": np.array([0, 2**63 + 5], dtype=np.uint64)},
+            "must be class indexes ≥ 0 and < 100000, found 9223372036854775813",
+        ),
+        ({"images": squares(2), "labels": np.array([0, 10**12])}, "found 1000000000000"),
+        (
+            {"images": squares(2), "labels": np.array([0, 1]), "class_names": np.array([1, 2])},
+            "'class_names' in .* must list at least 2 names as strings",
+        ),
+    ],
+)
+def test_arrays_that_decode_to_nothing_or_to_too_much_are_refused(tmp_path, arrays, message):
+    source = str(write_npz(tmp_path / "bad.npz", **arrays))
+    with pytest.raises(DataError, match=message):
+        load_dataset(source, image_size=None)
+
+
+def test_an_npz_header_that_declares_more_than_the_archive_holds_is_refused(tmp_path):
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "|u1", "fortran_order": False, "shape": (10**12, 64, 64, 3)}
+    )
+    with zipfile.ZipFile(tmp_path / "liar.npz", "w") as archive:
+        archive.writestr("images.npy", header.getvalue() + b"\0" * 64)
+    started = time.perf_counter()
+    with pytest.raises(DataError, match="declares 12288000000000000 bytes but the archive holds"):
+        load_dataset(str(tmp_path / "liar.npz"), image_size=None)
+    assert time.perf_counter() - started < 5
+
+
+def test_a_huge_sparse_file_among_the_images_is_skipped_unread(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for index in range(4):
+        Image.new("RGB", (8, 8), (index * 40, 0, 0)).save(folder / f"{index}.png")
+    with (folder / "huge.png").open("wb") as file:
+        file.truncate(2**40)  # a terabyte that takes no disk
+    started = time.perf_counter()
+    with pytest.warns(DataWarning, match="skipped 1 image files larger than 1024 MiB"):
+        dataset = load_dataset(str(folder), image_size=8)
+    assert len(dataset) == 4 and time.perf_counter() - started < 10
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["-o", "image_size=1073741824"], "image_size 1073741824 is out of reach"),
+        (["-o", "latent_dim=10000000000"], "of weights) would take"),
+        (["-o", "g_features=1000000"], "of weights) would take"),
+        (["--limit", "1000000000000"], "1000000000000 built-in images of 16×16 would take"),
+    ],
+)
+def test_sizes_from_options_are_checked_before_anything_is_allocated(in_tmp, arguments, message):
+    started = time.perf_counter()
+    result = runner.invoke(app, ["train", "dcgan", *TINY, *arguments])
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert "Traceback" not in result.output and not (in_tmp / "runs").exists()
+    assert time.perf_counter() - started < 30
+
+
+def test_names_that_are_not_utf8_train_and_show_with_escapes(in_tmp):
+    root = os.fsencode(in_tmp / "data")
+    for klass in (b"caf\xe9", b"\xff\xfeclass"):
+        os.makedirs(os.path.join(root, klass))
+        for index in range(4):
+            name = os.path.join(root, klass, b"image-\xe9%d.png" % index)
+            Image.new("RGB", (16, 16), (index * 50, 0, 0)).save(os.fsdecode(name))
+    dataset = load_dataset(str(in_tmp / "data"), image_size=16)
+    assert dataset.class_names == ("\\xff\\xfeclass", "caf\\xe9")
+    result = runner.invoke(
+        app, ["train", "cgan", "-o", "image_size=16", "--data", "data", "-b", "4", "--epochs", "1",
+              "--device", "cpu", "--run-dir", "run"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+
+
+def test_a_file_that_fails_to_decode_in_an_unforeseen_way_is_skipped(tmp_path, monkeypatch):
+    # No file at hand makes Pillow raise outside its usual errors; a decoder that does stands in.
+    from gentool.data import folders
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for index in range(3):
+        Image.new("RGB", (8, 8)).save(folder / f"{index}.png")
+    open_image = folders.open_image
+
+    def open_or_fail(path):
+        if path.name == "1.png":
+            raise ZeroDivisionError("a decoder's own bug")
+        return open_image(path)
+
+    monkeypatch.setattr(folders, "open_image", open_or_fail)
+    with pytest.warns(DataWarning, match="skipped 1 of 3 files .*a decoder's own bug"):
+        assert len(load_dataset(str(folder), image_size=8)) == 2
+
+
+def test_any_failure_to_decode_one_file_skips_that_file(tmp_path, monkeypatch):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for index in range(3):
+        Image.new("RGB", (8, 8)).save(folder / f"{index}.png")
+    # A TIFF that Pillow opens and then fails to decode with a compression it lacks.
+    Image.new("RGB", (8, 8)).save(folder / "odd.tif", compression="tiff_lzw")
+    content = bytearray((folder / "odd.tif").read_bytes())
+    content[content.index(b"\x03\x01\x03\x00") + 8] = 0x09  # compression tag → an unknown code
+    (folder / "odd.tif").write_bytes(bytes(content))
+    with pytest.warns(DataWarning, match="skipped 1 of 4 files that could not be decoded"):
+        assert len(load_dataset(str(folder), image_size=8)) == 3
+
+
+def test_a_special_file_as_config_or_image_is_refused_without_blocking(in_tmp):
+    os.mkfifo(in_tmp / "pipe.toml")
+    result = runner.invoke(app, ["train", "dcgan", "--config", "pipe.toml"])
+    assert result.exit_code == 1 and "pipe.toml is not a regular file" in result.output
+    os.mkfifo(in_tmp / "pipe.png")
+    with pytest.raises(DataError, match="pipe.png is not a regular file"):
+        load_image(in_tmp / "pipe.png", DataSpec(3, 8, 8))
+
+
+def test_data_make_into_a_file_is_one_line(in_tmp):
+    (in_tmp / "taken").write_text("mine")
+    result = runner.invoke(app, ["data", "make", "faces", "taken", "--n", "4"])
+    assert result.exit_code == 1 and "taken is a file" in result.output
+    assert (in_tmp / "taken").read_text() == "mine"
