@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ from gentool.devices import resolve_device
 from gentool.errors import GentoolError
 from gentool.features import FeatureExtractor, load_extractor
 from gentool.jsonl import append_line
+from gentool.limits import check_allocation
 from gentool.metrics import (
     GaussianStatistics,
     frechet_distance,
@@ -48,7 +50,7 @@ from gentool.metrics import (
     psnr,
     ssim,
 )
-from gentool.models import image_size_of, load_trained
+from gentool.models import calling, image_size_of, load_trained
 from gentool.registry import PluginEntry
 from gentool.sampling import draw_uint8, evaluating
 
@@ -201,26 +203,15 @@ def real_statistics(
     dataset: ImageDataset, extractor: FeatureExtractor
 ) -> tuple[RealStatistics, bool]:
     """The real images' features and Gaussian, from the cache when it has them; and whether
-    it did."""
+    it did. A damaged entry is recomputed; a cache that cannot be written costs a warning."""
     key = statistics_key(dataset, extractor)
     folder = stats_dir()
     tensors_path, description_path = folder / f"{key}.safetensors", folder / f"{key}.json"
-    if tensors_path.exists():
-        try:
-            with safe_open(str(tensors_path), "pt") as handle:
-                tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
-            gaussian = GaussianStatistics(tensors["mean"], tensors["covariance"])
-            return RealStatistics(tensors["features"], gaussian), True
-        except (OSError, SafetensorError, KeyError):
-            pass  # a damaged entry is recomputed below
+    stored = _cached_statistics(tensors_path, len(dataset))
+    if stored is not None:
+        return stored, True
     features = extractor(dataset.images)
     gaussian = gaussian_statistics(features)
-    folder.mkdir(parents=True, exist_ok=True)
-    with atomic_write(tensors_path) as temporary:
-        save_file(
-            {"features": features, "mean": gaussian.mean, "covariance": gaussian.covariance},
-            temporary,
-        )
     description = {
         "source": dataset.source,
         "fingerprint": dataset.fingerprint,
@@ -228,8 +219,37 @@ def real_statistics(
         "extractor": json.loads(extractor.identity),
         "format": _STATS_FORMAT,
     }
-    write_text(description_path, json.dumps(description, indent=2) + "\n")
+    tensors = {"features": features, "mean": gaussian.mean, "covariance": gaussian.covariance}
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_write(tensors_path) as temporary:
+            save_file(tensors, temporary)
+        write_text(description_path, json.dumps(description, indent=2) + "\n")
+    except (OSError, SafetensorError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        warnings.warn(
+            f"could not cache the real images' statistics in {folder} ({reason}); they are "
+            "computed again next time",
+            stacklevel=2,
+        )
     return RealStatistics(features, gaussian), False
+
+
+def _cached_statistics(path: Path, count: int) -> RealStatistics | None:
+    """A cache entry of `count` images' statistics, checked; None when missing or damaged."""
+    try:
+        if not path.is_file():
+            return None
+        check_allocation(path.stat().st_size, f"cached statistics {path}", "delete it")
+        with safe_open(str(path), "pt") as handle:
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+        features, mean, covariance = tensors["features"], tensors["mean"], tensors["covariance"]
+        dims = features.shape[1] if features.ndim == 2 else -1
+        if features.shape[0] != count or mean.shape != (dims,) or covariance.shape != (dims, dims):
+            return None
+    except (OSError, SafetensorError, KeyError, GentoolError):
+        return None
+    return RealStatistics(features, GaussianStatistics(mean, covariance))
 
 
 def statistics_key(dataset: ImageDataset, extractor: FeatureExtractor) -> str:
@@ -289,7 +309,8 @@ def reconstruction_metrics(
         for start in range(0, originals.shape[0], _RECONSTRUCT_BATCH):
             batch = originals[start : start + _RECONSTRUCT_BATCH]
             batch = to_value_range(batch, plugin.value_range).to(device)
-            outputs.append(model.reconstruct(batch).float().cpu())
+            with calling(plugin, "reconstruct"):
+                outputs.append(model.reconstruct(batch).float().cpu())
     reconstructions = ((torch.cat(outputs) - low) / (high - low)).clamp(0, 1)
     targets = originals.to(torch.float32) / 255
     return {

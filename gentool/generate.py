@@ -24,7 +24,7 @@ from gentool.data import (
 from gentool.devices import resolve_device
 from gentool.errors import GentoolError, PluginError
 from gentool.images import save_grid
-from gentool.models import image_size_of, load_trained
+from gentool.models import calling, image_size_of, load_trained
 from gentool.record import RunRecord
 from gentool.registry import PluginEntry
 from gentool.sampling import class_grid, device_of, draw, square_columns
@@ -124,19 +124,20 @@ def interpolate_images(
             )
         pixels = torch.stack([load_image(path, spec) for path in (start_image, end_image)])
         images = to_value_range(pixels, plugin.value_range).to(device_of(model))
-        with torch.no_grad():
+        with torch.no_grad(), calling(plugin, "encode"):
             codes = model.encode(images)
         start, end = codes[:1], codes[1:]
     else:
         generator = torch.Generator(device=device_of(model)).manual_seed(seed)
         if plugin.capabilities.conditional:
             labels = torch.arange(rows, device=device_of(model)) % spec.num_classes
-        start = model.sample_latent(rows, labels=labels, generator=generator)
-        end = model.sample_latent(rows, labels=labels, generator=generator)
+        with calling(plugin, "sample_latent"):
+            start = model.sample_latent(rows, labels=labels, generator=generator)
+            end = model.sample_latent(rows, labels=labels, generator=generator)
     walk = torch.stack([_interpolate(start, end, t, method) for t in _fractions(steps)], dim=1)
     flat = walk.flatten(0, 1)  # (rows·steps, latent): row by row
     row_labels = None if labels is None else labels.repeat_interleave(steps)
-    with torch.no_grad():
+    with torch.no_grad(), calling(plugin, "decode"):
         images = model.decode(flat, labels=row_labels)
     _check_images(plugin, images, flat.shape[0], spec)
     path = out or run.interpolation_file(method, seed)
@@ -161,7 +162,7 @@ def reconstruct_images(
     model, record, run = load_trained(entry, run_dir, resolve_device(device))
     dataset = _run_data(plugin, record, data, limit=count)
     originals = to_value_range(dataset.images[:count], plugin.value_range).to(device_of(model))
-    with torch.no_grad():
+    with torch.no_grad(), calling(plugin, "reconstruct"):
         reconstructions = model.reconstruct(originals)
     _check_images(plugin, reconstructions, originals.shape[0], record.data.spec)
     before, after = (
@@ -201,7 +202,8 @@ def encode_images(
         for start in range(0, len(dataset), batch_size):
             images = dataset.images[start : start + batch_size]
             batch = to_value_range(images, plugin.value_range).to(device_of(model))
-            codes.append(model.encode(batch).float().cpu())
+            with calling(plugin, "encode"):
+                codes.append(model.encode(batch).float().cpu())
     tensors = {"codes": torch.cat(codes).contiguous()}
     if dataset.labels is not None:
         tensors["labels"] = dataset.labels.contiguous()
@@ -211,8 +213,7 @@ def encode_images(
         "source": dataset.source,
         "class_names": json.dumps(dataset.class_names),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out) as temporary:
+    with atomic_write(out, make_parents=True) as temporary:
         save_file(tensors, temporary, metadata=metadata)
     return out, len(dataset), tuple(tensors["codes"].shape[1:])
 
@@ -304,8 +305,7 @@ def _save_npz(
     }
     if labels is not None:
         arrays["labels"] = labels.cpu().numpy()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as temporary, temporary.open("wb") as file:
+    with atomic_write(path, make_parents=True) as temporary, temporary.open("wb") as file:
         np.savez(file, **arrays)
 
 

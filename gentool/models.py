@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -9,9 +11,12 @@ import torch
 
 from gentool.api import DataSpec, ModelPlugin
 from gentool.checkpoint import RunFolder, latest_run
-from gentool.errors import ConfigError, PluginError
+from gentool.errors import ConfigError, GentoolError, PluginError
+from gentool.limits import check_allocation, format_bytes
 from gentool.record import RunRecord
-from gentool.registry import PluginEntry
+from gentool.registry import PluginEntry, describe_exception, strict_plugins
+
+TRAINING_COPIES = 4  # weights, gradients, and Adam's two moments
 
 
 def image_size_of(config: Any) -> int | None:
@@ -21,16 +26,75 @@ def image_size_of(config: Any) -> int | None:
 
 
 def build_model(
-    plugin: ModelPlugin, config: Any, spec: DataSpec, device: torch.device
+    plugin: ModelPlugin, config: Any, spec: DataSpec, device: torch.device | str
 ) -> torch.nn.Module:
-    """The plugin's model for data of shape `spec`, on `device`."""
-    try:
+    """The plugin's model for data of shape `spec`, on `device`.
+
+    The model is first built on PyTorch's meta device, which allocates nothing, so that a config
+    asking for more memory than the machine has is refused before any of it is taken.
+    """
+    device = torch.device(device)
+    _check_size(plugin, config, spec, device)
+    with calling(plugin, "build"):
         model = plugin.build(config, spec)
-    except ValueError as error:  # the API's way to say that config and data do not fit together
-        raise ConfigError(f"{plugin.name}: {error}") from None
     if not isinstance(model, torch.nn.Module):
         raise PluginError(f"{plugin.name}: build returned {type(model).__name__}, not an nn.Module")
     return model.to(device)
+
+
+@contextmanager
+def calling(plugin: ModelPlugin, method: str) -> Iterator[None]:
+    """Say in one line what went wrong in a plugin's `method`: a ValueError from `build` is the
+    plugin API's way to refuse a config that does not fit the data; anything else is the
+    plugin's failure, named as such (GENTOOL_STRICT_PLUGINS=1 lets it through whole)."""
+    try:
+        yield
+    except GentoolError:
+        raise
+    except ValueError as error:
+        if method != "build":
+            raise _plugin_failure(plugin, method, error) from None
+        message = str(error)
+        shown = message if message.startswith(plugin.name) else f"{plugin.name}: {message}"
+        raise ConfigError(shown) from None
+    except (Exception, SystemExit) as error:
+        raise _plugin_failure(plugin, method, error) from None
+
+
+def _plugin_failure(plugin: ModelPlugin, method: str, error: BaseException) -> BaseException:
+    """The error to raise: the plugin's own under GENTOOL_STRICT_PLUGINS=1, else one line."""
+    if strict_plugins():
+        return error
+    return PluginError(
+        f"plugin {plugin.name!r} raised {describe_exception(error)} in {method}; "
+        "GENTOOL_STRICT_PLUGINS=1 shows the traceback"
+    )
+
+
+def _check_size(plugin: ModelPlugin, config: Any, spec: DataSpec, device: torch.device) -> None:
+    """Refuse a model whose weights, gradients and optimizer state would not fit in memory.
+
+    A plugin that cannot build on the meta device is built for real without this check."""
+    try:
+        with torch.device("meta"):
+            model = plugin.build(config, spec)
+        tensors = [*model.parameters(), *model.buffers()]
+    except (Exception, SystemExit):  # the real build below reports its own failure
+        return
+    weights = sum(tensor.numel() * tensor.element_size() for tensor in tensors)
+    # Weights, their gradients and two moments of Adam: four times the weights.
+    needed = TRAINING_COPIES * weights
+    what = f"{plugin.name} with this config ({format_bytes(weights)} of weights)"
+    fix = "choose smaller sizes in its config (see gentool info)"
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        if needed > free:
+            raise ConfigError(
+                f"{what} would take {format_bytes(needed)} to train on {device}, which has "
+                f"{format_bytes(free)} free: {fix}"
+            )
+        return
+    check_allocation(needed, what, fix, ConfigError)
 
 
 def load_trained(

@@ -9,12 +9,21 @@ same name, each stays reachable as ``distribution:name`` and the bare name is re
 ``GENTOOL_LOAD_PLUGINS=a,b`` loads only the third-party plugins named there (by model or
 distribution name); set but empty, it loads the built-in models alone. The variable exists to
 rule a misbehaving plugin out without uninstalling it.
+
+A plugin's import is untrusted code too: whatever it raises (SystemExit included) breaks that
+plugin only; an import still running after ``GENTOOL_PLUGIN_TIMEOUT`` seconds (10) is left
+behind and the plugin listed as broken; and what it prints goes to stderr, so that `gentool list
+--json` stays JSON.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import sys
+import threading
+import warnings
 from dataclasses import dataclass
 from importlib import metadata
 
@@ -24,6 +33,8 @@ from gentool.errors import PluginError
 ENTRY_POINT_GROUP = "gentool.models"
 STRICT_ENV = "GENTOOL_STRICT_PLUGINS"
 LOAD_ENV = "GENTOOL_LOAD_PLUGINS"
+TIMEOUT_ENV = "GENTOOL_PLUGIN_TIMEOUT"
+DEFAULT_TIMEOUT_SECONDS = 10.0
 BUILT_IN_DISTRIBUTION = "gentool"
 
 
@@ -83,6 +94,15 @@ def resolve(reference: str, entries: list[PluginEntry] | None = None) -> PluginE
         names = sorted({entry.name for entry in entries})
         known = ", ".join(names) if names else "none are installed"
         raise PluginError(f"unknown model {reference!r}; available models: {known}")
+    working = [entry for entry in matches if entry.ok]
+    if len(matches) > 1 and len(working) == 1:  # a broken namesake does not hide a working one
+        for broken in (entry for entry in matches if not entry.ok):
+            warnings.warn(
+                f"another plugin named {name!r}, from {broken.distribution} {broken.version}, "
+                f"is broken ({broken.error}); using {working[0].qualified_name}",
+                stacklevel=2,
+            )
+        matches = working
     if len(matches) > 1:
         choices = " or ".join(entry.qualified_name for entry in matches)
         raise PluginError(f"model name {name!r} is ambiguous: use {choices}")
@@ -114,14 +134,48 @@ def _load(
     entry_point: metadata.EntryPoint, dist_name: str, version: str, strict: bool
 ) -> PluginEntry:
     try:
-        plugin = _checked(entry_point.load(), entry_point.name, dist_name)
+        plugin = _checked(_import(entry_point), entry_point.name, dist_name)
         error = None
-    except Exception as exc:  # a broken third-party plugin must not break other commands
+    except (Exception, SystemExit) as exc:  # a broken plugin must not break other commands
         if strict:
             raise
         plugin = None
         error = describe_exception(exc)
     return PluginEntry(entry_point.name, dist_name, version, entry_point.value, plugin, error)
+
+
+def _import(entry_point: metadata.EntryPoint) -> object:
+    """`entry_point.load()`, given at most the time limit; what it prints goes to stderr."""
+    outcome: dict[str, object] = {}
+
+    def load() -> None:
+        try:
+            outcome["value"] = entry_point.load()
+        except BaseException as error:  # SystemExit too: only this plugin may fail of it
+            outcome["error"] = error
+
+    seconds = import_timeout()
+    worker = threading.Thread(target=load, name=f"import {entry_point.value}", daemon=True)
+    with contextlib.redirect_stdout(sys.stderr):
+        worker.start()
+        worker.join(seconds)
+    if worker.is_alive():
+        raise PluginError(
+            f"importing {entry_point.value} took longer than {seconds:g} s and was left behind "
+            f"(set {TIMEOUT_ENV} to wait longer, or {LOAD_ENV} to leave it out)"
+        )
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["value"]
+
+
+def import_timeout() -> float:
+    text = os.environ.get(TIMEOUT_ENV, "")
+    try:
+        seconds = float(text) if text.strip() else DEFAULT_TIMEOUT_SECONDS
+    except ValueError:
+        return DEFAULT_TIMEOUT_SECONDS
+    return seconds if seconds > 0 else DEFAULT_TIMEOUT_SECONDS
 
 
 def _checked(loaded: object, name: str, dist_name: str) -> ModelPlugin:
@@ -146,7 +200,7 @@ def strict_plugins() -> bool:
     return os.environ.get(STRICT_ENV, "").lower() in {"1", "true", "yes"}
 
 
-def describe_exception(exc: Exception) -> str:
+def describe_exception(exc: BaseException) -> str:
     """A plugin's exception in one line: its type and the first line of its message."""
     if isinstance(exc, PluginError):
         return str(exc)

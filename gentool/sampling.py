@@ -16,6 +16,7 @@ import torch
 
 from gentool.api import DataSpec, ModelPlugin
 from gentool.data import to_uint8
+from gentool.models import calling
 
 SAMPLE_BATCH = 250  # images per call of the model's `sample`: bounds the memory of large draws
 
@@ -56,7 +57,8 @@ def draw(
         for start in range(0, count, SAMPLE_BATCH):
             size = min(SAMPLE_BATCH, count - start)
             batch_labels = None if labels is None else labels[start : start + size]
-            batches.append(model.sample(size, labels=batch_labels, generator=generator))
+            with calling(plugin, "sample"):
+                batches.append(model.sample(size, labels=batch_labels, generator=generator))
     return torch.cat(batches) if len(batches) > 1 else batches[0]
 
 
