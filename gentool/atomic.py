@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -10,14 +11,28 @@ from pathlib import Path
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; when the block succeeds, move it over `path`.
+def atomic_write(path: str | os.PathLike[str], *, make_parents: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; when the block succeeds, move it over `path`
+    (creating its missing parent folders first with `make_parents`).
 
     The data is fsynced before the rename and the folder after it, so a power cut cannot leave a
     renamed but empty file. If the block raises (a full disk, say), `path` is left untouched.
+    An OSError names `path`, not the temporary file.
     """
     path = Path(path)
-    descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", str(path))
+    if make_parents:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:  # a file where a folder of the path should be
+            raise NotADirectoryError(
+                errno.ENOTDIR, "a part of the path is a file, not a folder", str(path)
+            ) from None
+    try:
+        descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise type(error)(error.errno, error.strerror, str(path)) from None
     os.close(descriptor)
     temporary = Path(name)
     try:
@@ -26,6 +41,9 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield temporary
         fsync_path(temporary)
         os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise type(error)(error.errno, error.strerror, str(path)) from None
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise

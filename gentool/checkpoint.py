@@ -28,6 +28,7 @@ from safetensors.torch import save as serialize_safetensors
 
 from gentool.atomic import fsync_path, write_text
 from gentool.errors import CheckpointError
+from gentool.limits import check_allocation
 from gentool.record import FutureRunFormat, RunRecord, now
 from gentool.run_files import (
     CHECKPOINT_PREFIX,
@@ -35,11 +36,13 @@ from gentool.run_files import (
     LEFTOVER_SUFFIX,
     MODEL_FILE,
     OPTIM_FILE,
+    RUN_FILE,
     RunFiles,
     checkpoint_name,
 )
 
 RUNS_ROOT = Path("runs")
+MAX_RUN_FILE_BYTES = 2**26  # run.json is kilobytes; far larger is damage
 
 
 class RunFolder(RunFiles):
@@ -55,6 +58,8 @@ class RunFolder(RunFiles):
         if not self.run_file.exists():
             raise CheckpointError(f"{self.path} is not a gentool run folder (no run.json)")
         try:
+            if not self.run_file.is_file() or self.run_file.stat().st_size > MAX_RUN_FILE_BYTES:
+                raise ValueError("not a file of the size gentool writes")
             record = RunRecord.from_json(self.run_file.read_text(encoding="utf-8"))
         except FutureRunFormat as error:
             raise CheckpointError(f"{self.run_file} was {error}: upgrade gentool") from None
@@ -231,6 +236,12 @@ class RunFolder(RunFiles):
         path = self.checkpoint_dir(record.checkpoint) / file_name
         if not path.exists():
             raise CheckpointError(f"checkpoint file {path} is missing")
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint file {path} is damaged: not a regular file")
+        check_allocation(
+            path.stat().st_size, f"checkpoint file {path}", "is it a gentool checkpoint?",
+            CheckpointError,
+        )  # fmt: skip
         try:
             content = path.read_bytes()
         except OSError as error:
@@ -279,14 +290,19 @@ def new_run_folder(model_name: str, root: Path = RUNS_ROOT) -> RunFolder:
     return RunFolder(path)
 
 
-def latest_run(model_name: str, root: Path = RUNS_ROOT) -> RunFolder:
-    """The most recently updated run of `model_name` under `root`."""
+def latest_run(model_name: str, root: Path = RUNS_ROOT, *, flag: str = "--run") -> RunFolder:
+    """The most recently updated run of `model_name` under `root`; an error names `flag`, the
+    option that names a run folder instead."""
     parent = root / model_name
-    runs = [RunFolder(path) for path in parent.glob("*") if (path / "run.json").is_file()]
+    runs = [
+        RunFolder(path)
+        for path in parent.glob("*")
+        if not path.name.startswith(".") and (path / RUN_FILE).is_file()
+    ]
     if not runs:
         raise CheckpointError(
             f"no runs of {model_name!r} under {parent}: train one with `gentool train "
-            f"{model_name}` or pass --run DIR"
+            f"{model_name}` or pass {flag} DIR"
         )
     return max(runs, key=lambda run: run.run_file.stat().st_mtime_ns)
 

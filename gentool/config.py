@@ -20,6 +20,8 @@ import dataclasses
 import difflib
 import json
 import math
+import os
+import stat
 import sys
 import types
 import typing
@@ -31,6 +33,7 @@ from gentool.errors import ConfigError
 
 ConfigT = TypeVar("ConfigT")
 
+MAX_CONFIG_BYTES = 2**20
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 
@@ -144,8 +147,17 @@ def toml_load_file(path: Any) -> dict[str, Any]:
     """Parse a TOML file; a ConfigError names the file when it is missing or malformed."""
     module = _toml_module()
     try:
+        kind = os.stat(path).st_mode
+        if not (stat.S_ISREG(kind) or stat.S_ISDIR(kind)):  # a FIFO would block, a device never end
+            raise ConfigError(f"config file {path} is not a regular file")
         with open(path, "rb") as file:
-            return module.load(file)
+            text = file.read(MAX_CONFIG_BYTES + 1)
+        if len(text) > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"config file {path} is larger than {MAX_CONFIG_BYTES // 1024} KiB: a model "
+                "config is a few lines"
+            )
+        return module.loads(text.decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except OSError as error:  # a folder, an unreadable file

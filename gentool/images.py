@@ -38,9 +38,8 @@ def image_grid(images: torch.Tensor, *, columns: int | None = None, padding: int
 def save_png(pixels: np.ndarray, path: str | Path) -> Path:
     """Write an (H, W, C) uint8 array as a PNG, atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
-    with atomic_write(path) as temporary:
+    with atomic_write(path, make_parents=True) as temporary:
         image.save(temporary, format="PNG")
     return path
 

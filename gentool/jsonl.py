@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO
 
 from gentool.atomic import write_text
+from gentool.errors import GentoolError
+from gentool.limits import format_bytes
+
+MAX_LINE_CHARS = 2**20  # far longer than any line gentool writes
+MAX_FILE_BYTES = 2**32  # a billion-step run's log is smaller
 
 
 def encode(values: Mapping[str, Any]) -> str:
@@ -46,14 +51,26 @@ def step_of(line: str) -> int | None:
 
 def read_lines(path: Path) -> list[dict[str, Any]]:
     """The file's lines that gentool could have written, in file order ([] without a file)."""
+    return [json.loads(line) for line in _lines(path) if step_of(line) is not None]
+
+
+def _lines(path: Path) -> Iterator[str]:
+    """The file's lines, each with its newline; a line longer than any gentool writes (a
+    damaged or hostile file, say a sparse terabyte of zeros) is skipped without being held."""
     if not path.is_file():
-        return []
-    records = []
+        return
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise GentoolError(
+            f"{path} is {format_bytes(size)}, more than gentool ever writes there: move it aside"
+        )
     with path.open(encoding="utf-8", errors="replace") as file:
-        for line in file:
-            if step_of(line) is not None:
-                records.append(json.loads(line))
-    return records
+        while line := file.readline(MAX_LINE_CHARS):
+            if line.endswith("\n") or len(line) < MAX_LINE_CHARS:
+                yield line
+                continue
+            while (rest := file.readline(MAX_LINE_CHARS)) and not rest.endswith("\n"):
+                pass  # the rest of an overlong line
 
 
 class JsonLinesWriter:
@@ -67,12 +84,11 @@ class JsonLinesWriter:
     def __init__(self, path: Path, *, keep_through_step: int | None = None) -> None:
         self.path = path
         if keep_through_step is not None and path.is_file():
-            with path.open(encoding="utf-8", errors="replace") as file:
-                kept = [
-                    line if line.endswith("\n") else line + "\n"
-                    for line in file
-                    if (step := step_of(line)) is not None and step <= keep_through_step
-                ]
+            kept = [
+                line if line.endswith("\n") else line + "\n"
+                for line in _lines(path)
+                if (step := step_of(line)) is not None and step <= keep_through_step
+            ]
             write_text(path, "".join(kept))
         self._file: TextIO | None = None
 

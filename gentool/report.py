@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -94,8 +95,12 @@ def _timing(records: list[dict[str, Any]], record: RunRecord) -> str:
     epochs = event_records(records, "epoch")
     if not epochs:
         return _table([("created", record.created), ("last checkpoint", record.updated)])
-    rows = [(f"epoch {r['epoch']}", f"{r.get('seconds', float('nan')):.1f} s") for r in epochs]
-    total = sum(r.get("seconds", 0.0) for r in epochs)
+    seconds = [r.get("seconds") if _finite(r.get("seconds")) else math.nan for r in epochs]
+    rows = [
+        (f"epoch {r.get('epoch')}", f"{time:.1f} s")
+        for r, time in zip(epochs, seconds, strict=True)
+    ]
+    total = sum(time for time in seconds if math.isfinite(time))
     rows.append(("total", f"{total:.1f} s"))
     return _table(rows)
 
@@ -168,3 +173,7 @@ def _format(value: Any) -> str:
 
 def _text(value: Any) -> str:
     return html.escape(str(value), quote=True)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

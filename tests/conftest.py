@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
 import textwrap
 from dataclasses import replace
 from pathlib import Path
@@ -97,3 +98,45 @@ def tiny_cpu_training():
     yield
     torch.set_flush_denormal(False)
     torch.set_num_threads(threads)
+
+
+def _mount(*arguments: str) -> None:
+    """Run mount(8); skip the test where this machine does not let it (not root, a container
+    without the capability): the fault is then not real, and a stand-in would prove little."""
+    result = subprocess.run(["mount", *arguments], capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount here ({result.stderr.strip()}): run as root for real faults")
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """small_disk(kib) → an empty folder on a real tmpfs of that size: a disk that fills up."""
+    mounted: list[Path] = []
+
+    def make(kib: int) -> Path:
+        folder = tmp_path / f"disk-{len(mounted)}"
+        folder.mkdir()
+        _mount("-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(folder))
+        mounted.append(folder)
+        return folder
+
+    yield make
+    for folder in reversed(mounted):
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.fixture
+def read_only():
+    """read_only(folder): bind-mounts the folder over itself read-only, as a read-only disk is;
+    even root cannot write there."""
+    mounted: list[Path] = []
+
+    def make(folder: Path) -> Path:
+        _mount("--bind", str(folder), str(folder))
+        mounted.append(folder)
+        _mount("-o", "remount,bind,ro", str(folder))
+        return folder
+
+    yield make
+    for folder in reversed(mounted):
+        subprocess.run(["umount", "-l", str(folder)], check=False)

@@ -65,8 +65,20 @@ def user_errors(command: Command) -> Command:
             except KeyboardInterrupt:  # a second Ctrl-C: stop at once; saved checkpoints are intact
                 error_console.print("[yellow]aborted[/]")
                 raise typer.Exit(EXIT_INTERRUPTED) from None
+            except OSError as error:  # the file system refused: a full disk, a read-only folder
+                error_console.print(f"[red]error:[/] {describe_os_error(error)}", highlight=False)
+                raise typer.Exit(EXIT_USER_ERROR) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def describe_os_error(error: OSError) -> str:
+    """A file system's refusal in one line: which file, why, what to do."""
+    where = f"{error.filename}: " if error.filename else ""
+    return (
+        f"{where}{error.strerror or error} (check the path, and that its disk is writable and "
+        "has space)"
+    )
 
 
 def _show_warning(

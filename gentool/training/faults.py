@@ -11,10 +11,15 @@ import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
+import torch
+
+from gentool.api import ModelPlugin
 from gentool.checkpoint import RunFolder
 from gentool.errors import GentoolError, PluginError, TrainingError
 from gentool.record import RunRecord
 from gentool.registry import describe_exception, strict_plugins
+
+LR_FAR_ABOVE_DEFAULT = 100  # a learning rate this many times the default is the likely cause
 
 
 def kept(run: RunFolder, record: RunRecord) -> str:
@@ -45,7 +50,12 @@ def plugin_code(record: RunRecord, method: str, run: RunFolder) -> Iterator[None
 
 
 def check_finite(
-    values: Mapping[str, float], epoch: int, step: int, run: RunFolder, record: RunRecord
+    values: Mapping[str, float],
+    epoch: int,
+    step: int,
+    run: RunFolder,
+    record: RunRecord,
+    advice: str,
 ) -> None:
     """Stop training on a logged value that is NaN or infinite (`step` counted from 1)."""
     bad = {name: value for name, value in values.items() if not math.isfinite(value)}
@@ -54,6 +64,38 @@ def check_finite(
     shown = ", ".join(f"{name}={value}" for name, value in bad.items())
     raise TrainingError(
         f"non-finite values at epoch {epoch + 1}, step {step} ({shown}) from "
-        f"{record.plugin.origin()}; training stopped and {kept(run, record)}; "
-        "try a lower learning rate"
+        f"{record.plugin.origin()}; training stopped and {kept(run, record)}; {advice}"
     )
+
+
+def check_finite_weights(
+    tensors: Mapping[str, torch.Tensor], run: RunFolder, record: RunRecord, advice: str
+) -> None:
+    """Refuse to commit a checkpoint whose weights (or optimizer state, or average) hold a NaN
+    or an infinity: a resume could only fail on it. One copy from the device when all is well."""
+    floating = {name: tensor for name, tensor in tensors.items() if tensor.is_floating_point()}
+    if not floating:
+        return
+    flags = torch.stack([torch.isfinite(tensor).all() for tensor in floating.values()])
+    if bool(flags.all()):
+        return
+    bad = [name for name, flag in zip(floating, flags.tolist(), strict=True) if not flag]
+    raise TrainingError(
+        f"non-finite weights after step {record.progress.global_step} ({', '.join(bad[:3])}) "
+        f"from {record.plugin.origin()}, so no checkpoint was written of them; training stopped "
+        f"and {kept(run, record)}; {advice}"
+    )
+
+
+def divergence_advice(plugin: ModelPlugin, config: object) -> str:
+    """What to try when training diverges: a lower learning rate, pointing at one far above
+    the plugin's default."""
+    chosen, default = getattr(config, "lr", None), getattr(plugin.parse_config({}), "lr", None)
+    if (
+        isinstance(chosen, float)
+        and isinstance(default, float)
+        and default > 0
+        and chosen > LR_FAR_ABOVE_DEFAULT * default
+    ):
+        return f"lr {chosen:g} is far above {plugin.name}'s default {default:g}: lower --lr"
+    return "try a lower learning rate"

@@ -22,14 +22,15 @@ import torch
 
 from gentool import rng
 from gentool.api import Batch
-from gentool.errors import CheckpointError, Interrupted
+from gentool.checkpoint import RunFolder
+from gentool.errors import CheckpointError, Interrupted, TrainingError
 from gentool.images import save_grid
 from gentool.sampling import class_grid, draw_uint8
 from gentool.training.display import StopRequest, stop_on_signals
 from gentool.training.distributed import broadcast_from_main, gather_to_all
-from gentool.training.faults import plugin_code
+from gentool.training.faults import check_finite_weights, kept, plugin_code
 from gentool.training.logbook import LoggedStep
-from gentool.training.session import Session
+from gentool.training.session import Session, open_run_logs
 from gentool.training.speed import compile_failures
 from gentool.training.step import phase_at, train_step
 
@@ -49,8 +50,9 @@ def fit(session: Session) -> TrainSummary:
     """Train until the run's epochs are done, checkpointing after each; a summary."""
     started = time.perf_counter()
     if session.record.checkpoint is None:
-        save_checkpoint(session)  # step 0: the folder is a resumable run from the start
-    with stop_on_signals() as stop, session.display:
+        save_checkpoint(session, first=True)  # step 0: a resumable run from the start
+    open_run_logs(session)
+    with stop_on_signals() as stop, session.display, _storage_errors(session):
         for epoch in range(session.progress.epoch, session.record.training.epochs):
             train_epoch(session, epoch, stop)
             end_epoch(session, epoch, started)
@@ -147,9 +149,9 @@ def write_epoch_grid(session: Session, epoch: int) -> Path:
     return save_grid(images, session.run.epoch_grid(epoch), columns=columns)
 
 
-def save_checkpoint(session: Session) -> None:
+def save_checkpoint(session: Session, *, first: bool = False) -> None:
     """Commit a checkpoint of the run as it is now (rank 0 writes it; every rank's generator
-    state goes in it)."""
+    state goes in it). The `first` checkpoint creates the run folder."""
     record, ranks = session.record, session.ranks
     states = gather_to_all(rng.capture(), ranks.world_size) if ranks.distributed else None
     if not ranks.main:
@@ -158,12 +160,35 @@ def save_checkpoint(session: Session) -> None:
     if states is not None:
         record.rng["ranks"] = states
     average = session.ema.state_dict() if session.ema else None
+    check_finite_weights(_saved_tensors(session), session.run, record, session.advice)
+
+    def write(run: RunFolder) -> None:
+        run.save(record, session.model, session.context.optimizers, ema=average)
+
     try:
-        session.run.save(record, session.model, session.context.optimizers, ema=average)
+        if first and session.claim is not None:
+            session.run = session.claim.commit_first(write)
+        else:
+            write(session.run)
     except CheckpointError as error:  # the disk refused: say how to go on once it is fixed
         raise CheckpointError(
             f"{error}; once fixed, resume with: {session.resume_command}"
         ) from None
+
+
+def _saved_tensors(session: Session) -> dict[str, torch.Tensor]:
+    """What a checkpoint holds: the weights, the optimizers' state and the moving average."""
+    tensors = dict(session.model.state_dict())
+    parameter_names = {id(value): key for key, value in session.model.named_parameters()}
+    for name, optimizer in session.context.optimizers.items():
+        for parameter, state in optimizer.state.items():
+            owner = parameter_names.get(id(parameter), "a parameter")
+            for key, value in state.items():
+                if isinstance(value, torch.Tensor):
+                    tensors[f"{key} of {owner} in optimizer {name!r}"] = value
+    if session.ema is not None:
+        tensors |= {f"average of {key}": value for key, value in session.ema.state_dict().items()}
+    return tensors
 
 
 def _stop(session: Session, epoch: int, stop: StopRequest) -> None:
@@ -174,6 +199,21 @@ def _stop(session: Session, epoch: int, stop: StopRequest) -> None:
         f"step {progress.step_in_epoch}/{session.loader.steps_per_epoch}, checkpoint saved; "
         f"resume with: {session.resume_command}"
     )
+
+
+@contextmanager
+def _storage_errors(session: Session) -> Iterator[None]:
+    """A file that cannot be written beside the checkpoints (metrics, a sample grid, loss.png)
+    stops training in one line; the last checkpoint is the run, and it says how to go on."""
+    try:
+        yield
+    except OSError as error:
+        where = f" {error.filename}" if error.filename else f" in {session.run}"
+        raise TrainingError(
+            f"could not write{where}: {error.strerror or error}; training stopped and "
+            f"{kept(session.run, session.record)}; once fixed, resume with: "
+            f"{session.resume_command}"
+        ) from None
 
 
 @contextmanager

@@ -11,6 +11,7 @@ import shlex
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from rich.console import Console
@@ -23,6 +24,7 @@ from gentool.errors import CheckpointError
 from gentool.jsonl import JsonLinesWriter
 from gentool.models import build_model
 from gentool.record import Progress, RunRecord
+from gentool.training.claim import RunClaim
 from gentool.training.display import TrainingDisplay
 from gentool.training.distributed import (
     Ranks,
@@ -32,7 +34,7 @@ from gentool.training.distributed import (
     shard_size,
 )
 from gentool.training.ema import ExponentialMovingAverage
-from gentool.training.faults import check_finite
+from gentool.training.faults import check_finite, divergence_advice
 from gentool.training.logbook import StepLog
 from gentool.training.monitor import EpochMonitor, MonitorLogs
 from gentool.training.request import TrainingPlan
@@ -65,8 +67,11 @@ class Session:
     console: Console
     display: TrainingDisplay
     log: StepLog
-    monitor: EpochMonitor | None
+    claim: RunClaim | None  # rank 0's hold on the run folder
     files: ExitStack  # the files held open while training writes them
+    monitor: EpochMonitor | None = None  # rank 0's, once the run folder exists
+    config: Any = None  # the model's config
+    advice: str = ""  # what to try when training diverges
     steps: int = 0  # optimisation steps taken in this invocation
     last_grid: Path | None = field(default=None)
 
@@ -96,7 +101,8 @@ def open_session(
 ) -> Session:
     """Start or resume the run `plan` asks for, up to its first step (or step 0's checkpoint,
     which `gentool.training.loop` writes)."""
-    start = start_resumed_run(plan) if plan.request.resume else start_new_run(plan)
+    start_run = start_resumed_run if plan.request.resume else start_new_run
+    start = start_run(plan, files if ranks.main else None)
     torch.manual_seed(seed_of(plan, start))  # before build, so initialisation follows the seed
     model = build_model(plan.plugin, start.config, start.dataset.spec, device)
     model = prepare_model(model, plan.acceleration)
@@ -128,19 +134,19 @@ def open_session(
     if not ranks.main:
         console = Console(quiet=True)
     display = TrainingDisplay(console)
-    metrics, monitor = _run_logs(plan, start, run, record, console, files, ranks)
+    advice = divergence_advice(plan.plugin, start.config)
     log = StepLog(
-        metrics,
+        None,  # metrics.jsonl: opened once the run folder exists (open_run_logs)
         display,
         every=plan.request.log_every,
         ranks=ranks,
         device=device,
-        check=lambda values, epoch, step: check_finite(values, epoch, step, run, record),
+        check=lambda values, epoch, step: check_finite(values, epoch, step, run, record, advice),
         plugin_name=plan.plugin.name,
     )
     return Session(
         plan, run, record, start.dataset, model, context, phases, loader, autocast, ema, ranks,
-        console, display, log, monitor, files,
+        console, display, log, start.claim, files, config=start.config, advice=advice,
     )  # fmt: skip
 
 
@@ -196,30 +202,23 @@ def _moving_average(
     return ema
 
 
-def _run_logs(
-    plan: TrainingPlan,
-    start: RunStart,
-    run: RunFolder,
-    record: RunRecord,
-    console: Console,
-    files: ExitStack,
-    ranks: Ranks,
-) -> tuple[JsonLinesWriter | None, EpochMonitor | None]:
+def open_run_logs(session: Session) -> None:
     """metrics.jsonl and epochs.jsonl held open (trimmed back to the checkpoint on resume), and
-    the epoch monitor that writes with them; rank 0's alone."""
-    if not ranks.main:
-        return None, None
-    kept = record.progress.global_step if plan.request.resume else None
-    metrics = files.enter_context(JsonLinesWriter(run.metrics_file, keep_through_step=kept))
-    epochs = files.enter_context(JsonLinesWriter(run.epochs_file, keep_through_step=kept))
-    monitor = EpochMonitor(
-        plan.plugin,
-        start.config,
-        start.dataset,
+    the epoch monitor that writes with them; rank 0's alone, once the run folder exists."""
+    if not session.ranks.main:
+        return
+    run, resume = session.run, session.plan.request.resume
+    kept = session.record.progress.global_step if resume else None
+    metrics = session.files.enter_context(JsonLinesWriter(run.metrics_file, keep_through_step=kept))
+    epochs = session.files.enter_context(JsonLinesWriter(run.epochs_file, keep_through_step=kept))
+    session.log.writer = metrics
+    session.monitor = EpochMonitor(
+        session.plugin,
+        session.config,
+        session.dataset,
         run,
-        console,
+        session.console,
         MonitorLogs(epochs=epochs, metrics=metrics),
-        plan.eval_schedule,
-        seed=record.training.seed,
+        session.plan.eval_schedule,
+        seed=session.record.training.seed,
     )
-    return metrics, monitor

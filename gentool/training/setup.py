@@ -7,6 +7,7 @@ config, and the data it was trained on.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from gentool.data import ImageDataset, load_dataset
 from gentool.errors import DataError, GentoolError
 from gentool.models import image_size_of
 from gentool.record import DataInfo, PluginInfo, RunRecord, TrainingSettings
-from gentool.training.distributed import ranks_from_environment
+from gentool.training.claim import RunClaim, remove_stale_replacements
 from gentool.training.request import TrainingPlan
 
 DEFAULT_EPOCHS = 5
@@ -33,22 +34,26 @@ class RunStart:
     config: Any
     dataset: ImageDataset
     record: RunRecord | None  # the resumed run's; a new run's is made once its model is built
+    claim: RunClaim | None  # None in processes that do not write the run (ranks other than 0)
 
 
-def start_new_run(plan: TrainingPlan) -> RunStart:
+def start_new_run(plan: TrainingPlan, claims: ExitStack | None) -> RunStart:
+    """A new run; the process that writes it claims its folder, held until `claims` closes
+    (None in the processes that do not write)."""
     request, plugin = plan.request, plan.plugin
     config = plugin.parse_config(plan.config_values)
     run = _fresh_run_folder(request.run_dir, plugin.name, overwrite=request.overwrite)
+    claim = None
+    if claims is not None:
+        mode = "replace" if request.overwrite and run.exists() else "new"
+        claim = claims.enter_context(RunClaim(run, mode, dated=request.run_dir is None))
     dataset = load_dataset(
         request.data,
         image_size=image_size_of(config),
         needs_labels=plugin.capabilities.conditional,
         limit=request.limit,
     )
-    # Only now that the new run can start; and once, by the process that writes the run.
-    if request.overwrite and run.exists() and ranks_from_environment().main:
-        run.delete()
-    return RunStart(run, config, dataset, record=None)
+    return RunStart(run, config, dataset, record=None, claim=claim)
 
 
 def new_record(plan: TrainingPlan, start: RunStart, phases: list[Phase], device: str) -> RunRecord:
@@ -87,10 +92,14 @@ def seed_of(plan: TrainingPlan, start: RunStart) -> int:
     return DEFAULT_SEED if plan.request.seed is None else plan.request.seed
 
 
-def start_resumed_run(plan: TrainingPlan) -> RunStart:
+def start_resumed_run(plan: TrainingPlan, claims: ExitStack | None) -> RunStart:
+    """The run to resume, checked to continue exactly; claimed as `start_new_run` says."""
     request, plugin = plan.request, plan.plugin
-    run = RunFolder(request.run_dir) if request.run_dir else latest_run(plugin.name)
+    run = (
+        RunFolder(request.run_dir) if request.run_dir else latest_run(plugin.name, flag="--run-dir")
+    )
     record = run.read(expected_plugin=plugin.name)
+    claim = claims.enter_context(RunClaim(run, "resume")) if claims is not None else None
     config = plugin.parse_config(record.config)
     epochs = request.epochs or record.training.epochs
     if epochs <= record.progress.epoch:
@@ -111,7 +120,7 @@ def start_resumed_run(plan: TrainingPlan) -> RunStart:
             f"the data at {source!r} differs from what {run} was trained on; "
             "an exact resume needs the same data"
         )
-    return RunStart(run, config, dataset, record)
+    return RunStart(run, config, dataset, record, claim)
 
 
 def _fresh_run_folder(run_dir: Path | None, model_name: str, *, overwrite: bool) -> RunFolder:
@@ -120,6 +129,7 @@ def _fresh_run_folder(run_dir: Path | None, model_name: str, *, overwrite: bool)
     run = RunFolder(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise GentoolError(f"--run-dir {run_dir} is a file: choose a new or empty folder")
+    remove_stale_replacements(run_dir)
     if run.exists():
         if overwrite:
             return run
@@ -135,5 +145,4 @@ def _fresh_run_folder(run_dir: Path | None, model_name: str, *, overwrite: bool)
             f"--run-dir {run_dir} is not empty and holds no run: choose a new or empty "
             f"folder{replace}"
         )
-    run.remove_leftovers()
     return run

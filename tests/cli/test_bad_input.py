@@ -8,6 +8,7 @@ both.
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -63,6 +64,16 @@ BAD_INPUT: list[tuple[list[str], int, str]] = [
     (["train", "dcgan", "--nproc", "0"], 2, "Invalid value for '--nproc'"),
     (["train", "dcgan", "--nproc", "2", "-b", "3"], 1, "--batch-size 3 does not split over 2"),
     (["train", "dcgan", "--resume", "--run-dir", "empty"], 1, "empty is not a gentool run folder"),
+    (["train", "dcgan", "--device", "meta"], 1, "--device meta is not supported: use auto, cpu"),
+    (["train", "dcgan", "--device", "mps"], 1, "--device mps is not supported: use auto, cpu"),
+    (["train", "dcgan", "--seed", "-1"], 1, "--seed must be between 0 and 9223372036854775807"),
+    (["train", "dcgan", "--log-every", "0"], 2, "Invalid value for '--log-every'"),
+    (["train", "dcgan", "--config", "pipe.toml"], 1, "config file pipe.toml is not a regular"),
+    (["train", "dcgan", "-o", "image_size=1073741824"], 1, "image_size 1073741824 is out of"),
+    (["train", "dcgan", "--limit", "1000000000000"], 1, "1000000000000 built-in images of 64×64"),
+    (["train", "dcgan", "--kernels", "triton", "--compile"], 1, "--kernels triton and --compile"),
+    (["sample", "dcgan", "--device", "meta"], 1, "--device meta is not supported"),
+    (["data", "make", "faces", "notes.txt"], 1, "notes.txt is a file: choose a new or empty"),
     (["train", "dcgan", "--resume", "--run-dir", "damaged"], 1, "run.json is damaged"),
     # the other commands
     (["sample", "dcgan", "--format", "gif"], 1, "--format must be png or npz, got 'gif'"),
@@ -113,6 +124,7 @@ def bad_files(in_tmp):
     (in_tmp / "damaged" / "run.json").write_text("{")
     (in_tmp / "list.toml").write_text("image_size = [16, 32]\n")
     (in_tmp / "section.toml").write_text("[model]\nlr = 0.1\n")
+    os.mkfifo(in_tmp / "pipe.toml")
     return in_tmp
 
 
