@@ -117,16 +117,7 @@ def interpolate_images(
     spec = record.data.spec
     labels = None
     if start_image is not None and end_image is not None:
-        if not plugin.capabilities.encode:
-            raise GentoolError(
-                f"{plugin.name} cannot encode images, so it cannot walk between two of them; "
-                "drop --from/--to to walk between random codes"
-            )
-        pixels = torch.stack([load_image(path, spec) for path in (start_image, end_image)])
-        images = to_value_range(pixels, plugin.value_range).to(device_of(model))
-        with torch.no_grad(), calling(plugin, "encode"):
-            codes = model.encode(images)
-        start, end = codes[:1], codes[1:]
+        start, end = _image_codes(model, plugin, spec, (start_image, end_image))
     else:
         generator = torch.Generator(device=device_of(model)).manual_seed(seed)
         if plugin.capabilities.conditional:
@@ -143,6 +134,22 @@ def interpolate_images(
     path = out or run.interpolation_file(method, seed)
     save_grid(to_uint8(images, plugin.value_range), path, columns=steps)
     return Written(path, images.shape[0], steps)
+
+
+def _image_codes(
+    model: torch.nn.Module, plugin: ModelPlugin, spec: DataSpec, paths: tuple[Path, Path]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The codes of two image files, each (1, ...), to walk between."""
+    if not plugin.capabilities.encode:
+        raise GentoolError(
+            f"{plugin.name} cannot encode images, so it cannot walk between two of them; "
+            "drop --from/--to to walk between random codes"
+        )
+    pixels = torch.stack([load_image(path, spec) for path in paths])
+    images = to_value_range(pixels, plugin.value_range).to(device_of(model))
+    with torch.no_grad(), calling(plugin, "encode"):
+        codes = model.encode(images)
+    return codes[:1], codes[1:]
 
 
 def reconstruct_images(
