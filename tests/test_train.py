@@ -4,6 +4,7 @@ import io
 import json
 import os
 import signal
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -241,3 +242,12 @@ def test_epochs_past_the_phases_extend_the_last_one():
     phases = [Phase("a", 2), Phase("b", 1)]
     assert [phase_at(phases, epoch).name for epoch in range(5)] == ["a", "a", "b", "b", "b"]
     assert phase_at([], 0) is None
+
+
+def test_each_epoch_line_times_that_epoch_alone(dcgan_entry, tmp_path):
+    started = time.perf_counter()
+    train(dcgan_entry, tmp_path / "run", epochs=3)
+    elapsed = time.perf_counter() - started
+    lines = [json.loads(line) for line in (tmp_path / "run" / "epochs.jsonl").open()]
+    assert [line["epoch"] for line in lines] == [1, 2, 3]
+    assert 0 < sum(line["seconds"] for line in lines) <= elapsed

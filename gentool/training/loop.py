@@ -54,8 +54,9 @@ def fit(session: Session) -> TrainSummary:
     open_run_logs(session)
     with stop_on_signals() as stop, session.display, _storage_errors(session):
         for epoch in range(session.progress.epoch, session.record.training.epochs):
+            epoch_started = time.perf_counter()
             train_epoch(session, epoch, stop)
-            end_epoch(session, epoch, started)
+            end_epoch(session, epoch, epoch_started)
     seconds = time.perf_counter() - started
     images = session.steps * session.record.training.batch_size
     return TrainSummary(
@@ -115,7 +116,8 @@ def run_step(session: Session, batch: Batch) -> dict[str, torch.Tensor]:
 
 
 def end_epoch(session: Session, epoch: int, started: float) -> None:
-    """After epoch `epoch` (from 0): its checkpoint, its sample grid, then the monitor."""
+    """After epoch `epoch` (from 0), which `started` at that perf_counter time: its checkpoint,
+    its sample grid, then the monitor."""
     progress = session.progress
     progress.epoch, progress.step_in_epoch = epoch + 1, 0
     save_checkpoint(session)  # first: a plugin that fails to sample costs no training
