@@ -55,6 +55,7 @@ class Op:
     noise: Callable[[Tensors], torch.Tensor | None]  # None for ops that draw no noise
     bytes_moved: Callable[[tuple[int, ...], torch.dtype], int]  # forward + backward traffic
     flops: Callable[[tuple[int, ...]], int] | None = None  # forward + backward, where it matters
+    triton_backends: tuple[str, ...] = ("triton",)  # those that run Triton kernels
 
 
 @dataclass
@@ -157,25 +158,36 @@ def _convt_inputs(shape: tuple[int, ...], dtype: torch.dtype, device: torch.devi
     )
 
 
+def _running_statistics(channels: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fresh running mean and variance, which a training step updates as the layers do."""
+    return torch.zeros(channels, device=device), torch.ones(channels, device=device)
+
+
 def _convt_eager(inputs: Tensors, noise: torch.Tensor | None = None) -> Tensors:
-    """The three layers as a model writes them, normalising by the batch's statistics."""
+    """The three layers as a model writes them in training: batch statistics normalise, the
+    running ones are updated."""
     x, weight, gamma, beta = inputs
     stride, padding = _convt_geometry(x)
     y = F.conv_transpose2d(x, weight.to(x.dtype), None, stride, padding)
-    return (F.relu(F.batch_norm(y, None, None, gamma, beta, training=True)),)
+    running_mean, running_var = _running_statistics(gamma.shape[0], x.device)
+    y = F.batch_norm(y, running_mean, running_var, gamma, beta, training=True)
+    return (F.relu(y),)
 
 
 _convt_compiled = torch.compile(_convt_eager, dynamic=False)
 
 
-def _convt_on_backend(backend: str) -> Callable[[Tensors, torch.Tensor | None], Tensors]:
+def _convt_on_backend(
+    backend: str, convolution: str = "vendor"
+) -> Callable[[Tensors, torch.Tensor | None], Tensors]:
     def run(inputs: Tensors, noise: torch.Tensor | None) -> Tensors:
         x, weight, gamma, beta = inputs
         stride, padding = _convt_geometry(x)
+        running_mean, running_var = _running_statistics(gamma.shape[0], x.device)
         with use_backend(backend):
             out = convt_bn_relu(
-                x, weight, None, gamma, beta, None, None,
-                training=True, momentum=0.1, eps=1e-5, stride=stride, padding=padding,
+                x, weight, None, gamma, beta, running_mean, running_var, training=True,
+                momentum=0.1, eps=1e-5, stride=stride, padding=padding, convolution=convolution,
             )  # fmt: skip
         return (out,)
 
@@ -216,12 +228,14 @@ CONVT_BN_RELU = Op(
         "eager": _convt_eager,
         "compile": _convt_compiled,
         "torch": _convt_on_backend("torch"),
-        "triton": _convt_on_backend("triton"),
+        "triton": _convt_on_backend("triton"),  # cuDNN's convolution, Triton's BatchNorm + ReLU
+        "triton-gemm": _convt_on_backend("triton", "gemm"),  # all of it in Triton
     },
     reference=_convt_reference,
     noise=lambda inputs: None,
     bytes_moved=_convt_bytes,
     flops=_convt_flops,
+    triton_backends=("triton", "triton-gemm"),
 )
 
 OPS: dict[str, Op] = {op.name: op for op in (REPARAM_KL, CONVT_BN_RELU)}
@@ -382,7 +396,7 @@ def _why_backend_cannot_run(
 ) -> str | None:
     if backend not in op.backends:
         return f"{op.name} has no {backend} backend"
-    if backend == "triton":
+    if backend in op.triton_backends:
         if device.type != "cuda":
             return "Triton kernels need a CUDA device"
         try:

@@ -2,8 +2,11 @@
 
 The backend asked for is one of:
 
-- ``auto`` (the default): Triton for CUDA tensors when Triton imports, else PyTorch;
+- ``auto`` (the default): for CUDA tensors, where Triton imports, the backend `AUTO_ON_CUDA`
+  names for the op; PyTorch elsewhere. A Triton kernel that fails to compile or launch under
+  ``auto`` is said once, in one line, and the op continues on PyTorch (`run_with_fallback`);
 - ``triton``: always Triton, and a clear error where it cannot run (no silent fallback);
+  `preflight` raises it before any training step;
 - ``torch``: always the PyTorch implementation, which is also the reference.
 
 It is an explicit value, entered once for a block of work with `use_backend` (the trainer does so
@@ -18,10 +21,12 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterator
+import re
+import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Literal
+from typing import Literal, TypeVar
 
 import torch
 
@@ -31,12 +36,31 @@ Backend = Literal["triton", "torch"]
 BACKEND_ENV = "GENTOOL_KERNELS"
 BACKEND_CHOICES = ("auto", "triton", "torch")
 TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+Result = TypeVar("Result")
+
+AUTO_ON_CUDA: dict[str, Backend] = {
+    # One pass that draws ε in the kernel and regenerates it in the backward pass: 3 tensors of
+    # traffic forward and 5 backward, where the unfused ops move about twice that in 8 launches.
+    "reparameterize_kl": "triton",
+    # Triton with the vendor's convolution: cuDNN's transposed convolution, then Triton's fused
+    # statistics, normalisation and ReLU (and their backward), which spare the BatchNorm's
+    # output and two passes over it. The implicit-GEMM convolution is never picked: whether it
+    # beats cuDNN is for a GPU measurement to say (docs/benchmarks.md).
+    "convt_bn_relu": "triton",
+}
 
 _chosen: ContextVar[str | None] = ContextVar("gentool_kernel_backend", default=None)
 
 
 class KernelUnavailable(GentoolError):
     """The Triton backend was asked for where it cannot run."""
+
+
+class KernelFallbackWarning(UserWarning):
+    """Under ``auto``, an op's Triton kernels failed and it continues on PyTorch."""
+
+
+_fallen_back: dict[str, str] = {}  # op → why its Triton kernels failed, under auto
 
 
 def check_backend_name(name: str, *, given_as: str = "--kernels ") -> str:
@@ -85,7 +109,39 @@ def choose_backend(op: str, tensor: torch.Tensor) -> Backend:
                 f"{op}: the Triton backend cannot run here ({reason}); use --kernels auto or torch"
             )
         return "triton"
-    return "triton" if tensor.is_cuda and not reason else "torch"
+    if reason or not tensor.is_cuda or op in _fallen_back:
+        return "torch"
+    return AUTO_ON_CUDA.get(op, "torch")
+
+
+def run_with_fallback(
+    op: str, triton_path: Callable[[], Result], torch_path: Callable[[], Result]
+) -> Result:
+    """`triton_path()`; under ``auto``, if it fails, `torch_path()` instead, then and for the rest
+    of the process, after one warning line that names the op, the reason and ``--kernels torch``.
+
+    Under ``triton`` a failure propagates: `preflight` is where that choice fails early. Input
+    errors belong before the call (they would fail PyTorch too), and running out of device
+    memory is not a kernel's failure, so both propagate under any backend.
+    """
+    if requested_backend() != "auto":
+        return triton_path()
+    if op in _fallen_back:
+        return torch_path()
+    try:
+        return triton_path()
+    except (torch.OutOfMemoryError, GentoolError):
+        raise
+    except Exception as error:
+        reason = _one_line(error)
+        _fallen_back[op] = reason
+        warnings.warn(
+            f"{op}: the Triton kernels failed ({reason}); running PyTorch's implementation "
+            "instead (--kernels torch skips them)",
+            KernelFallbackWarning,
+            stacklevel=2,
+        )
+        return torch_path()
 
 
 def check_requested_backend(device: torch.device) -> None:
@@ -96,6 +152,42 @@ def check_requested_backend(device: torch.device) -> None:
             raise KernelUnavailable(
                 f"--kernels triton cannot run here ({reason}); use --kernels auto or torch"
             )
+
+
+def preflight(device: torch.device, dtype: torch.dtype = torch.float32) -> None:
+    """Under ``--kernels triton``, prove before any training step that every fused op's Triton
+    kernels compile and launch on `device`; a KernelUnavailable names the op that cannot.
+
+    The contract, for a trainer to call once where it would call `check_requested_backend`:
+
+    - under ``triton``: `check_requested_backend(device)`, then each fused op runs its Triton
+      path once on small `dtype` inputs on `device`, training forward and backward and the eval
+      forward, so each kernel that training runs is compiled (the first time in this process, or
+      read from Triton's cache) and launched. Any failure raises KernelUnavailable in one line:
+      the op, the reason, and ``--kernels auto or torch``. Nothing else changes: parameters,
+      running statistics and random generators are the probe's own;
+    - under ``auto`` and ``torch``: nothing (``auto`` falls back per op at its first failure,
+      see `run_with_fallback`; ``torch`` runs no Triton kernel).
+    """
+    if requested_backend() != "triton":
+        return
+    check_requested_backend(device)
+    from gentool.kernels.convt_bn_relu import probe_convt_bn_relu
+    from gentool.kernels.reparam_kl import probe_reparameterize_kl
+
+    for op, probe in [
+        ("reparameterize_kl", probe_reparameterize_kl),
+        ("convt_bn_relu", probe_convt_bn_relu),
+    ]:
+        try:
+            probe(device, dtype)
+        except (torch.OutOfMemoryError, GentoolError):
+            raise
+        except Exception as error:
+            raise KernelUnavailable(
+                f"--kernels triton: {op} cannot run its Triton kernels on {device} "
+                f"({_one_line(error)}); use --kernels auto or torch"
+            ) from error
 
 
 def interpreter_enabled() -> bool:
@@ -113,10 +205,22 @@ def triton_import_error() -> str | None:
 
 
 def _why_triton_cannot_run(tensor: torch.Tensor) -> str | None:
+    from gentool.kernels.launches import recording
+
     if (error := triton_import_error()) is not None:
         return error
-    if not tensor.is_cuda and not interpreter_enabled():
+    if not tensor.is_cuda and not interpreter_enabled() and not recording():
         return f"the tensor is on {tensor.device.type}, and Triton needs a CUDA device"
     if tensor.dtype not in TRITON_DTYPES:
         return f"{tensor.dtype} is not supported by the kernel (float32, float16, bfloat16 are)"
     return None
+
+
+def _one_line(error: BaseException, limit: int = 200) -> str:
+    """The error's type and the line of its message that says what went wrong: the first, or for
+    Triton's compilation errors (the source location, the source, then the error) the last."""
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    if len(lines) > 1 and re.fullmatch(r"at \d+:\d+:", lines[0].strip()):
+        lines = lines[-1:]
+    text = f"{type(error).__name__}: {lines[0].strip()}" if lines else type(error).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,226 @@
+"""`gentool bench kernels --static`: every Triton launch of training and benchmarking, compiled for
+real GPUs on this machine, with the resources each uses.
+
+The launches are recorded, not listed (see `gentool.kernels.launches`): one training step of every
+built-in model at its default config and batch size, in float32 and, for the models that launch
+Triton kernels, under bfloat16 autocast (`--amp`), each followed by the eval-mode sampling and
+reconstruction that training does each epoch; and one forward and backward pass of each
+`gentool bench kernels` size of each op's Triton backends, in float32 and bfloat16. Launches are
+recorded and not run. The training steps run on the CPU, since a model may look at its values (a
+check of its labels, say); the kernels' own outputs are then left unwritten, which only the
+values see. The benchmark passes are gentool's own code and run on the meta device: shapes and
+dtypes only, no arithmetic, so that their large sizes take no time. Models that launch no Triton
+kernel record nothing, so a new model that uses a fused op is covered without a word here.
+
+This module is the workload and the report; compiling and reading the cubins is
+`gentool.kernels.compiled`, and the CLI only calls `static_report` and `print_static_table`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from gentool.api import Batch, DataSpec, ModelPlugin
+from gentool.kernels.compiled import TARGETS, Compiled, budget_violations, compile_launches
+from gentool.kernels.dispatch import use_backend
+from gentool.kernels.launches import LaunchLog, LaunchUses, record_launches
+
+SAMPLE_GRID = 64  # images in the trainer's per-epoch sample grid
+STATIC_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+META = torch.device("meta")
+
+
+def record_workload(progress: Callable[[str], None] = lambda label: None) -> LaunchLog:
+    """The launches of the training and benchmark workload described in the module docstring."""
+    from gentool.bench import OPS
+    from gentool.registry import BUILT_IN_DISTRIBUTION, discover
+
+    plugins = [
+        entry.plugin
+        for entry in discover()
+        if entry.distribution == BUILT_IN_DISTRIBUTION and entry.plugin is not None
+    ]
+    with record_launches() as log, use_backend("triton"):
+        for plugin in plugins:
+            label = f"train {plugin.name}"
+            progress(label)
+            recorded = len(log.uses)
+            with log.source(label):
+                _train_and_sample(plugin, amp=False)
+            if len(log.uses) > recorded:  # it uses a fused op: --amp runs its kernels in bfloat16
+                progress(f"{label} --amp")
+                with log.source(f"{label} --amp"):
+                    _train_and_sample(plugin, amp=True)
+        for op in OPS.values():
+            for sizes, shapes in op.sizes.items():
+                for dtype_name, dtype in STATIC_DTYPES.items():
+                    label = f"bench {op.name} --sizes {sizes} --dtype {dtype_name}"
+                    progress(label)
+                    with log.source(label):
+                        for shape, backend in ((s, b) for s in shapes for b in op.triton_backends):
+                            inputs = op.make_inputs(shape, dtype, META)
+                            outputs = op.backends[backend](inputs, None)
+                            torch.autograd.backward(outputs, [torch.ones_like(o) for o in outputs])
+    return log
+
+
+@dataclass
+class _StepContext:
+    """The `gentool.api.TrainContext` a model's training step sees, without a trainer."""
+
+    optimizers: Mapping[str, torch.optim.Optimizer]
+    device: torch.device
+    epoch: int = 0
+    global_step: int = 0
+    phase: str | None = None
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    def step(self, name: str) -> None:
+        self.optimizers[name].step()
+
+
+def _train_and_sample(plugin: ModelPlugin, *, amp: bool) -> None:
+    """One training step at the plugin's defaults, then what each epoch's end runs in eval mode."""
+    from gentool.models import build_model
+
+    device = torch.device("cpu")
+    config = plugin.parse_config({})
+    size = getattr(config, "image_size", 32)
+    classes = tuple(f"class {i}" for i in range(10)) if plugin.capabilities.conditional else ()
+    spec = DataSpec(channels=3, height=size, width=size, class_names=classes)
+    batch_size = plugin.default_batch_size
+    low, high = plugin.value_range
+    images = low + (high - low) * torch.rand(batch_size, 3, size, size, device=device)
+    labels = torch.arange(batch_size, device=device) % len(classes) if classes else None
+    batch = Batch(images=images, labels=labels)
+    torch.manual_seed(0)
+    model = build_model(plugin, config, spec, device)
+    phases = model.phases() if hasattr(model, "phases") else []
+    optimizers = model.configure_optimizers()
+    context = _StepContext(optimizers, device, phase=phases[0].name if phases else None)
+    autocast = torch.autocast("cpu", torch.bfloat16) if amp else contextlib.nullcontext()
+    with autocast:
+        model.train()
+        if getattr(model, "manual_optimization", False):
+            model.training_step(batch, context)
+        else:
+            name = (phases[0].optimizer if phases else None) or next(iter(optimizers))
+            optimizers[name].zero_grad()
+            model.training_step(batch, context)["loss"].backward()
+            optimizers[name].step()
+        model.eval()
+        with torch.no_grad():
+            if plugin.capabilities.sample:
+                model.sample(SAMPLE_GRID, labels=_labels(SAMPLE_GRID, classes, device))
+            if plugin.capabilities.reconstruct:
+                model.reconstruct(images)
+
+
+def _labels(count: int, classes: tuple[str, ...], device: torch.device) -> torch.Tensor | None:
+    return torch.arange(count, device=device) % len(classes) if classes else None
+
+
+# --- the report ----------------------------------------------------------------------------------
+
+
+@dataclass
+class StaticRow:
+    """One compiled launch on one target, with where it is used and the budgets it breaks."""
+
+    compiled: Compiled
+    uses: LaunchUses
+    violations: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        compiled = self.compiled
+        return {
+            **compiled.to_json(),
+            "card": TARGETS[compiled.target].card,
+            "config": compiled.launch.config,
+            "occupancy": compiled.occupancy,
+            "bytes_in_flight_per_sm": compiled.bytes_in_flight_per_sm,
+            "bytes_needed_in_flight_per_sm": TARGETS[compiled.target].bytes_in_flight_per_sm,
+            "bytes_per_element": compiled.bytes_per_element,
+            "programs": sorted(self.uses.programs),
+            "sources": sorted(self.uses.sources),
+            "violations": self.violations,
+        }
+
+
+def static_report(
+    targets: list[str], *, workers: int = 2, progress: Callable[[str], None] = lambda label: None
+) -> list[StaticRow]:
+    """Every recorded launch compiled for each target, with its budget violations."""
+    log = record_workload(progress)
+    progress(f"compiling {len(log.uses)} launches for {', '.join(targets)}")
+    compiled = compile_launches(log.launches, targets, workers=workers)
+    return [
+        StaticRow(result, log.uses[result.launch], budget_violations(result)) for result in compiled
+    ]
+
+
+def static_json(rows: list[StaticRow]) -> dict[str, Any]:
+    import triton
+
+    return {
+        "triton": triton.__version__,
+        "torch": torch.__version__,
+        "targets": {
+            name: {
+                "card": target.card,
+                "bytes_needed_in_flight_per_sm": target.bytes_in_flight_per_sm,
+            }
+            for name, target in TARGETS.items()
+            if any(row.compiled.target == name for row in rows)
+        },
+        "launches": [row.to_json() for row in rows],
+    }
+
+
+def print_static_table(rows: list[StaticRow], console: Any) -> None:
+    """One Rich table per target: kernel, config, registers, spills, shared memory, occupancy,
+    bytes in flight per SM, bytes moved per element, programs, and what breaks a budget."""
+    from rich.table import Table
+
+    for target in dict.fromkeys(row.compiled.target for row in rows):
+        card = TARGETS[target]
+        table = Table(
+            title=f"{target} ({card.card}) · needs {card.bytes_in_flight_per_sm / 1024:.1f} KiB "
+            "in flight per SM"
+        )
+        for column in ("kernel", "config", "regs", "spills", "shared", "occupancy", "in flight"):
+            table.add_column(column, no_wrap=column != "config")
+        for column in ("B/elem", "programs", "budgets"):
+            table.add_column(column, overflow="fold")
+        for row in (row for row in rows if row.compiled.target == target):
+            table.add_row(*_cells(row))
+        console.print(table)
+
+
+def _cells(row: StaticRow) -> list[str]:
+    compiled, resources = row.compiled, row.compiled.resources
+    verdict = "[green]ok[/]" if not row.violations else "[red]" + "; ".join(row.violations) + "[/]"
+    name = compiled.launch.kernel.lstrip("_")
+    if resources is None:
+        return [name, compiled.launch.config, *["–"] * 8, verdict]
+    per_element = compiled.bytes_per_element
+    programs = row.uses.programs
+    return [
+        name,
+        compiled.launch.config,
+        str(resources.registers),
+        f"{resources.spill_bytes} B",
+        f"{resources.shared_bytes / 1024:.1f} KiB",
+        f"{compiled.occupancy:.0%}",
+        "GEMM" if resources.tensor_cores else f"{compiled.bytes_in_flight_per_sm / 1024:.0f} KiB",
+        "–" if per_element is None else f"{per_element:.1f}",
+        f"{min(programs)}" if len(programs) == 1 else f"{min(programs)}–{max(programs)}",
+        verdict,
+    ]
