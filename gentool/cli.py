@@ -819,20 +819,37 @@ def bench_kernels(
     ),
     sizes: str = typer.Option("dcgan", "--sizes", help="small, dcgan (model sizes) or large"),
     backends: str = typer.Option(
-        "eager,compile,torch,triton", "--backends", help="Comma-separated backends to compare"
+        "eager,compile,torch,triton,triton-gemm",
+        "--backends",
+        help="Comma-separated backends to compare",
     ),
     dtype: str = typer.Option("float32", "--dtype", help="float32 or bfloat16"),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),
     json_path: Path | None = typer.Option(None, "--json", help="Also write the numbers here"),
+    static: bool = typer.Option(
+        False, "--static", help="Compile every Triton launch for real GPUs instead (no GPU needed)"
+    ),
+    target: str | None = typer.Option(
+        None, "--target", help="With --static: sm_80 (A100) or sm_90 (H100); default both"
+    ),
 ) -> None:
     """Check each fused op against a float64 reference, then time it on each backend.
 
     Backends: eager (the unfused PyTorch composition), compile (it under torch.compile), torch
-    (the op's PyTorch implementation), triton (its kernels; CUDA only). A wrong result is shown
-    in red and makes the exit status 1.
+    (the op's PyTorch implementation), triton (its kernels; CUDA only), triton-gemm
+    (convt_bn_relu with Triton's convolution too). A wrong result is shown in red and makes the
+    exit status 1. --static compiles every Triton launch of training and of these benchmarks
+    for an A100 and an H100 and shows each kernel's registers, spills, shared memory and
+    occupancy; a compile error or a broken budget makes the exit status 1.
 
-    [dim]Example: gentool bench kernels --sizes large --json bench.json[/]
+    [dim]Examples: gentool bench kernels --sizes large --json bench.json
+              gentool bench kernels --static --target sm_90[/]
     """
+    if static:
+        from gentool.kernel_report import static_command
+
+        static_command(target, json_path, console, error_console)
+        return
     import torch
     from rich.progress import Progress
 

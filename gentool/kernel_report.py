@@ -6,26 +6,30 @@ built-in model at its default config and batch size, in float32 and, for the mod
 Triton kernels, under bfloat16 autocast (`--amp`), each followed by the eval-mode sampling and
 reconstruction that training does each epoch; and one forward and backward pass of each
 `gentool bench kernels` size of each op's Triton backends, in float32 and bfloat16. Launches are
-recorded and not run. The training steps run on the CPU, since a model may look at its values (a
-check of its labels, say); the kernels' own outputs are then left unwritten, which only the
-values see. The benchmark passes are gentool's own code and run on the meta device: shapes and
-dtypes only, no arithmetic, so that their large sizes take no time. Models that launch no Triton
-kernel record nothing, so a new model that uses a fused op is covered without a word here.
+recorded and not run, and the work runs on the meta device where it can: shapes and dtypes only,
+no arithmetic, so that large sizes take no time. A model whose step looks at its values (a check
+of its labels, say), which the meta device does not have, and the `--amp` steps (autocast has no
+meta device) run on the CPU instead; the kernels' outputs are then left unwritten, which only
+the values see. Models that launch no Triton kernel record nothing, so a new model that uses a
+fused op is covered without a word here.
 
 This module is the workload and the report; compiling and reading the cubins is
-`gentool.kernels.compiled`, and the CLI only calls `static_report` and `print_static_table`.
+`gentool.kernels.compiled`; the CLI calls `static_command`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from gentool.api import Batch, DataSpec, ModelPlugin
+from gentool.errors import GentoolError
 from gentool.kernels.compiled import TARGETS, Compiled, budget_violations, compile_launches
 from gentool.kernels.dispatch import use_backend
 from gentool.kernels.launches import LaunchLog, LaunchUses, record_launches
@@ -87,10 +91,21 @@ class _StepContext:
 
 
 def _train_and_sample(plugin: ModelPlugin, *, amp: bool) -> None:
-    """One training step at the plugin's defaults, then what each epoch's end runs in eval mode."""
+    """One training step at the plugin's defaults, then what each epoch's end runs in eval mode:
+    on the meta device, or on the CPU for `amp` (autocast has no meta device) and for a model
+    whose step looks at values, which the meta device does not have."""
+    if not amp:
+        try:
+            _step_and_sample(plugin, META, amp=False)
+            return
+        except (NotImplementedError, RuntimeError):
+            pass  # what the meta device says of an operation that needs values
+    _step_and_sample(plugin, torch.device("cpu"), amp=amp)
+
+
+def _step_and_sample(plugin: ModelPlugin, device: torch.device, *, amp: bool) -> None:
     from gentool.models import build_model
 
-    device = torch.device("cpu")
     config = plugin.parse_config({})
     size = getattr(config, "image_size", 32)
     classes = tuple(f"class {i}" for i in range(10)) if plugin.capabilities.conditional else ()
@@ -98,7 +113,7 @@ def _train_and_sample(plugin: ModelPlugin, *, amp: bool) -> None:
     batch_size = plugin.default_batch_size
     low, high = plugin.value_range
     images = low + (high - low) * torch.rand(batch_size, 3, size, size, device=device)
-    labels = torch.arange(batch_size, device=device) % len(classes) if classes else None
+    labels = _labels(batch_size, classes, device)
     batch = Batch(images=images, labels=labels)
     torch.manual_seed(0)
     model = build_model(plugin, config, spec, device)
@@ -224,3 +239,29 @@ def _cells(row: StaticRow) -> list[str]:
         f"{min(programs)}" if len(programs) == 1 else f"{min(programs)}–{max(programs)}",
         verdict,
     ]
+
+
+def static_command(
+    target: str | None, json_path: Path | None, console: Any, error_console: Any
+) -> None:
+    """`gentool bench kernels --static`: the report as tables, and as JSON at `json_path`; a
+    GentoolError names the launches that fail to compile or break a budget."""
+    from gentool.atomic import write_text
+    from gentool.kernels.dispatch import triton_import_error
+
+    if target is not None and target not in TARGETS:
+        raise GentoolError(f"--target must be one of {', '.join(TARGETS)}; got {target!r}")
+    if (reason := triton_import_error()) is not None:
+        raise GentoolError(f"--static compiles Triton kernels, and {reason}")
+    targets = [target] if target else list(TARGETS)
+    with error_console.status("recording launches") as status:
+        rows = static_report(targets, progress=lambda label: status.update(label))
+    print_static_table(rows, console)
+    if json_path is not None:
+        write_text(json_path, json.dumps(static_json(rows), indent=2) + "\n")
+    broken = [row for row in rows if row.violations]
+    if broken:
+        names = ", ".join(
+            sorted({f"{row.compiled.launch.kernel} on {row.compiled.target}" for row in broken})
+        )
+        raise GentoolError(f"{len(broken)} compiled launches break a budget: {names}")

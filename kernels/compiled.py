@@ -192,7 +192,10 @@ def budget_violations(compiled: Compiled) -> list[str]:
       computation that shows its lower occupancy suffices.
     """
     if compiled.error is not None:
-        return [f"does not compile: {compiled.error}"]
+        lines = [line.strip() for line in compiled.error.splitlines() if line.strip()]
+        # Triton's compilation errors give the location, the source, then the error itself.
+        summary = lines[0] if len(lines) == 1 else f"{lines[0]} … {lines[-1]}"
+        return [f"does not compile: {summary}"]
     resources, target = compiled.resources, TARGETS[compiled.target]
     assert resources is not None
     problems = []
@@ -200,7 +203,7 @@ def budget_violations(compiled: Compiled) -> list[str]:
         problems.append(f"spills {resources.spill_bytes} bytes per thread")
     if resources.shared_bytes > target.shared_per_block:
         problems.append(
-            f"needs {resources.shared_bytes} bytes of shared memory; a {target.card} gives one "
+            f"needs {resources.shared_bytes} bytes of shared memory; the {target.card} gives one "
             f"program at most {target.shared_per_block}"
         )
     needed = target.bytes_in_flight_per_sm

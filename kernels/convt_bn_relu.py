@@ -100,7 +100,11 @@ def convt_bn_relu(
 
 
 class ConvTransposeBNReLU(nn.Sequential):
-    """A drop-in for `nn.Sequential(nn.ConvTranspose2d, nn.BatchNorm2d, nn.ReLU)`."""
+    """A drop-in for `nn.Sequential(nn.ConvTranspose2d, nn.BatchNorm2d, nn.ReLU)`.
+
+    `convolution` picks the convolution of the Triton backend (see `convt_bn_relu`); it is not
+    part of the state_dict.
+    """
 
     def __init__(
         self,
@@ -113,12 +117,18 @@ class ConvTransposeBNReLU(nn.Sequential):
         bias: bool = False,
         eps: float = 1e-5,
         momentum: float | None = 0.1,
+        convolution: Convolution = "vendor",
     ) -> None:
         super().__init__(
             nn.ConvTranspose2d(in_channels, out_channels, kernel_size, stride, padding, bias=bias),
             nn.BatchNorm2d(out_channels, eps=eps, momentum=momentum),
             nn.ReLU(inplace=True),
         )
+        if convolution not in CONVOLUTIONS:
+            raise ValueError(
+                f"convolution must be one of {', '.join(CONVOLUTIONS)}; got {convolution!r}"
+            )
+        self.convolution = convolution
 
     @property
     def conv(self) -> nn.ConvTranspose2d:
@@ -151,6 +161,7 @@ class ConvTransposeBNReLU(nn.Sequential):
             eps=bn.eps,
             stride=conv.stride[0],
             padding=conv.padding[0],
+            convolution=self.convolution,
         )
 
     def layers_are_plain(self) -> bool:

@@ -109,7 +109,7 @@ def choose_backend(op: str, tensor: torch.Tensor) -> Backend:
                 f"{op}: the Triton backend cannot run here ({reason}); use --kernels auto or torch"
             )
         return "triton"
-    if reason or not tensor.is_cuda or op in _fallen_back:
+    if reason or not _on_gpu(tensor) or op in _fallen_back:
         return "torch"
     return AUTO_ON_CUDA.get(op, "torch")
 
@@ -188,6 +188,11 @@ def preflight(device: torch.device, dtype: torch.dtype = torch.float32) -> None:
                 f"--kernels triton: {op} cannot run its Triton kernels on {device} "
                 f"({_one_line(error)}); use --kernels auto or torch"
             ) from error
+
+
+def _on_gpu(tensor: torch.Tensor) -> bool:
+    """Where `auto` may pick Triton: a CUDA device (never Triton's slow interpreter)."""
+    return tensor.is_cuda
 
 
 def interpreter_enabled() -> bool:

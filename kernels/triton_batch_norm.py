@@ -39,6 +39,7 @@ PIXEL_BLOCK = 256  # pixels of an NCHW tile: 1 KiB contiguous per channel in flo
 # a large GPU, each long enough to stream. Fixed by shape alone, so the summation order is too.
 TARGET_PROGRAMS = 1024
 MAX_SHARES = 128
+MIN_SHARE_ELEMENTS = 8192
 CHANNELS_LAST_BLOCK = 64  # channels of a channels-last tile: 256 contiguous bytes of float32
 FINALIZE_BLOCK_PARTIALS = 64
 FINALIZE_BLOCK_CHANNELS = 8
@@ -273,8 +274,11 @@ def tile_for(tensor: torch.Tensor) -> tuple[int, int, int, int, int]:
     return block_p, block_c, pixel_blocks, batch * pixel_blocks, warps
 
 
-def shares_for(channel_blocks: int, chunks: int) -> int:
-    return max(1, min(MAX_SHARES, TARGET_PROGRAMS // channel_blocks, chunks))
+def shares_for(channel_blocks: int, chunks: int, tile: int) -> int:
+    """How many programs share a block of channels' chunks: TARGET_PROGRAMS in all, each with
+    MIN_SHARE_ELEMENTS or more to stream."""
+    by_work = chunks * tile // MIN_SHARE_ELEMENTS
+    return max(1, min(MAX_SHARES, TARGET_PROGRAMS // channel_blocks, by_work))
 
 
 def statistics(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -282,7 +286,7 @@ def statistics(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     channels = y.shape[1]
     block_p, block_c, pixel_blocks, chunks, warps = tile_for(y)
     channel_blocks = triton.cdiv(channels, block_c)
-    shares = shares_for(channel_blocks, chunks)
+    shares = shares_for(channel_blocks, chunks, block_p * block_c)
     count, mean, m2 = (
         torch.empty((shares, channels), dtype=torch.float32, device=y.device) for _ in range(3)
     )

@@ -22,7 +22,7 @@ from gentool.kernels.triton_batch_norm import (
     tile_for,
 )
 
-SHARE_STEP = tl.constexpr(16)  # shares' partial sums loaded at a time by the second kernel
+SHARE_STEP = tl.constexpr(32)  # shares' partial sums loaded at a time by the second kernel
 
 
 @triton.jit(do_not_specialize=["pixel_blocks", "chunks", "shares"])
@@ -202,7 +202,7 @@ def backward(
     batch, channels, height, width = y.shape
     block_p, block_c, pixel_blocks, chunks, warps = tile_for(y)
     channel_blocks = triton.cdiv(channels, block_c)
-    shares = shares_for(channel_blocks, chunks)
+    shares = shares_for(channel_blocks, chunks, block_p * block_c)
     partials = torch.empty((3, shares, channels), dtype=torch.float32, device=y.device)
     grid = (channel_blocks, shares)
     geometry = (channels, height * width, pixel_blocks, chunks, shares)
