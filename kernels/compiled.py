@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from gentool.kernels.launches import Launch
+from gentool.kernels.launches import Autotuned, Launch
 
 MIN_OCCUPANCY = 0.25
 LITTLES_LAW = "Little's law"  # what a kernel's docstring names when it runs below MIN_OCCUPANCY
@@ -290,7 +290,7 @@ def _compile(launch: Launch, target: Target) -> Resources:
     from triton.backends.compiler import GPUTarget
 
     kernel = getattr(importlib.import_module(launch.module), launch.kernel)
-    jit = kernel.fn if hasattr(kernel, "configs") else kernel  # an Autotuner wraps the JIT
+    jit = kernel.fn if isinstance(kernel, Autotuned) else kernel
     source = _ast_source(jit, launch, GPUTarget("cuda", target.capability, 32))
     printed = io.StringIO()
     with warnings.catch_warnings(), contextlib.redirect_stdout(printed):

@@ -15,8 +15,8 @@ values; and the launch options. Two calls with the same specialisation compile t
 so each is kept once, with the programs its grids started and the work it came from.
 
 An autotuned kernel is declared with `autotune`, which keeps its full config list even under
-Triton's interpreter (which gets the first config only, as it would run and time every one): a
-recorded autotuned launch stands for one compilation per config of that full list.
+Triton's interpreter (which tunes over the first config only, as it would run and time every
+one): a recorded autotuned launch stands for one compilation per config of that full list.
 """
 
 from __future__ import annotations
@@ -138,21 +138,29 @@ def recording() -> bool:
     return _recording.get() is not None
 
 
-def autotune(configs: Sequence[Any], key: list[str]) -> Callable[[Any], Any]:
-    """`triton.autotune` over `configs`; under the interpreter over the first only.
+def autotune(configs: Sequence[Any], key: list[str]) -> Callable[[Any], Autotuned]:
+    """Declare a kernel that `triton.autotune` tunes over `configs` (see `Autotuned`)."""
+    return lambda kernel: Autotuned(kernel, list(configs), key)
 
-    The full list stays on the tuned kernel, so that a recorded launch compiles every config a
-    GPU would try, whichever way the kernel was loaded.
-    """
-    import triton
 
-    def decorate(kernel: Any) -> Any:
-        tried = list(configs[:1]) if interpreter_enabled() else list(configs)
-        tuned = triton.autotune(configs=tried, key=key)(kernel)
-        tuned.all_configs = list(configs)
-        return tuned
+class Autotuned:
+    """A JIT kernel tuned over `all_configs` by `triton.autotune`, made at its first launch (the
+    tuner of Triton 3.2 needs a GPU driver when it is made, so it cannot be made on import).
+    Under the interpreter the tuner takes the first config only: it would run and time each."""
 
-    return decorate
+    def __init__(self, fn: Any, all_configs: list[Any], key: list[str]) -> None:
+        self.fn = fn
+        self.all_configs = all_configs
+        self.key = key
+        self._tuned: Any = None
+
+    def __getitem__(self, grid: Any) -> Callable[..., Any]:
+        if self._tuned is None:
+            import triton
+
+            tried = self.all_configs[:1] if interpreter_enabled() else self.all_configs
+            self._tuned = triton.autotune(configs=tried, key=self.key)(self.fn)
+        return self._tuned[grid]
 
 
 def launch(kernel: Any, grid: Any, *args: Any, **kwargs: Any) -> None:
@@ -174,15 +182,14 @@ def launch(kernel: Any, grid: Any, *args: Any, **kwargs: Any) -> None:
             arguments.append((name, specialisation(value, specialise=name not in unspecialised)))
     given = {name: kwargs[name] for name in OPTION_NAMES if name in kwargs}
     module = function.__module__
-    configs = getattr(kernel, "all_configs", None)
-    if configs is None:
+    if not isinstance(kernel, Autotuned):
         options = tuple(
             (name, given.get(name, default)) for name, default in TRITON_DEFAULT_OPTIONS
         )
         record = Launch(module, function.__name__, tuple(arguments), tuple(constexprs), options)
         log.add(record, _programs(grid, bound.arguments))
         return
-    for config in configs:
+    for config in kernel.all_configs:
         meta = {**bound.arguments, **config.kwargs}
         record = Launch(
             module,
@@ -226,7 +233,7 @@ def _python_function(kernel: Any) -> Callable[..., Any]:
 
 def _unspecialised(kernel: Any, function: Callable[..., Any]) -> set[str]:
     """The names of the arguments the kernel was told not to specialise on."""
-    jit = kernel.fn if hasattr(kernel, "configs") else kernel  # an Autotuner wraps the JIT
+    jit = kernel.fn if isinstance(kernel, Autotuned) else kernel
     listed = getattr(jit, "do_not_specialize", None)
     if listed is None:  # an interpreted kernel keeps what it was given
         listed = getattr(jit, "kwargs", {}).get("do_not_specialize")

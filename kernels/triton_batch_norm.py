@@ -67,9 +67,18 @@ def _batch_norm_statistics(
     count = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
     mean = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
     m2 = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
-    for chunk in range(share, chunks, shares):
+    for first in range(0, chunks, shares):  # this program's chunks: share, share + shares, …
         offset, ok = chunk_offsets(
-            chunk, channel, channels, pixels, pixel_blocks, stride_n, stride_c, stride_p, BLOCK_P
+            first + share,
+            chunks,
+            channel,
+            channels,
+            pixels,
+            pixel_blocks,
+            stride_n,
+            stride_c,
+            stride_p,
+            BLOCK_P,
         )
         y = tl.load(y_ptr + offset, mask=ok, other=0.0).to(tl.float32)
         count += ok.to(tl.float32)
@@ -91,6 +100,7 @@ def _batch_norm_statistics(
 @triton.jit
 def chunk_offsets(
     chunk,
+    chunks,
     channel,
     channels,
     pixels,
@@ -100,11 +110,13 @@ def chunk_offsets(
     stride_p,
     BLOCK_P: tl.constexpr,
 ):
-    """Offsets and mask of a chunk: BLOCK_P pixels of one image, for the program's channels."""
+    """Offsets and mask of a chunk: BLOCK_P pixels of one image, for the program's channels;
+    all masked for a chunk past the last."""
     image = chunk // pixel_blocks
     pixel = (chunk % pixel_blocks) * BLOCK_P + tl.arange(0, BLOCK_P)
     offset = image * stride_n + pixel[:, None] * stride_p + channel[None, :] * stride_c
-    ok = (pixel[:, None] < pixels) & (channel[None, :] < channels)
+    pixel_limit = tl.where(chunk < chunks, pixels, 0)
+    ok = (pixel[:, None] < pixel_limit) & (channel[None, :] < channels)
     return offset, ok
 
 
@@ -200,10 +212,20 @@ def _scale_shift_relu(
     channel = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     channel_ok = channel < channels
     y_offset, ok = chunk_offsets(
-        chunk, channel, channels, pixels, pixel_blocks, y_stride_n, y_stride_c, y_stride_p, BLOCK_P
+        chunk,
+        chunk + 1,
+        channel,
+        channels,
+        pixels,
+        pixel_blocks,
+        y_stride_n,
+        y_stride_c,
+        y_stride_p,
+        BLOCK_P,
     )
     out_offset, _ = chunk_offsets(
         chunk,
+        chunk + 1,
         channel,
         channels,
         pixels,
@@ -218,18 +240,18 @@ def _scale_shift_relu(
     y = tl.load(y_ptr + y_offset, mask=ok, other=0.0).to(tl.float32)
     out = tl.maximum(y * scale[None, :] + shift[None, :], 0.0)
     tl.store(out_ptr + out_offset, out.to(out_ptr.dtype.element_ty), mask=ok)
-    # Two ifs: the first is decided while compiling, the second when running.
-    if UPDATE_RUNNING:  # noqa: SIM102
-        if chunk == 0:  # the programs of the first chunk: each channel once
-            # BatchNorm2d's update: the unbiased batch variance, weighted by momentum.
-            batch_mean = tl.load(batch_mean_ptr + channel, mask=channel_ok, other=0.0)
-            unbiased = tl.load(unbiased_var_ptr + channel, mask=channel_ok, other=0.0)
-            running_mean = tl.load(running_mean_ptr + channel, mask=channel_ok, other=0.0)
-            running_var = tl.load(running_var_ptr + channel, mask=channel_ok, other=0.0)
-            new_mean = (1.0 - momentum) * running_mean.to(tl.float32) + momentum * batch_mean
-            new_var = (1.0 - momentum) * running_var.to(tl.float32) + momentum * unbiased
-            tl.store(running_mean_ptr + channel, new_mean.to(running_mean.dtype), mask=channel_ok)
-            tl.store(running_var_ptr + channel, new_var.to(running_var.dtype), mask=channel_ok)
+    if UPDATE_RUNNING:
+        # BatchNorm2d's update, by the programs of the first chunk (each channel once): the
+        # unbiased batch variance, weighted by momentum.
+        update = channel < tl.where(chunk == 0, channels, 0)
+        batch_mean = tl.load(batch_mean_ptr + channel, mask=update, other=0.0)
+        unbiased = tl.load(unbiased_var_ptr + channel, mask=update, other=0.0)
+        running_mean = tl.load(running_mean_ptr + channel, mask=update, other=0.0)
+        running_var = tl.load(running_var_ptr + channel, mask=update, other=0.0)
+        new_mean = (1.0 - momentum) * running_mean.to(tl.float32) + momentum * batch_mean
+        new_var = (1.0 - momentum) * running_var.to(tl.float32) + momentum * unbiased
+        tl.store(running_mean_ptr + channel, new_mean.to(running_mean.dtype), mask=update)
+        tl.store(running_var_ptr + channel, new_var.to(running_var.dtype), mask=update)
 
 
 # --- launchers ------------------------------------------------------------------------------------

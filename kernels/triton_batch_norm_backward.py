@@ -59,9 +59,11 @@ def _batch_norm_relu_grad_partials(
     sum_grad = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
     sum_grad_xhat = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
     sum_xhat = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
-    for chunk in range(share, chunks, shares):
+    for first in range(0, chunks, shares):  # this program's chunks: share, share + shares, …
+        chunk = first + share
         y_offset, ok = chunk_offsets(
             chunk,
+            chunks,
             channel,
             channels,
             pixels,
@@ -73,6 +75,7 @@ def _batch_norm_relu_grad_partials(
         )
         grad_offset, _ = chunk_offsets(
             chunk,
+            chunks,
             channel,
             channels,
             pixels,
@@ -144,9 +147,9 @@ def _batch_norm_relu_grad_input(
     # |mean| ≫ σ; centring x̂ by its own mean restores the exact-mean gradients.
     mean_xhat = sum_xhat / per_channel
     grad_gamma = sum_grad_xhat - mean_xhat * sum_grad
-    if share == 0:
-        tl.store(grad_gamma_ptr + channel, grad_gamma, mask=channel_ok)
-        tl.store(grad_beta_ptr + channel, sum_grad, mask=channel_ok)
+    first_share = channel < tl.where(share == 0, channels, 0)
+    tl.store(grad_gamma_ptr + channel, grad_gamma, mask=first_share)
+    tl.store(grad_beta_ptr + channel, sum_grad, mask=first_share)
     mean = tl.load(mean_ptr + channel, mask=channel_ok, other=0.0)[None, :]
     invstd = tl.load(invstd_ptr + channel, mask=channel_ok, other=0.0)[None, :]
     scale = tl.load(scale_ptr + channel, mask=channel_ok, other=0.0)[None, :]
@@ -156,9 +159,11 @@ def _batch_norm_relu_grad_input(
     mean_grad = (sum_grad / per_channel)[None, :]
     mean_grad_xhat = (grad_gamma / per_channel)[None, :]
     centre = mean_xhat[None, :]
-    for chunk in range(share, chunks, shares):
+    for first in range(0, chunks, shares):  # this program's chunks: share, share + shares, …
+        chunk = first + share
         y_offset, ok = chunk_offsets(
             chunk,
+            chunks,
             channel,
             channels,
             pixels,
@@ -170,6 +175,7 @@ def _batch_norm_relu_grad_input(
         )
         grad_offset, _ = chunk_offsets(
             chunk,
+            chunks,
             channel,
             channels,
             pixels,

@@ -95,8 +95,11 @@ def _convt_gemm(
     first_kw = (phase_w + PADDING) % STRIDE
     shift_h = (phase_h + PADDING) // STRIDE
     shift_w = (phase_w + PADDING) // STRIDE
+    taps_h = (KERNEL - first_kh + STRIDE - 1) // STRIDE
     taps_w = (KERNEL - first_kw + STRIDE - 1) // STRIDE
-    taps = ((KERNEL - first_kh + STRIDE - 1) // STRIDE) * taps_w
+    # Every phase runs the most taps any has, its own beyond their count masked: a loop bound
+    # known while compiling, the same for every program.
+    MOST_TAPS: tl.constexpr = (KERNEL + STRIDE - 1) // STRIDE
     rows_h = tl.maximum(out_height - phase_h + STRIDE - 1, 0) // STRIDE
     rows_w = tl.maximum(tl.maximum(out_width - phase_w + STRIDE - 1, 0) // STRIDE, 1)
     plane = tl.maximum(rows_h * rows_w, 1)
@@ -112,16 +115,18 @@ def _convt_gemm(
     k_blocks = tl.cdiv(in_channels, BLOCK_K)
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for step in range(0, taps * k_blocks):
+    for step in range(0, MOST_TAPS * MOST_TAPS * k_blocks):
         tap = step // k_blocks
         channel_in = (step % k_blocks) * BLOCK_K + k
-        tap_h = tap // taps_w
-        tap_w = tap % taps_w
+        tap_h = tap // MOST_TAPS
+        tap_w = tap % MOST_TAPS
         ih = oh_q + shift_h - tap_h
         iw = ow_q + shift_w - tap_w
         a_ok = row_ok & (ih >= 0) & (ih < in_height) & (iw >= 0) & (iw < in_width)
         pixel = tl.where(a_ok, (n * in_height + ih) * in_width + iw, 0)
-        k_ok = channel_in < in_channels
+        # A tap beyond the phase's own masks every channel: it adds nothing.
+        tap_ok = (tap_h < taps_h) & (tap_w < taps_w)
+        k_ok = channel_in < tl.where(tap_ok, in_channels, 0)
         a = tl.load(
             x_ptr + pixel[:, None] * in_channels + channel_in[None, :],
             mask=a_ok[:, None] & k_ok[None, :],
