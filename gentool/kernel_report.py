@@ -35,6 +35,7 @@ from gentool.kernels.dispatch import use_backend
 from gentool.kernels.launches import LaunchLog, LaunchUses, record_launches
 
 SAMPLE_GRID = 64  # images in the trainer's per-epoch sample grid
+REPORT_WIDTH = 170
 STATIC_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 META = torch.device("meta")
 
@@ -159,6 +160,7 @@ class StaticRow:
             **compiled.to_json(),
             "card": TARGETS[compiled.target].card,
             "config": compiled.launch.config,
+            "pointer_dtypes": compiled.launch.pointer_dtypes,
             "occupancy": compiled.occupancy,
             "bytes_in_flight_per_sm": compiled.bytes_in_flight_per_sm,
             "bytes_needed_in_flight_per_sm": TARGETS[compiled.target].bytes_in_flight_per_sm,
@@ -200,36 +202,46 @@ def static_json(rows: list[StaticRow]) -> dict[str, Any]:
 
 
 def print_static_table(rows: list[StaticRow], console: Any) -> None:
-    """One Rich table per target: kernel, config, registers, spills, shared memory, occupancy,
-    bytes in flight per SM, bytes moved per element, programs, and what breaks a budget."""
+    """One Rich table per target: kernel, pointer dtypes, config, registers, spill bytes, shared
+    memory, occupancy, bytes in flight per SM, bytes moved per element, programs, budgets."""
+    from rich.console import Console
     from rich.table import Table
 
+    if not console.is_terminal:  # to a file or pipe: the width the table needs, not 80 columns
+        console = Console(file=console.file, width=REPORT_WIDTH)
     for target in dict.fromkeys(row.compiled.target for row in rows):
         card = TARGETS[target]
         table = Table(
             title=f"{target} ({card.card}) · needs {card.bytes_in_flight_per_sm / 1024:.1f} KiB "
             "in flight per SM"
         )
-        for column in ("kernel", "config", "regs", "spills", "shared", "occupancy", "in flight"):
-            table.add_column(column, no_wrap=column != "config")
-        for column in ("B/elem", "programs", "budgets"):
-            table.add_column(column, overflow="fold")
+        table.add_column("kernel", no_wrap=True)
+        table.add_column("dtypes", no_wrap=True)
+        table.add_column("config", overflow="fold", min_width=24)
+        for column in ("regs", "spills", "shared", "occupancy", "in flight", "B/elem"):
+            table.add_column(column, no_wrap=True, justify="right")
+        table.add_column("programs", overflow="fold")
+        table.add_column("budgets", overflow="fold")
         for row in (row for row in rows if row.compiled.target == target):
             table.add_row(*_cells(row))
         console.print(table)
 
 
 def _cells(row: StaticRow) -> list[str]:
-    compiled, resources = row.compiled, row.compiled.resources
-    verdict = "[green]ok[/]" if not row.violations else "[red]" + "; ".join(row.violations) + "[/]"
-    name = compiled.launch.kernel.lstrip("_")
+    from rich.markup import escape
+
+    compiled, resources, launch = row.compiled, row.compiled.resources, row.compiled.launch
+    broken = escape("; ".join(row.violations))
+    verdict = f"[red]{broken}[/]" if row.violations else "[green]ok[/]"
+    name = launch.kernel.lstrip("_")
     if resources is None:
-        return [name, compiled.launch.config, *["–"] * 8, verdict]
+        return [name, launch.pointer_dtypes, launch.config, *["–"] * 7, verdict]
     per_element = compiled.bytes_per_element
     programs = row.uses.programs
     return [
         name,
-        compiled.launch.config,
+        launch.pointer_dtypes,
+        launch.config,
         str(resources.registers),
         f"{resources.spill_bytes} B",
         f"{resources.shared_bytes / 1024:.1f} KiB",

@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from gentool.kernels.launches import Autotuned, Launch
+from gentool.kernels.launches import Launch
 
 MIN_OCCUPANCY = 0.25
 LITTLES_LAW = "Little's law"  # what a kernel's docstring names when it runs below MIN_OCCUPANCY
@@ -289,8 +289,9 @@ def _compile(launch: Launch, target: Target) -> Resources:
     import triton
     from triton.backends.compiler import GPUTarget
 
-    kernel = getattr(importlib.import_module(launch.module), launch.kernel)
-    jit = kernel.fn if isinstance(kernel, Autotuned) else kernel
+    jit = getattr(importlib.import_module(launch.module), launch.kernel)
+    while not hasattr(jit, "params"):  # a tuner (gentool's or Triton's) wraps the JIT function
+        jit = jit.fn
     source = _ast_source(jit, launch, GPUTarget("cuda", target.capability, 32))
     printed = io.StringIO()
     with warnings.catch_warnings(), contextlib.redirect_stdout(printed):

@@ -59,6 +59,12 @@ class Launch:
     options: tuple[tuple[str, int], ...]  # num_warps, num_stages
 
     @property
+    def pointer_dtypes(self) -> str:
+        """The element types of its pointer arguments, as `bf16,fp32`."""
+        kinds = {kind[1:].removesuffix("/16") for _, kind in self.arguments if kind[0] == "*"}
+        return ",".join(sorted(kinds))
+
+    @property
     def config(self) -> str:
         """The constexprs and options, as a reader looks for them: `BLOCK=1024 warps=4 ...`."""
         values = [f"{name}={value}" for name, value in self.constexprs]
