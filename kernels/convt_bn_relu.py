@@ -54,10 +54,7 @@ def convt_bn_relu(
     GPU) or "gemm" (gentool's implicit GEMM). The Triton backend has no eval-mode backward: eval
     mode with gradients runs the composition.
     """
-    if convolution not in CONVOLUTIONS:
-        raise ValueError(
-            f"convolution must be one of {', '.join(CONVOLUTIONS)}; got {convolution!r}"
-        )
+    _check_convolution(convolution)
     use_batch_stats = training or running_mean is None
 
     def composition() -> torch.Tensor:
@@ -70,10 +67,7 @@ def convt_bn_relu(
         return composition()
     from gentool.kernels import convt_bn_relu_fused as fused
 
-    compute_x = x
-    device_type = x.device.type
-    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
-        compute_x = x.to(torch.get_autocast_dtype(device_type))  # the convolution's dtype
+    compute_x = _in_autocast_dtype(x)
     if use_batch_stats:
         _check_batch(x, weight, stride, padding)
         update = training and running_mean is not None
@@ -86,10 +80,7 @@ def convt_bn_relu(
             ),
             composition,
         )  # fmt: skip
-    scale = gamma.float() * torch.rsqrt(running_var.float() + eps)
-    shift = beta.float() - running_mean.float() * scale
-    if bias is not None:
-        shift = shift + bias.float() * scale
+    scale, shift = _folded_batch_norm(bias, gamma, beta, running_mean, running_var, eps)
     return run_with_fallback(
         "convt_bn_relu",
         lambda: fused.eval_forward(
@@ -124,11 +115,7 @@ class ConvTransposeBNReLU(nn.Sequential):
             nn.BatchNorm2d(out_channels, eps=eps, momentum=momentum),
             nn.ReLU(inplace=True),
         )
-        if convolution not in CONVOLUTIONS:
-            raise ValueError(
-                f"convolution must be one of {', '.join(CONVOLUTIONS)}; got {convolution!r}"
-            )
-        self.convolution = convolution
+        self.convolution = _check_convolution(convolution)
 
     @property
     def conv(self) -> nn.ConvTranspose2d:
@@ -213,6 +200,38 @@ def probe_convt_bn_relu(device: torch.device, dtype: torch.dtype) -> None:
     out.backward(torch.ones_like(out))
     with torch.no_grad():
         fused.eval_forward(x, weight, None, gamma, beta, 2, 1, "vendor")
+
+
+def _check_convolution(convolution: str) -> Convolution:
+    if convolution not in CONVOLUTIONS:
+        raise ValueError(
+            f"convolution must be one of {', '.join(CONVOLUTIONS)}; got {convolution!r}"
+        )
+    return convolution  # type: ignore[return-value]
+
+
+def _in_autocast_dtype(x: torch.Tensor) -> torch.Tensor:
+    """x in the dtype its convolution runs in: autocast's, where autocast is on."""
+    device_type = x.device.type
+    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+        return x.to(torch.get_autocast_dtype(device_type))
+    return x
+
+
+def _folded_batch_norm(
+    bias: torch.Tensor | None,
+    gamma: torch.Tensor,
+    beta: torch.Tensor,
+    running_mean: torch.Tensor,
+    running_var: torch.Tensor,
+    eps: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The eval-mode BatchNorm (and the convolution's bias) as a per-channel scale and shift."""
+    scale = gamma.float() * torch.rsqrt(running_var.float() + eps)
+    shift = beta.float() - running_mean.float() * scale
+    if bias is not None:
+        shift = shift + bias.float() * scale
+    return scale, shift
 
 
 def _triton_applies(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int) -> bool:

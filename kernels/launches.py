@@ -34,7 +34,7 @@ import torch
 from gentool.kernels.dispatch import interpreter_enabled
 
 OPTION_NAMES = ("num_warps", "num_stages")
-TRITON_DEFAULT_OPTIONS = (("num_warps", 4), ("num_stages", 3))
+DEFAULTS = (("num_warps", 4), ("num_stages", 3))  # Triton's, for a launch that does not say
 _DTYPE_NAMES = {
     torch.float32: "fp32",
     torch.float16: "fp16",
@@ -174,37 +174,36 @@ def launch(kernel: Any, grid: Any, *args: Any, **kwargs: Any) -> None:
     log = _recording.get()
     if log is None:
         kernel[grid](*args, **kwargs)
-        return
+    else:
+        _record(log, kernel, grid, args, kwargs)
+
+
+def _record(
+    log: LaunchLog, kernel: Any, grid: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
     function = _python_function(kernel)
-    bound = inspect.signature(function).bind_partial(*args, **{
-        name: value for name, value in kwargs.items() if name not in OPTION_NAMES
-    })  # fmt: skip
-    arguments, constexprs = [], []
+    options = {name: kwargs.pop(name) for name in OPTION_NAMES if name in kwargs}
+    bound = inspect.signature(function).bind_partial(*args, **kwargs).arguments
     unspecialised = _unspecialised(kernel, function)
-    for name, value in bound.arguments.items():
+    arguments, constexprs = [], []
+    for name, value in bound.items():
         if _is_constexpr(function, name):
             constexprs.append((name, getattr(value, "value", value)))  # a tl.constexpr's value
         else:
             arguments.append((name, specialisation(value, specialise=name not in unspecialised)))
-    given = {name: kwargs[name] for name in OPTION_NAMES if name in kwargs}
-    module = function.__module__
+    name, module = function.__name__, function.__module__
     if not isinstance(kernel, Autotuned):
-        options = tuple(
-            (name, given.get(name, default)) for name, default in TRITON_DEFAULT_OPTIONS
+        chosen = tuple((option, options.get(option, default)) for option, default in DEFAULTS)
+        log.add(
+            Launch(module, name, tuple(arguments), tuple(constexprs), chosen),
+            _programs(grid, bound),
         )
-        record = Launch(module, function.__name__, tuple(arguments), tuple(constexprs), options)
-        log.add(record, _programs(grid, bound.arguments))
         return
     for config in kernel.all_configs:
-        meta = {**bound.arguments, **config.kwargs}
-        record = Launch(
-            module,
-            function.__name__,
-            tuple(arguments),
-            (*constexprs, *config.kwargs.items()),
-            (("num_warps", config.num_warps), ("num_stages", config.num_stages)),
-        )
-        log.add(record, _programs(grid, meta))
+        tuned = (*constexprs, *config.kwargs.items())
+        chosen = (("num_warps", config.num_warps), ("num_stages", config.num_stages))
+        record = Launch(module, name, tuple(arguments), tuned, chosen)
+        log.add(record, _programs(grid, {**bound, **config.kwargs}))
 
 
 def specialisation(value: Any, *, specialise: bool = True) -> str:

@@ -211,6 +211,7 @@ def backward(
     shares = shares_for(channel_blocks, chunks, block_p * block_c)
     partials = torch.empty((3, shares, channels), dtype=torch.float32, device=y.device)
     grid = (channel_blocks, shares)
+    per_channel = (mean, invstd, scale, shift)
     geometry = (channels, height * width, pixel_blocks, chunks, shares)
     strides = (*pixel_strides(y), *pixel_strides(grad_out))
     launch(
@@ -218,10 +219,7 @@ def backward(
         grid,
         grad_out,
         y,
-        mean,
-        invstd,
-        scale,
-        shift,
+        *per_channel,
         partials,
         *geometry,
         *strides,
@@ -237,10 +235,7 @@ def backward(
         grid,
         grad_out,
         y,
-        mean,
-        invstd,
-        scale,
-        shift,
+        *per_channel,
         gamma,
         partials,
         grad_gamma,

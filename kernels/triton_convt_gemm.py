@@ -21,6 +21,8 @@ block with BatchNorm folded in.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import triton
 import triton.language as tl
@@ -177,6 +179,41 @@ def _input_precision(x: torch.Tensor) -> str:
     return "tf32" if use_tf32 else "ieee"
 
 
+class _Gemm(NamedTuple):
+    """The implicit GEMM of one transposed convolution."""
+
+    weight: torch.Tensor  # laid out (kh, kw, C_in, columns)
+    stride: int
+    padding: int
+    kernel: int
+    out_height: int  # of the GEMM's output, 1×1 for the projection
+    out_width: int
+    columns: int
+    phases: int
+    block_m: int
+    row_tiles: int
+
+
+def _gemm(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int) -> _Gemm:
+    batch, in_channels, height, width = x.shape
+    kernel = weight.shape[2]
+    if height == width == 1 and padding == 0:
+        # y[n, kh, kw, c] = Σ x[n, i]·w[i, c, kh, kw]: one GEMM whose columns are (kh, kw, c).
+        gemm_weight = weight.permute(0, 2, 3, 1).contiguous()
+        stride, padding, kernel, out_height, out_width = 1, 0, 1, 1, 1
+    else:
+        gemm_weight = weight.permute(2, 3, 0, 1).contiguous()  # (kh, kw, C_in, C_out)
+        out_height = (height - 1) * stride - 2 * padding + kernel
+        out_width = (width - 1) * stride - 2 * padding + kernel
+    columns = gemm_weight.numel() // (in_channels * kernel * kernel)
+    rows = batch * triton.cdiv(out_height, stride) * triton.cdiv(out_width, stride)
+    block_m = 128 if rows >= LARGE_GEMM_ROWS else 64
+    return _Gemm(
+        gemm_weight, stride, padding, kernel, out_height, out_width, columns, stride * stride,
+        block_m, triton.cdiv(rows, block_m),
+    )  # fmt: skip
+
+
 def conv_transpose(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -196,67 +233,42 @@ def conv_transpose(
     """
     batch, in_channels, height, width = x.shape
     out_channels, kernel = weight.shape[1], weight.shape[2]
-    out_height = (height - 1) * stride - 2 * padding + kernel
-    out_width = (width - 1) * stride - 2 * padding + kernel
+    out_size = (
+        (height - 1) * stride - 2 * padding + kernel,
+        (width - 1) * stride - 2 * padding + kernel,
+    )
     x = x.contiguous(memory_format=torch.channels_last)
     y = torch.empty(
-        (batch, out_channels, out_height, out_width),
+        (batch, out_channels, *out_size),
         dtype=x.dtype,
         device=x.device,
         memory_format=torch.channels_last,
     )
-    if height == width == 1 and padding == 0:
-        # y[n, kh, kw, c] = Σ x[n, i]·w[i, c, kh, kw]: one GEMM whose columns are (kh, kw, c).
-        gemm_weight = weight.permute(0, 2, 3, 1).contiguous()
-        geometry = (1, 0, 1, 1, 1)  # stride, padding, kernel, output height and width
-    else:
-        gemm_weight = weight.permute(2, 3, 0, 1).contiguous()  # (kh, kw, C_in, C_out)
-        geometry = (stride, padding, kernel, out_height, out_width)
-    gemm_stride, gemm_padding, gemm_kernel, gemm_height, gemm_width = geometry
-    columns = gemm_weight.numel() // (in_channels * gemm_kernel * gemm_kernel)
-    phases = gemm_stride * gemm_stride
-    rows = batch * triton.cdiv(gemm_height, gemm_stride) * triton.cdiv(gemm_width, gemm_stride)
-    block_m = 128 if rows >= LARGE_GEMM_ROWS else 64
-    row_tiles = triton.cdiv(rows, block_m)
+    gemm = _gemm(x, weight, stride, padding)
     partials = None
     if epilogue == STORE_AND_STATISTICS:
-        partials = tuple(
-            torch.empty((phases * row_tiles, columns), dtype=torch.float32, device=x.device)
-            for _ in range(3)
-        )
+        shape = (gemm.phases * gemm.row_tiles, gemm.columns)
+        partials = tuple(torch.empty(shape, dtype=torch.float32, device=x.device) for _ in range(3))
     unused = y  # a pointer for arguments the epilogue never reads
-    count, mean, m2 = partials or (unused, unused, unused)
 
     def grid(meta: dict) -> tuple[int, int, int]:
-        return row_tiles, triton.cdiv(columns, meta["BLOCK_N"]), phases
+        return gemm.row_tiles, triton.cdiv(gemm.columns, meta["BLOCK_N"]), gemm.phases
 
+    pointers = (x, gemm.weight, bias, scale, shift, y, *(partials or (None, None, None)))
+    sizes = (batch, in_channels, height, width, out_channels, gemm.columns)
+    gemm_sizes = (gemm.out_height, gemm.out_width, gemm.row_tiles)
     launch(
         _convt_gemm,
         grid,
-        x,
-        gemm_weight,
-        unused if bias is None else bias,
-        unused if scale is None else scale,
-        unused if shift is None else shift,
-        y,
-        count,
-        mean,
-        m2,
-        batch,
-        in_channels,
-        height,
-        width,
-        out_channels,
-        columns,
-        gemm_height,
-        gemm_width,
-        row_tiles,
-        STRIDE=gemm_stride,
-        PADDING=gemm_padding,
-        KERNEL=gemm_kernel,
+        *(unused if pointer is None else pointer for pointer in pointers),
+        *sizes,
+        *gemm_sizes,
+        STRIDE=gemm.stride,
+        PADDING=gemm.padding,
+        KERNEL=gemm.kernel,
         HAS_BIAS=bias is not None,
         EPILOGUE=epilogue,
         INPUT_PRECISION=_input_precision(x),
-        BLOCK_M=block_m,
+        BLOCK_M=gemm.block_m,
     )
     return y, partials
