@@ -8,10 +8,11 @@ convolutions). A GEMM row is one output pixel of the phase, a column one output 
 reduction runs over taps × input channels as one pipelined loop. An input of 1×1 with no padding
 (the projection of z in a DCGAN) is one plain GEMM whose columns are every (kh, kw, channel).
 
-Inside the kernel everything is channels-last: x is read as (N, H, W, C_in), the weight as
-(kh, kw, C_in, C_out) and y written as (N, OH, OW, C_out), so the loads of both operands and the
-stores run along contiguous channels (vectorised where the channel counts are multiples of 16).
-An NCHW input is copied to channels-last first; y is returned as a channels-last tensor.
+Inside the kernel everything runs along channels: x is read as (N, H, W, C_in), the weight as
+(kh, kw, C_out, C_in) (K-major, the layout tf32 tensor cores take without a transpose) and y
+written as (N, OH, OW, C_out), so the loads of both operands and the stores are contiguous
+(16-byte vectors where the channel counts are multiples of 16). An NCHW input is copied to
+channels-last first; y is a channels-last tensor.
 
 Epilogues: STORE writes y; STORE_AND_STATISTICS also writes each tile's per-column count, mean
 and sum of squared deviations (two passes over the tile in registers), which
@@ -136,7 +137,7 @@ def _convt_gemm(
         )
         kernel_row = (first_kh + tap_h * STRIDE) * KERNEL + first_kw + tap_w * STRIDE
         b = tl.load(
-            w_ptr + (kernel_row * in_channels + channel_in)[:, None] * columns + col[None, :],
+            w_ptr + (kernel_row * columns + col)[None, :] * in_channels + channel_in[:, None],
             mask=k_ok[:, None] & col_ok[None, :],
             other=0.0,
         )
@@ -182,7 +183,7 @@ def _input_precision(x: torch.Tensor) -> str:
 class _Gemm(NamedTuple):
     """The implicit GEMM of one transposed convolution."""
 
-    weight: torch.Tensor  # laid out (kh, kw, C_in, columns)
+    weight: torch.Tensor  # laid out (kh, kw, columns, C_in): K-major, as tf32 tensor cores take it
     stride: int
     padding: int
     kernel: int
@@ -199,10 +200,10 @@ def _gemm(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int) -> _
     kernel = weight.shape[2]
     if height == width == 1 and padding == 0:
         # y[n, kh, kw, c] = Σ x[n, i]·w[i, c, kh, kw]: one GEMM whose columns are (kh, kw, c).
-        gemm_weight = weight.permute(0, 2, 3, 1).contiguous()
+        gemm_weight = weight.permute(2, 3, 1, 0).contiguous()
         stride, padding, kernel, out_height, out_width = 1, 0, 1, 1, 1
     else:
-        gemm_weight = weight.permute(2, 3, 0, 1).contiguous()  # (kh, kw, C_in, C_out)
+        gemm_weight = weight.permute(2, 3, 1, 0).contiguous()  # (kh, kw, C_out, C_in)
         out_height = (height - 1) * stride - 2 * padding + kernel
         out_width = (width - 1) * stride - 2 * padding + kernel
     columns = gemm_weight.numel() // (in_channels * kernel * kernel)
