@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from gentool.kernels import triton_batch_norm as batch_norm
 from gentool.kernels import triton_batch_norm_backward as batch_norm_backward
 from gentool.kernels.convt_bn_relu import Convolution
-from gentool.kernels.dispatch import run_with_fallback
+from gentool.kernels.dispatch import requested_backend, run_with_fallback
 
 
 def training_forward(
@@ -111,6 +111,7 @@ class FusedTraining(torch.autograd.Function):
             statistics.shift,
         )
         ctx.geometry = stride, padding, eps
+        ctx.backend = requested_backend()
         ctx.dtypes = weight.dtype, None if bias is None else bias.dtype, gamma.dtype, beta.dtype
         return out
 
@@ -126,6 +127,7 @@ class FusedTraining(torch.autograd.Function):
             "convt_bn_relu",
             lambda: batch_norm_backward.backward(grad_out, y, gamma, *per_channel),
             lambda: _batch_norm_relu_backward_in_pytorch(grad_out, y, gamma, *per_channel, eps),
+            requested=ctx.backend,
         )
         needs_x, needs_weight, needs_bias = ctx.needs_input_grad[:3]
         grad_x = grad_weight = grad_bias = None

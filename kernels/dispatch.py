@@ -115,16 +115,22 @@ def choose_backend(op: str, tensor: torch.Tensor) -> Backend:
 
 
 def run_with_fallback(
-    op: str, triton_path: Callable[[], Result], torch_path: Callable[[], Result]
+    op: str,
+    triton_path: Callable[[], Result],
+    torch_path: Callable[[], Result],
+    *,
+    requested: str | None = None,
 ) -> Result:
     """`triton_path()`; under ``auto``, if it fails, `torch_path()` instead, then and for the rest
     of the process, after one warning line that names the op, the reason and ``--kernels torch``.
 
     Under ``triton`` a failure propagates: `preflight` is where that choice fails early. Input
     errors belong before the call (they would fail PyTorch too), and running out of device
-    memory is not a kernel's failure, so both propagate under any backend.
+    memory is not a kernel's failure, so both propagate under any backend. A backward pass gives
+    the `requested` backend of its forward pass: autograd runs it in a thread of its own, which
+    does not see the forward's `use_backend`.
     """
-    if requested_backend() != "auto":
+    if (requested or requested_backend()) != "auto":
         return triton_path()
     if op in _fallen_back:
         return torch_path()

@@ -16,7 +16,7 @@ from typing import Literal
 
 import torch
 
-from gentool.kernels.dispatch import choose_backend, run_with_fallback
+from gentool.kernels.dispatch import choose_backend, requested_backend, run_with_fallback
 
 Reduction = Literal["none", "sum", "mean"]
 REDUCTIONS = ("none", "sum", "mean")
@@ -102,6 +102,7 @@ class _FusedReparameterizeKL(torch.autograd.Function):
         ctx.save_for_backward(mu_2d, logvar_2d, eps_2d)
         ctx.seed = seed
         ctx.shape = shape
+        ctx.backend = requested_backend()
         ctx.set_materialize_grads(False)  # a missing gradient skips its part of the backward
         return z.view(shape), kl
 
@@ -122,6 +123,7 @@ class _FusedReparameterizeKL(torch.autograd.Function):
             "reparameterize_kl",
             lambda: triton_reparam_kl.backward(mu_2d, logvar_2d, eps_2d, ctx.seed, dz, dkl),
             lambda: _backward_in_pytorch(mu_2d, logvar_2d, eps_2d, ctx.seed, dz, dkl),
+            requested=ctx.backend,
         )
         return dmu.view(ctx.shape), dlogvar.view(ctx.shape), None, None
 

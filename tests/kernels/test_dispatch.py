@@ -236,3 +236,16 @@ def test_a_reconfigured_layer_makes_its_block_run_plain():
 def test_under_torch_compile_every_fused_block_runs_plain():
     generator = dcgan_generator()
     assert len(fused_blocks_running_plain(generator, compiled=True)) == 2
+
+
+def test_a_backward_pass_run_in_another_context_keeps_its_forward_backend(monkeypatch):
+    """Autograd runs a CUDA backward pass in a thread of its own, outside `use_backend`."""
+    import contextvars
+
+    monkeypatch.setattr(triton_batch_norm_backward, "backward", failing)
+    block, x = block_and_input(seed=3)
+    with use_backend("triton"):
+        out = block(x)
+    fresh = contextvars.Context()  # what a thread of autograd's sees: the default, auto
+    with pytest.raises(RuntimeError, match="ptxas error"):
+        fresh.run(out.sum().backward)
