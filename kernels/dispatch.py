@@ -9,6 +9,13 @@ The backend asked for is one of:
   `preflight` raises it before any training step;
 - ``torch``: always the PyTorch implementation, which is also the reference.
 
+On the Triton backend, ConvTransposeBNReLU runs cuDNN's convolution followed by Triton's fused
+BatchNorm + ReLU, whether ``auto`` or ``triton`` chose it; its all-Triton implicit GEMM runs only
+where asked for by name (``convolution="gemm"``). A fused block whose layers were replaced, or
+that runs under torch.compile, runs as its plain layers whatever the backend;
+`convt_bn_relu.fused_blocks_running_plain` names such blocks, for a trainer to refuse
+``triton`` with them.
+
 It is an explicit value, entered once for a block of work with `use_backend` (the trainer does so
 with its acceleration settings' `kernels`, `gentool bench` once per backend it times). Outside
 such a block, ``GENTOOL_KERNELS`` is the default, and otherwise ``auto``.
