@@ -58,7 +58,7 @@ def test_a_wrong_backend_is_shown_failed_and_fails_the_command(monkeypatch):
 
 
 @pytest.mark.skipif(triton_import_error() is not None, reason="--static compiles with Triton")
-def test_static_report_compiles_every_launch_for_the_target(tmp_path):
+def test_static_report_compiles_every_launch_for_the_target(tmp_path, static_rows):
     result = runner.invoke(
         app,
         ["bench", "kernels", "--static", "--target", "sm_90", "--json", str(tmp_path / "s.json")],
