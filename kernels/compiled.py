@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from gentool.kernels.launches import Launch
+from gentool.kernels.launches import DTYPE_NAMES, Launch
 
 MIN_OCCUPANCY = 0.25
 LITTLES_LAW = "Little's law"  # what a kernel's docstring names when it runs below MIN_OCCUPANCY
@@ -339,7 +339,7 @@ def _representative(kind: str) -> Any:
     if kind == "none":
         return None
     dtype_name = kind.removeprefix("*").removesuffix("/16")
-    dtype = {name: dtype for dtype, name in _launch_dtype_names().items()}[dtype_name]
+    dtype = {name: dtype for dtype, name in DTYPE_NAMES.items()}[dtype_name]
     storage = torch.empty(2, dtype=dtype)
     return storage if kind.endswith("/16") else storage[1:]
 
@@ -393,12 +393,6 @@ def _ptxas(capability: int) -> str:
     takes_arch = bool(inspect.signature(compiler.get_ptxas).parameters)
     tool = compiler.get_ptxas(capability) if takes_arch else compiler.get_ptxas()
     return tool[0] if isinstance(tool, tuple) else getattr(tool, "path", tool)
-
-
-def _launch_dtype_names() -> dict[Any, str]:
-    from gentool.kernels.launches import _DTYPE_NAMES
-
-    return _DTYPE_NAMES
 
 
 # --- reading the compiled code -------------------------------------------------------------------

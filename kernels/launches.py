@@ -35,7 +35,7 @@ from gentool.kernels.dispatch import interpreter_enabled
 
 OPTION_NAMES = ("num_warps", "num_stages")
 DEFAULTS = (("num_warps", 4), ("num_stages", 3))  # Triton's, for a launch that does not say
-_DTYPE_NAMES = {
+DTYPE_NAMES = {
     torch.float32: "fp32",
     torch.float16: "fp16",
     torch.bfloat16: "bf16",
@@ -211,7 +211,7 @@ def specialisation(value: Any, *, specialise: bool = True) -> str:
     without `specialise` (the kernel's `do_not_specialize`), an integer is just its type."""
     if isinstance(value, torch.Tensor):
         aligned = value.data_ptr() % 16 == 0
-        return f"*{_DTYPE_NAMES[value.dtype]}" + ("/16" if aligned else "")
+        return f"*{DTYPE_NAMES[value.dtype]}" + ("/16" if aligned else "")
     if value is None:
         return "none"
     if isinstance(value, bool):
