@@ -5,10 +5,12 @@
     pytest benches/test_convt_bn_relu.py --benchmark-json out.json
 
 Peers: the unfused layers (eager, cuDNN on a GPU), the same under torch.compile (which cannot fuse
-a transposed convolution with BatchNorm, so it is the peer to beat) and the Triton kernels (GPU
-only). Modes: the training forward, a training step (forward + backward) and the eval forward;
-`conv-only` times the transposed convolution alone, the Triton GEMM against cuDNN. Each case
-records its peak memory on the GPU. float32 runs with TF32 as PyTorch's default convolutions do.
+a transposed convolution with BatchNorm, so it is the peer to beat), and two Triton backends (GPU
+only): `triton`, cuDNN's convolution followed by Triton's fused BatchNorm + ReLU (what `auto`
+runs), and `triton-gemm`, the convolution too in Triton. Modes: the training forward, a training
+step (forward + backward) and the eval forward; `conv-only` times the transposed convolution
+alone, the Triton GEMM against cuDNN. Each case records its peak memory on the GPU. float32 runs
+with TF32 as PyTorch's default convolutions do.
 """
 
 from __future__ import annotations
@@ -41,8 +43,11 @@ def make_block(name: str, backend: str) -> nn.Module:
     in_channels, out_channels, side = BLOCKS[name]
     stride, padding = (1, 0) if side == 1 else (2, 1)
     torch.manual_seed(0)
-    fused = ConvTransposeBNReLU(in_channels, out_channels, 4, stride, padding).to(DEVICE)
-    if backend == "triton":
+    convolution = "gemm" if backend == "triton-gemm" else "vendor"
+    fused = ConvTransposeBNReLU(
+        in_channels, out_channels, 4, stride, padding, convolution=convolution
+    ).to(DEVICE)
+    if backend.startswith("triton"):
         return fused
     plain = nn.Sequential(
         nn.ConvTranspose2d(in_channels, out_channels, 4, stride, padding, bias=False),
@@ -59,6 +64,7 @@ def backends() -> list:
         pytest.param("eager", id="eager"),
         pytest.param("compile", id="compile"),
         pytest.param("triton", id="triton", marks=no_gpu),
+        pytest.param("triton-gemm", id="triton-gemm", marks=no_gpu),
     ]
 
 
@@ -72,7 +78,7 @@ def kernel_backend():
     """Runs the rest of the test on the block's kernel backend."""
     with contextlib.ExitStack() as stack:
         yield lambda backend: stack.enter_context(
-            use_backend("triton" if backend == "triton" else "torch")
+            use_backend("triton" if backend.startswith("triton") else "torch")
         )
 
 
@@ -85,10 +91,9 @@ def test_block(benchmark, kernel_backend, backend, block_name, mode):
     in_channels, _, side = BLOCKS[block_name]
     x = torch.randn(BATCH, in_channels, side, side, device=DEVICE)
     if mode == "conv-only":
-        if backend == "compile":
+        if backend in ("compile", "triton"):
             pytest.skip("conv-only compares the Triton GEMM with cuDNN")
-        conv = block.conv if backend == "triton" else block[0]
-        run = conv_only(conv, x, triton=backend == "triton")
+        run = conv_only(block[0], x, gemm=backend == "triton-gemm")
     elif mode == "train-step":
         x.requires_grad_(True)
         block.train()
@@ -120,11 +125,11 @@ def test_block(benchmark, kernel_backend, backend, block_name, mode):
         benchmark.extra_info["peak MB"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
 
 
-def conv_only(conv: nn.ConvTranspose2d, x: torch.Tensor, *, triton: bool):
+def conv_only(conv: nn.ConvTranspose2d, x: torch.Tensor, *, gemm: bool):
     weight = conv.weight.detach()
     stride, padding = conv.stride[0], conv.padding[0]
-    if triton:
-        from gentool.kernels import triton_convt_bn_relu
+    if gemm:
+        from gentool.kernels import triton_convt_gemm
 
-        return lambda: triton_convt_bn_relu.conv_transpose(x, weight, stride, padding)
+        return lambda: triton_convt_gemm.conv_transpose(x, weight, stride, padding)
     return lambda: F.conv_transpose2d(x, weight, None, stride, padding)

@@ -54,6 +54,7 @@ class Op:
     noise: Callable[[Tensors], torch.Tensor | None]  # None for ops that draw no noise
     bytes_moved: Callable[[tuple[int, ...], torch.dtype], int]  # forward + backward traffic
     flops: Callable[[tuple[int, ...]], int] | None = None  # forward + backward, where it matters
+    triton_backends: tuple[str, ...] = ("triton",)  # those that run Triton kernels
 
 
 @dataclass
@@ -156,25 +157,36 @@ def _convt_inputs(shape: tuple[int, ...], dtype: torch.dtype, device: torch.devi
     )
 
 
+def _running_statistics(gamma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fresh running mean and variance, which a training step updates as the layers do."""
+    return torch.zeros_like(gamma), torch.ones_like(gamma)
+
+
 def _convt_eager(inputs: Tensors, noise: torch.Tensor | None = None) -> Tensors:
-    """The three layers as a model writes them, normalising by the batch's statistics."""
+    """The three layers as a model writes them in training: batch statistics normalise, the
+    running ones are updated."""
     x, weight, gamma, beta = inputs
     stride, padding = _convt_geometry(x)
     y = F.conv_transpose2d(x, weight.to(x.dtype), None, stride, padding)
-    return (F.relu(F.batch_norm(y, None, None, gamma, beta, training=True)),)
+    running_mean, running_var = _running_statistics(gamma)
+    y = F.batch_norm(y, running_mean, running_var, gamma, beta, training=True)
+    return (F.relu(y),)
 
 
 _convt_compiled = torch.compile(_convt_eager, dynamic=False)
 
 
-def _convt_on_backend(backend: str) -> Callable[[Tensors, torch.Tensor | None], Tensors]:
+def _convt_on_backend(
+    backend: str, convolution: str = "vendor"
+) -> Callable[[Tensors, torch.Tensor | None], Tensors]:
     def run(inputs: Tensors, noise: torch.Tensor | None) -> Tensors:
         x, weight, gamma, beta = inputs
         stride, padding = _convt_geometry(x)
+        running_mean, running_var = _running_statistics(gamma)
         with use_backend(backend):
             out = convt_bn_relu(
-                x, weight, None, gamma, beta, None, None,
-                training=True, momentum=0.1, eps=1e-5, stride=stride, padding=padding,
+                x, weight, None, gamma, beta, running_mean, running_var, training=True,
+                momentum=0.1, eps=1e-5, stride=stride, padding=padding, convolution=convolution,
             )  # fmt: skip
         return (out,)
 
@@ -215,12 +227,14 @@ CONVT_BN_RELU = Op(
         "eager": _convt_eager,
         "compile": _convt_compiled,
         "torch": _convt_on_backend("torch"),
-        "triton": _convt_on_backend("triton"),
+        "triton": _convt_on_backend("triton"),  # cuDNN's convolution, Triton's BatchNorm + ReLU
+        "triton-gemm": _convt_on_backend("triton", "gemm"),  # all of it in Triton
     },
     reference=_convt_reference,
     noise=lambda inputs: None,
     bytes_moved=_convt_bytes,
     flops=_convt_flops,
+    triton_backends=("triton", "triton-gemm"),
 )
 
 OPS: dict[str, Op] = {op.name: op for op in (REPARAM_KL, CONVT_BN_RELU)}
@@ -252,7 +266,7 @@ def run_op(
     results = []
     for shape in op.sizes[sizes]:
         eager_ms = None
-        for backend in backends:
+        for backend in (backend for backend in backends if backend in op.backends):
             result = _run_case(op, backend, shape, dtype, device, ceiling_gbps)
             if backend == "eager":
                 eager_ms = result.median_ms
@@ -264,7 +278,7 @@ def run_op(
 
 
 def cases(op: Op, sizes: str, backends: list[str]) -> int:
-    return len(op.sizes[sizes]) * len(backends)
+    return len(op.sizes[sizes]) * len([backend for backend in backends if backend in op.backends])
 
 
 def _run_case(
@@ -379,9 +393,7 @@ def _check(op: Op, function: Callable, inputs: Tensors, dtype: torch.dtype) -> f
 def _why_backend_cannot_run(
     op: Op, backend: str, dtype: torch.dtype, device: torch.device
 ) -> str | None:
-    if backend not in op.backends:
-        return f"{op.name} has no {backend} backend"
-    if backend == "triton":
+    if backend in op.triton_backends:
         if device.type != "cuda":
             return "Triton kernels need a CUDA device"
         try:

@@ -5,10 +5,14 @@ state_dict keys ("0.weight", "1.weight", "1.running_mean", …) are exactly thei
 between this module and a plain `nn.Sequential(ConvTranspose2d, BatchNorm2d, ReLU)` either way.
 
 `convt_bn_relu` is the op itself; `kernels/dispatch.py` picks its backend. The PyTorch backend is
-the plain composition, which is also the reference. The Triton backend (`triton_convt_bn_relu`)
-fuses the batch statistics into the convolution's epilogue in training, folds the BatchNorm into
-the convolution in eval mode, and fuses the ReLU and BatchNorm backward; the convolution's own
-gradients come from PyTorch's `convolution_backward` (cuDNN on a GPU).
+the plain composition, which is also the reference. The Triton backend (`convt_bn_relu_fused`)
+runs the vendor's transposed convolution and fuses what follows it: the batch statistics, the
+normalisation and ReLU, and their backward; `convolution="gemm"` runs gentool's implicit-GEMM
+convolution instead, with the statistics in its epilogue and, in eval mode, the BatchNorm folded
+into it. The convolution's own gradients come from PyTorch's `convolution_backward`.
+
+`fused_blocks_running_plain` tells a trainer which blocks of a model would run as their plain
+layers (replaced layers, or under torch.compile), for it to refuse `--kernels triton` there.
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gentool.kernels.dispatch import choose_backend
+from gentool.kernels.dispatch import Convolution, choose_backend, run_with_fallback
 
 MAX_ELEMENTS = 2**31 - 1  # offsets are int32 in the kernels
+CONVOLUTIONS = ("vendor", "gemm")
 
 
 def convt_bn_relu(
@@ -36,49 +41,58 @@ def convt_bn_relu(
     eps: float,
     stride: int,
     padding: int,
+    convolution: Convolution = "vendor",
 ) -> torch.Tensor:
     """relu(batch_norm(conv_transpose2d(x, weight, bias, stride, padding))), like the layers.
 
     In training (or without running statistics) the batch statistics normalise, and the running
     statistics, when given, are updated in place with `momentum`; otherwise the running ones do.
-    The Triton backend has no eval-mode backward: eval mode with gradients runs the composition.
+    On the Triton backend `convolution` picks the convolution: "vendor" (PyTorch's, cuDNN on a
+    GPU) or "gemm" (gentool's implicit GEMM). The Triton backend has no eval-mode backward: eval
+    mode with gradients runs the composition.
     """
+    _check_convolution(convolution)
     use_batch_stats = training or running_mean is None
-    if _triton_applies(x, weight, stride, padding):
-        from gentool.kernels import triton_convt_bn_relu as kernels
 
-        if torch.is_autocast_enabled(x.device.type):  # the convolution runs in autocast's dtype
-            x = x.to(torch.get_autocast_dtype(x.device.type))
-        if use_batch_stats:
-            _check_batch(x, weight, stride, padding)
-            return _FusedTraining.apply(
-                x,
-                weight,
-                bias,
-                gamma,
-                beta,
-                running_mean,
-                running_var,
-                momentum,
-                eps,
-                stride,
-                padding,
-                training,
-            )
-        if not (torch.is_grad_enabled() and _any_requires_grad(x, weight, bias, gamma, beta)):
-            scale = gamma.float() * torch.rsqrt(running_var.float() + eps)
-            shift = beta.float() - running_mean.float() * scale
-            if bias is not None:
-                shift = shift + bias.float() * scale
-            return kernels.eval_forward(x, weight.to(x.dtype), scale, shift, stride, padding)
-    # The layers' own composition: the PyTorch backend, and the reference of the kernels.
-    y = F.conv_transpose2d(x, weight, bias, stride, padding)
-    y = F.batch_norm(y, running_mean, running_var, gamma, beta, use_batch_stats, momentum, eps)
-    return F.relu(y)
+    def composition() -> torch.Tensor:
+        y = F.conv_transpose2d(x, weight, bias, stride, padding)
+        y = F.batch_norm(y, running_mean, running_var, gamma, beta, use_batch_stats, momentum, eps)
+        return F.relu(y)
+
+    needs_grad = torch.is_grad_enabled() and _any_requires_grad(x, weight, bias, gamma, beta)
+    if not _triton_applies(x, weight, stride, padding) or not (use_batch_stats or not needs_grad):
+        return composition()
+    from gentool.kernels import convt_bn_relu_fused as fused
+
+    compute_x = _in_autocast_dtype(x)
+    if use_batch_stats:
+        _check_batch(x, weight, stride, padding)
+        update = training and running_mean is not None
+        return run_with_fallback(
+            "convt_bn_relu",
+            lambda: fused.training_forward(
+                compute_x, weight, bias, gamma, beta,
+                running_mean if update else None, running_var if update else None,
+                momentum, eps, stride, padding, convolution,
+            ),
+            composition,
+        )  # fmt: skip
+    scale, shift = _folded_batch_norm(bias, gamma, beta, running_mean, running_var, eps)
+    return run_with_fallback(
+        "convt_bn_relu",
+        lambda: fused.eval_forward(
+            compute_x, weight.to(compute_x.dtype), None, scale, shift, stride, padding, convolution
+        ),
+        composition,
+    )
 
 
 class ConvTransposeBNReLU(nn.Sequential):
-    """A drop-in for `nn.Sequential(nn.ConvTranspose2d, nn.BatchNorm2d, nn.ReLU)`."""
+    """A drop-in for `nn.Sequential(nn.ConvTranspose2d, nn.BatchNorm2d, nn.ReLU)`.
+
+    `convolution` picks the convolution of the Triton backend (see `convt_bn_relu`); it is not
+    part of the state_dict.
+    """
 
     def __init__(
         self,
@@ -91,12 +105,14 @@ class ConvTransposeBNReLU(nn.Sequential):
         bias: bool = False,
         eps: float = 1e-5,
         momentum: float | None = 0.1,
+        convolution: Convolution = "vendor",
     ) -> None:
         super().__init__(
             nn.ConvTranspose2d(in_channels, out_channels, kernel_size, stride, padding, bias=bias),
             nn.BatchNorm2d(out_channels, eps=eps, momentum=momentum),
             nn.ReLU(inplace=True),
         )
+        self.convolution = _check_convolution(convolution)
 
     @property
     def conv(self) -> nn.ConvTranspose2d:
@@ -107,7 +123,8 @@ class ConvTransposeBNReLU(nn.Sequential):
         return self[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self._is_fusable(x):
+        if x.dim() != 4 or not self.layers_are_plain() or torch.compiler.is_compiling():
+            # torch.compile sees through the composition, but not through the Triton kernels.
             return super().forward(x)
         conv, bn = self.conv, self.bn
         momentum = 0.0 if bn.momentum is None else bn.momentum
@@ -128,19 +145,18 @@ class ConvTransposeBNReLU(nn.Sequential):
             eps=bn.eps,
             stride=conv.stride[0],
             padding=conv.padding[0],
+            convolution=self.convolution,
         )
 
-    def _is_fusable(self, x: torch.Tensor) -> bool:
-        """Whether the layers are still the plain ones the op computes, on a 4-D input.
+    def layers_are_plain(self) -> bool:
+        """Whether the layers are still the plain ones the fused op computes.
 
         Layers replaced or reconfigured after construction (a SyncBatchNorm for distributed
-        training, say) run as the composition; so does anything under torch.compile, whose
-        compiler sees through the composition but not through the Triton kernels.
+        training, say) make the block run as the composition of its layers.
         """
         conv, bn = self[0], self[1]
         return (
-            x.dim() == 4
-            and len(self) == 3
+            len(self) == 3
             and type(conv) is nn.ConvTranspose2d
             and type(bn) is nn.BatchNorm2d
             and type(self[2]) is nn.ReLU
@@ -150,92 +166,69 @@ class ConvTransposeBNReLU(nn.Sequential):
             and conv.padding_mode == "zeros"
             and len(set(conv.kernel_size)) == len(set(conv.stride)) == len(set(conv.padding)) == 1
             and bn.affine
-            and not torch.compiler.is_compiling()
         )
 
 
-class _FusedTraining(torch.autograd.Function):
-    """The Triton training path; saves x, the weight in x's dtype, and y (not the ReLU output)."""
+def fused_blocks_running_plain(model: nn.Module, *, compiled: bool = False) -> list[str]:
+    """The names of `model`'s ConvTransposeBNReLU blocks that would run as their plain layers:
+    each whose layers were replaced or reconfigured (`layers_are_plain`), and every one when
+    the model runs under torch.compile (`compiled`). A trainer refuses `--kernels triton`
+    when this is not empty, since the fused kernels would not run."""
+    return [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, ConvTransposeBNReLU) and (compiled or not module.layers_are_plain())
+    ]
 
-    @staticmethod
-    def forward(
-        ctx: torch.autograd.function.FunctionCtx,
-        x: torch.Tensor,
-        weight: torch.Tensor,
-        bias: torch.Tensor | None,
-        gamma: torch.Tensor,
-        beta: torch.Tensor,
-        running_mean: torch.Tensor | None,
-        running_var: torch.Tensor | None,
-        momentum: float,
-        eps: float,
-        stride: int,
-        padding: int,
-        training: bool,
-    ) -> torch.Tensor:
-        from gentool.kernels import triton_convt_bn_relu as kernels
 
-        update = training and running_mean is not None
-        x = x.contiguous()
-        compute_weight = weight.to(x.dtype).contiguous()
-        out, y, batch_mean, invstd, scale, shift = kernels.training_forward(
-            x,
-            compute_weight,
-            bias,
-            gamma,
-            beta,
-            running_mean if update else None,
-            running_var if update else None,
-            momentum,
-            eps,
-            stride,
-            padding,
+def probe_convt_bn_relu(device: torch.device, dtype: torch.dtype) -> None:
+    """Run the Triton path once on small inputs (see `gentool.kernels.preflight`): training
+    forward and backward, and the eval forward."""
+    from gentool.kernels import convt_bn_relu_fused as fused
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 3, 3, generator=generator).to(device, dtype).requires_grad_(True)
+    weight = torch.randn(4, 3, 4, 4, generator=generator).to(device, dtype).requires_grad_(True)
+    gamma, beta = (torch.ones(3, device=device).requires_grad_(True) for _ in range(2))
+    running_mean, running_var = torch.zeros(3, device=device), torch.ones(3, device=device)
+    out = fused.training_forward(
+        x, weight, None, gamma, beta, running_mean, running_var, 0.1, 1e-5, 2, 1, "vendor"
+    )
+    out.backward(torch.ones_like(out))
+    with torch.no_grad():
+        fused.eval_forward(x, weight, None, gamma, beta, 2, 1, "vendor")
+
+
+def _check_convolution(convolution: str) -> Convolution:
+    if convolution not in CONVOLUTIONS:
+        raise ValueError(
+            f"convolution must be one of {', '.join(CONVOLUTIONS)}; got {convolution!r}"
         )
-        ctx.save_for_backward(x, compute_weight, y, gamma, batch_mean, invstd, scale, shift)
-        ctx.geometry = stride, padding
-        ctx.dtypes = weight.dtype, None if bias is None else bias.dtype, gamma.dtype, beta.dtype
-        return out
+    return convolution  # type: ignore[return-value]
 
-    @staticmethod
-    def backward(
-        ctx: torch.autograd.function.FunctionCtx, grad_out: torch.Tensor
-    ) -> tuple[torch.Tensor | None, ...]:
-        from gentool.kernels import triton_convt_bn_relu as kernels
 
-        x, weight, y, gamma, batch_mean, invstd, scale, shift = ctx.saved_tensors
-        stride, padding = ctx.geometry
-        weight_dtype, bias_dtype, gamma_dtype, beta_dtype = ctx.dtypes
-        grad_y, grad_gamma, grad_beta = kernels.backward(
-            grad_out.contiguous(), y, gamma, batch_mean, invstd, scale, shift
-        )
-        needs_x, needs_weight, needs_bias = ctx.needs_input_grad[:3]
-        grad_x = grad_weight = grad_bias = None
-        if needs_x or needs_weight:
-            grad_x, grad_weight, _ = torch.ops.aten.convolution_backward(
-                grad_y,
-                x,
-                weight,
-                None,
-                [stride, stride],
-                [padding, padding],
-                [1, 1],
-                True,  # transposed
-                [0, 0],
-                1,
-                [needs_x, needs_weight, False],
-            )
-        if needs_weight:
-            grad_weight = grad_weight.to(weight_dtype)
-        if needs_bias:
-            grad_bias = grad_y.sum(dim=(0, 2, 3), dtype=torch.float32).to(bias_dtype)
-        return (
-            grad_x,
-            grad_weight,
-            grad_bias,
-            grad_gamma.to(gamma_dtype),
-            grad_beta.to(beta_dtype),
-            *(None,) * 7,
-        )
+def _in_autocast_dtype(x: torch.Tensor) -> torch.Tensor:
+    """x in the dtype its convolution runs in: autocast's, where autocast is on."""
+    device_type = x.device.type
+    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+        return x.to(torch.get_autocast_dtype(device_type))
+    return x
+
+
+def _folded_batch_norm(
+    bias: torch.Tensor | None,
+    gamma: torch.Tensor,
+    beta: torch.Tensor,
+    running_mean: torch.Tensor,
+    running_var: torch.Tensor,
+    eps: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The eval-mode BatchNorm (and the convolution's bias) as a per-channel scale and shift."""
+    scale = gamma.float() * torch.rsqrt(running_var.float() + eps)
+    shift = beta.float() - running_mean.float() * scale
+    if bias is not None:
+        shift = shift + bias.float() * scale
+    return scale, shift
 
 
 def _triton_applies(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int) -> bool:

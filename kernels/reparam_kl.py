@@ -16,7 +16,7 @@ from typing import Literal
 
 import torch
 
-from gentool.kernels.dispatch import choose_backend
+from gentool.kernels.dispatch import choose_backend, requested_backend, run_with_fallback
 
 Reduction = Literal["none", "sum", "mean"]
 REDUCTIONS = ("none", "sum", "mean")
@@ -48,7 +48,11 @@ def reparameterize_kl(
     if mu.numel() and choose_backend("reparameterize_kl", mu) == "triton":
         if seed is None:
             seed = int(torch.randint(SEED_RANGE, (1,)).item())
-        z, kl = _FusedReparameterizeKL.apply(mu, logvar, eps, seed)
+        z, kl = run_with_fallback(
+            "reparameterize_kl",
+            lambda: _FusedReparameterizeKL.apply(mu, logvar, eps, seed),
+            lambda: reparameterize_kl_reference(mu, logvar, eps=eps, seed=seed),
+        )
     else:
         z, kl = reparameterize_kl_reference(mu, logvar, eps=eps, seed=seed)
     if reduction == "sum":
@@ -98,6 +102,7 @@ class _FusedReparameterizeKL(torch.autograd.Function):
         ctx.save_for_backward(mu_2d, logvar_2d, eps_2d)
         ctx.seed = seed
         ctx.shape = shape
+        ctx.backend = requested_backend()
         ctx.set_materialize_grads(False)  # a missing gradient skips its part of the backward
         return z.view(shape), kl
 
@@ -114,8 +119,49 @@ class _FusedReparameterizeKL(torch.autograd.Function):
             return None, None, None, None
         dz = None if grad_z is None else grad_z.reshape(mu_2d.shape).contiguous()
         dkl = None if grad_kl is None else grad_kl.contiguous()
-        dmu, dlogvar = triton_reparam_kl.backward(mu_2d, logvar_2d, eps_2d, ctx.seed, dz, dkl)
+        dmu, dlogvar = run_with_fallback(
+            "reparameterize_kl",
+            lambda: triton_reparam_kl.backward(mu_2d, logvar_2d, eps_2d, ctx.seed, dz, dkl),
+            lambda: _backward_in_pytorch(mu_2d, logvar_2d, eps_2d, ctx.seed, dz, dkl),
+            requested=ctx.backend,
+        )
         return dmu.view(ctx.shape), dlogvar.view(ctx.shape), None, None
+
+
+def _backward_in_pytorch(
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    eps: torch.Tensor | None,
+    seed: int,
+    dz: torch.Tensor | None,
+    dkl: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The backward pass where its kernel failed: ε is the forward kernel's (which ran) own z at
+    μ = 0, log σ² = 0, in the inputs' dtype."""
+    from gentool.kernels import triton_reparam_kl
+
+    mu_c, logvar_c = mu.float(), logvar.float()
+    std = torch.exp(0.5 * logvar_c)
+    dmu, dlogvar = torch.zeros_like(mu_c), torch.zeros_like(logvar_c)
+    if dz is not None:
+        zeros = torch.zeros_like(mu)
+        noise = eps if eps is not None else triton_reparam_kl.forward(zeros, zeros, None, seed)[0]
+        dmu += dz.float()
+        dlogvar += dz.float() * 0.5 * std * noise.float()
+    if dkl is not None:
+        dmu += dkl.float()[:, None] * mu_c
+        dlogvar += dkl.float()[:, None] * 0.5 * (std * std - 1.0)
+    return dmu.to(mu.dtype), dlogvar.to(logvar.dtype)
+
+
+def probe_reparameterize_kl(device: torch.device, dtype: torch.dtype) -> None:
+    """Run the Triton kernels once on small inputs (see `gentool.kernels.preflight`)."""
+    generator = torch.Generator().manual_seed(0)
+    mu, logvar = (torch.randn(4, 8, generator=generator).to(device, dtype) for _ in range(2))
+    mu.requires_grad_(True)
+    logvar.requires_grad_(True)
+    z, kl = _FusedReparameterizeKL.apply(mu, logvar, None, 0)
+    torch.autograd.backward((z, kl), (torch.ones_like(z), torch.ones_like(kl)))
 
 
 def _check_inputs(

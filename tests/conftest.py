@@ -86,6 +86,18 @@ def disk_full_on_call(number: int, write):
     return flaky
 
 
+@pytest.fixture(scope="session")
+def static_rows():
+    """Every recorded Triton launch compiled for sm_80 and sm_90, once per session (a minute or
+    two): `gentool bench kernels --static` run later in the session reads the same compilations
+    from this process's cache instead of compiling them again."""
+    pytest.importorskip("triton", reason="compiling for GPUs needs Triton")
+    from gentool.kernel_report import static_report
+    from gentool.kernels.compiled import TARGETS
+
+    return static_report(list(TARGETS))
+
+
 @pytest.fixture
 def tiny_cpu_training():
     """Settings for training a tiny model on a shared CPU: one thread, as the layers are too small

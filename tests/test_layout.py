@@ -22,7 +22,10 @@ MAX_FUNCTION_LINES = 60
 # whose loads, loop and epilogue share registers and read best in one piece.
 LONG_FUNCTIONS: dict[str, str] = {
     "gentool.cli.train.train": "the 25 options of `gentool train`, one line each, then the request",
-    "gentool.kernels.triton_convt_bn_relu._convt_gemm": "a Triton kernel body",
+    "gentool.kernels.triton_convt_gemm._convt_gemm": "a Triton kernel body",
+    "gentool.kernels.triton_batch_norm._scale_shift_relu": "a Triton kernel body",
+    "gentool.kernels.triton_batch_norm_backward._batch_norm_relu_grad_partials": "a kernel body",
+    "gentool.kernels.triton_batch_norm_backward._batch_norm_relu_grad_input": "a kernel body",
 }
 LONG_MODULES: dict[str, str] = {}
 

@@ -83,3 +83,44 @@ def test_the_environment_names_the_kernel_backend_only_when_the_request_does_not
     monkeypatch.setenv("GENTOOL_KERNELS", "fastest")
     with pytest.raises(GentoolError, match="GENTOOL_KERNELS='fastest' is not a kernel backend"):
         plan_training(TrainRequest(entry))
+
+
+def test_kernels_triton_refuses_a_model_whose_fused_blocks_run_as_plain_layers(in_tmp):
+    from dataclasses import replace
+
+    from torch import nn
+
+    from tests.conftest import entry_for
+
+    dcgan = resolve("dcgan")
+
+    def build(config, spec):
+        model = dcgan.plugin.build(config, spec)
+        first_block = model.generator.net[0]
+        first_block[1] = nn.GroupNorm(1, first_block[1].num_features)  # no longer BatchNorm2d
+        return model
+
+    entry = entry_for(replace(dcgan.plugin, build=build), dcgan)
+    request = TrainRequest(
+        entry, config_values=TINY_DCGAN, limit=16, batch_size=8, device="cpu",
+        acceleration=Acceleration(kernels="triton"),
+    )  # fmt: skip
+    with pytest.raises(GentoolError, match=r"--kernels triton cannot run the fused blocks "):
+        run_training(request, Console(file=io.StringIO()))
+    assert list(in_tmp.iterdir()) == []
+
+
+def test_kernels_triton_that_cannot_launch_fails_before_any_step(in_tmp, monkeypatch):
+    from gentool.kernels import preflight
+
+    def broken(device, dtype):
+        raise RuntimeError("ptxas fatal: unsupported GPU")
+
+    monkeypatch.setattr(preflight, "probe_reparameterize_kl", broken)
+    request = TrainRequest(
+        resolve("dcgan"), config_values=TINY_DCGAN, limit=16, batch_size=8, device="cpu",
+        acceleration=Acceleration(kernels="triton"),
+    )  # fmt: skip
+    with pytest.raises(GentoolError, match=r"reparameterize_kl.*ptxas fatal.*--kernels auto"):
+        run_training(request, Console(file=io.StringIO()))
+    assert list(in_tmp.iterdir()) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -14,34 +15,63 @@ from gentool.cli.options import DeviceOption, ModelOverridesOption
 from gentool.errors import GentoolError
 from gentool.registry import resolve
 
+if TYPE_CHECKING:
+    import torch
+
+OpOption = Annotated[
+    str | None, typer.Option("--op", help="One op (default: all): reparam_kl, convt_bn_relu")
+]
+SizesOption = Annotated[str, typer.Option("--sizes", help="small, dcgan (model sizes) or large")]
+BackendsOption = Annotated[
+    str, typer.Option("--backends", help="Comma-separated backends to compare")
+]
+DtypeOption = Annotated[str, typer.Option("--dtype", help="float32 or bfloat16")]
+JsonPathOption = Annotated[Path | None, typer.Option("--json", help="Also write the numbers here")]
+StaticOption = Annotated[
+    bool,
+    typer.Option(
+        "--static", help="Compile every Triton launch for real GPUs instead (no GPU needed)"
+    ),
+]
+TargetOption = Annotated[
+    str | None,
+    typer.Option("--target", help="With --static: sm_80 (A100) or sm_90 (H100); default both"),
+]
+
 
 @bench_app.command("kernels")
 @user_errors
 def bench_kernels(
-    op: str | None = typer.Option(
-        None, "--op", help="One op (default: all): reparam_kl, convt_bn_relu"
-    ),
-    sizes: str = typer.Option("dcgan", "--sizes", help="small, dcgan (model sizes) or large"),
-    backends: str = typer.Option(
-        "eager,compile,torch,triton", "--backends", help="Comma-separated backends to compare"
-    ),
-    dtype: str = typer.Option("float32", "--dtype", help="float32 or bfloat16"),
+    op: OpOption = None,
+    sizes: SizesOption = "dcgan",
+    backends: BackendsOption = "eager,compile,torch,triton,triton-gemm",
+    dtype: DtypeOption = "float32",
     device: DeviceOption = "auto",
-    json_path: Path | None = typer.Option(None, "--json", help="Also write the numbers here"),
+    json_path: JsonPathOption = None,
+    static: StaticOption = False,
+    target: TargetOption = None,
 ) -> None:
     """Check each fused op against a float64 reference, then time it on each backend.
 
     Backends: eager (the unfused PyTorch composition), compile (it under torch.compile), torch
-    (the op's PyTorch implementation), triton (its kernels; CUDA only). A wrong result is shown
-    in red and makes the exit status 1.
+    (the op's PyTorch implementation), triton (its kernels; CUDA only), triton-gemm
+    (convt_bn_relu with Triton's convolution too). A wrong result is shown in red and makes the
+    exit status 1. --static compiles every Triton launch of training and of these benchmarks
+    for an A100 and an H100 and shows each kernel's registers, spills, shared memory and
+    occupancy; a compile error or a broken budget makes the exit status 1.
 
-    [dim]Example: gentool bench kernels --sizes large --json bench.json[/]
+    [dim]Examples: gentool bench kernels --sizes large --json bench.json
+              gentool bench kernels --static --target sm_90[/]
     """
+    if static:
+        from gentool.kernel_report import static_command
+
+        static_command(target, json_path, console, error_console)
+        return
     import torch
     from rich.progress import Progress
 
-    from gentool.atomic import write_text
-    from gentool.bench import OPS, cases, device_copy_ceiling, results_to_json, run_op
+    from gentool.bench import OPS, cases, device_copy_ceiling, run_op
     from gentool.devices import resolve_device
 
     ops = [choice("--op", op, OPS)] if op else list(OPS.values())
@@ -61,6 +91,23 @@ def bench_kernels(
                 operation, sizes=sizes, backends=chosen_backends, dtype=chosen_dtype,
                 device=target, ceiling_gbps=ceiling, on_result=lambda _: progress.advance(task),
             )  # fmt: skip
+    _say_kernel_results(ops, results, target, dtype, ceiling, json_path)
+
+
+def _say_kernel_results(
+    ops: list,
+    results: list,
+    target: torch.device,
+    dtype: str,
+    ceiling: float,
+    json_path: Path | None,
+) -> None:
+    """A table per op, the JSON when asked, and exit status 1 when a backend is wrong."""
+    import torch
+
+    from gentool.atomic import write_text
+    from gentool.bench import results_to_json
+
     device_name = torch.cuda.get_device_name(target) if target.type == "cuda" else "cpu"
     for operation in ops:
         title = f"{operation.name} · {device_name} · {dtype} · copy {ceiling:.0f} GB/s"

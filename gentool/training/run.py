@@ -8,7 +8,8 @@ from rich.console import Console
 
 from gentool.checkpoint import RunFolder
 from gentool.devices import resolve_device
-from gentool.kernels.dispatch import check_requested_backend, use_backend
+from gentool.kernels.dispatch import use_backend
+from gentool.kernels.preflight import preflight
 from gentool.training.distributed import join_group, leave_group, ranks_from_environment
 from gentool.training.loop import TrainSummary, fit
 from gentool.training.request import TrainRequest, check_sync_bn, plan_training
@@ -29,7 +30,7 @@ def run_training(request: TrainRequest, console: Console) -> tuple[TrainSummary,
         device = join_group(ranks, device)
     try:
         with use_backend(plan.acceleration.kernels or "auto"), ExitStack() as files:
-            check_requested_backend(device)
+            preflight(device)  # under --kernels triton: every fused kernel runs here, or fails
             session = open_session(plan, device, ranks, console, files)
             return fit(session), session.run
     finally:

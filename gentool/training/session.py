@@ -20,8 +20,9 @@ from gentool import rng
 from gentool.api import ModelPlugin, Phase
 from gentool.checkpoint import RunFolder
 from gentool.data import BatchLoader, ImageDataset
-from gentool.errors import CheckpointError
+from gentool.errors import CheckpointError, ConfigError
 from gentool.jsonl import JsonLinesWriter
+from gentool.kernels import fused_blocks_running_plain
 from gentool.models import build_model
 from gentool.record import Progress, RunRecord
 from gentool.training.claim import RunClaim
@@ -106,6 +107,7 @@ def open_session(
     torch.manual_seed(seed_of(plan, start))  # before build, so initialisation follows the seed
     model = build_model(plan.plugin, start.config, start.dataset.spec, device)
     model = prepare_model(model, plan.acceleration)
+    _check_fused_blocks(model, plan.acceleration)
     optimizers = optimizers_of(model, plan.plugin)
     phases = phases_of(model, plan.plugin)
     record = start.record or new_record(plan, start, phases, str(device))
@@ -148,6 +150,20 @@ def open_session(
         plan, run, record, start.dataset, model, context, phases, loader, autocast, ema, ranks,
         console, display, log, start.claim, files, config=start.config, advice=advice,
     )  # fmt: skip
+
+
+def _check_fused_blocks(model: torch.nn.Module, acceleration: Acceleration) -> None:
+    """--kernels triton is a promise that the fused kernels run: refuse a model whose fused
+    blocks would run as their plain layers instead (replaced or reconfigured layers)."""
+    if acceleration.kernels != "triton":
+        return
+    plain = fused_blocks_running_plain(model, compiled=acceleration.compile)
+    if plain:
+        shown = ", ".join(plain[:3]) + (f" and {len(plain) - 3} more" if len(plain) > 3 else "")
+        raise ConfigError(
+            f"--kernels triton cannot run the fused blocks {shown}: their layers were replaced "
+            "or reconfigured, so they run as plain layers; drop --kernels triton"
+        )
 
 
 def _agreed_run(start: RunStart, ranks: Ranks) -> RunFolder:

@@ -1,8 +1,10 @@
 """ConvTransposeBNReLU on every backend against the float64 composition of the unfused layers.
 
-Triton runs natively on a GPU and under TRITON_INTERPRET=1 on the CPU (see conftest.py), so the
-shapes are DCGAN's scaled down. Each case trains three steps on fresh random inputs and compares
-outputs, running statistics and the gradients of x, weight, γ and β, then the eval-mode output.
+Backends: torch (the composition), triton (the vendor's convolution, then Triton's fused
+BatchNorm + ReLU) and triton-gemm (the convolution too in Triton, an implicit GEMM). Triton runs
+natively on a GPU and under TRITON_INTERPRET=1 on the CPU (see conftest.py), so the shapes are
+DCGAN's scaled down. Each case trains three steps on fresh random inputs and compares outputs,
+running statistics and the gradients of x, weight, γ and β, then the eval-mode output.
 
 Tolerances, float32 against float64 (TF32 off on a GPU): 1e-5 absolute + 1e-4 relative for
 outputs and running statistics, 1e-4 + 1e-4 for gradients (sums over batch × pixels). The case
@@ -18,12 +20,18 @@ import pytest
 import torch
 from torch import nn
 
-from gentool.kernels import ConvTransposeBNReLU, convt_bn_relu
-from gentool.kernels import triton_convt_bn_relu as kernels
+from gentool.kernels import (
+    ConvTransposeBNReLU,
+    convt_bn_relu,
+    triton_batch_norm_backward,
+    triton_convt_gemm,
+)
+from gentool.kernels import convt_bn_relu_fused as fused
 from gentool.kernels.dispatch import KernelUnavailable
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-BACKENDS = ["torch", "triton"]
+BACKENDS = ["torch", "triton", "triton-gemm"]
+CONVOLUTION = {"torch": "vendor", "triton": "vendor", "triton-gemm": "gemm"}
 OUTPUT_TOLERANCE = {"atol": 1e-5, "rtol": 1e-4}
 GRADIENT_TOLERANCE = {"atol": 1e-4, "rtol": 1e-4}
 LARGE_MEAN_TOLERANCE = {"atol": 2e-3, "rtol": 1e-3}
@@ -37,6 +45,8 @@ CASES = {
     "dcgan-8x8": (2, 16, 8, 4, 2, 1, 4, 4),
     "dcgan-16x16": (2, 8, 4, 4, 2, 1, 8, 8),
     "dcgan-16x16-batch-1": (1, 4, 3, 4, 2, 1, 8, 8),
+    # Enough GEMM tiles and backward shares that their partials are merged over several passes.
+    "dcgan-16x16-batch-20": (20, 4, 3, 4, 2, 1, 8, 8),
     # Odd channel counts and sizes, and the general path: other kernels, strides and paddings.
     "odd-sizes": (1, 5, 3, 4, 2, 1, 3, 5),
     "kernel-3-stride-1": (2, 7, 5, 3, 1, 1, 7, 6),
@@ -57,28 +67,32 @@ def exact_float32():
 
 @pytest.fixture(params=BACKENDS)
 def backend(request, monkeypatch):
-    monkeypatch.setenv("GENTOOL_KERNELS", request.param)
+    monkeypatch.setenv("GENTOOL_KERNELS", "torch" if request.param == "torch" else "triton")
     return request.param
 
 
 @pytest.fixture
 def kernel_calls(monkeypatch):
-    """Counts the Triton launchers' calls, to prove which path ran."""
+    """Counts the Triton paths' calls, to prove which path ran."""
     calls = {"training_forward": 0, "eval_forward": 0, "backward": 0}
-    for name in calls:
-        original = getattr(kernels, name)
+    for module, name in [
+        (fused, "training_forward"),
+        (fused, "eval_forward"),
+        (triton_batch_norm_backward, "backward"),
+    ]:
+        original = getattr(module, name)
 
         def counted(*args, _name=name, _original=original, **kwargs):
             calls[_name] += 1
             return _original(*args, **kwargs)
 
-        monkeypatch.setattr(kernels, name, counted)
+        monkeypatch.setattr(module, name, counted)
     return calls
 
 
-def unfused(fused: ConvTransposeBNReLU) -> nn.Sequential:
+def unfused(block: ConvTransposeBNReLU) -> nn.Sequential:
     """The float64 composition of the layers, with the fused module's parameters and buffers."""
-    conv, bn = fused.conv, fused.bn
+    conv, bn = block.conv, block.bn
     reference = nn.Sequential(
         nn.ConvTranspose2d(
             conv.in_channels,
@@ -91,15 +105,22 @@ def unfused(fused: ConvTransposeBNReLU) -> nn.Sequential:
         nn.BatchNorm2d(conv.out_channels, eps=bn.eps, momentum=bn.momentum),
         nn.ReLU(),
     )
-    reference.load_state_dict(fused.state_dict())
+    reference.load_state_dict(block.state_dict())
     return reference.to(DEVICE, torch.float64)
 
 
-def make_block(case, *, seed, bias=False, momentum=0.1):
+def make_block(case, *, seed, backend="torch", bias=False, momentum=0.1):
     _, in_channels, out_channels, kernel, stride, padding, _, _ = case
     torch.manual_seed(seed)
     block = ConvTransposeBNReLU(
-        in_channels, out_channels, kernel, stride, padding, bias=bias, momentum=momentum
+        in_channels,
+        out_channels,
+        kernel,
+        stride,
+        padding,
+        bias=bias,
+        momentum=momentum,
+        convolution=CONVOLUTION[backend],
     )
     with torch.no_grad():  # γ and β away from 1 and 0, so their gradients matter
         block.bn.weight.uniform_(0.5, 1.5)
@@ -153,7 +174,7 @@ def train_and_compare(
 
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
 def test_training_and_eval_match_the_float64_layers(backend, case, kernel_calls):
-    block = make_block(case, seed=sum(case))
+    block = make_block(case, seed=sum(case), backend=backend)
     reference = unfused(block)
     inputs = [random_input(case, seed=step) for step in range(STEPS)]
     train_and_compare(block, reference, inputs)
@@ -163,18 +184,18 @@ def test_training_and_eval_match_the_float64_layers(backend, case, kernel_calls)
     x = random_input(case, seed=STEPS)
     with torch.no_grad():
         torch.testing.assert_close(block(x).double(), reference(x.double()), **OUTPUT_TOLERANCE)
-    expected_calls = STEPS if backend == "triton" else 0
+    expected_calls = 0 if backend == "torch" else STEPS
     assert kernel_calls == {
         "training_forward": expected_calls,
         "backward": expected_calls,
-        "eval_forward": 1 if backend == "triton" else 0,
+        "eval_forward": 0 if backend == "torch" else 1,
     }
 
 
 def test_a_mean_a_thousand_standard_deviations_from_zero(backend):
     """Sum and sum-of-squares statistics lose every digit of the variance here."""
     case = CASES["dcgan-8x8"]
-    block = make_block(case, seed=3, bias=True)
+    block = make_block(case, seed=3, backend=backend, bias=True)
     x = random_input(case, seed=4)
     with torch.no_grad():
         block.conv.bias.copy_(1000 * block.conv(x).std(dim=(0, 2, 3)))
@@ -188,19 +209,19 @@ def test_a_mean_a_thousand_standard_deviations_from_zero(backend):
 
 def test_cumulative_running_average_when_momentum_is_none(backend):
     case = CASES["dcgan-16x16"]
-    block = make_block(case, seed=6, momentum=None)
+    block = make_block(case, seed=6, backend=backend, momentum=None)
     reference = unfused(block)
     train_and_compare(block, reference, [random_input(case, seed=step) for step in range(STEPS)])
 
 
 def test_batch_statistics_without_running_statistics(backend):
     case = CASES["odd-sizes"]
-    block = make_block(case, seed=7)
+    block = make_block(case, seed=7, backend=backend)
     x = random_input(case, seed=8)
     conv, bn = block.conv, block.bn
     out = convt_bn_relu(
-        x, conv.weight, None, bn.weight, bn.bias, None, None,
-        training=False, momentum=0.1, eps=bn.eps, stride=2, padding=1,
+        x, conv.weight, None, bn.weight, bn.bias, None, None, training=False, momentum=0.1,
+        eps=bn.eps, stride=2, padding=1, convolution=CONVOLUTION[backend],
     )  # fmt: skip
     expected = nn.functional.relu(
         nn.functional.batch_norm(
@@ -218,7 +239,7 @@ def test_batch_statistics_without_running_statistics(backend):
 
 def test_eval_mode_gradients_go_through_the_composition(backend, kernel_calls):
     case = CASES["dcgan-8x8"]
-    block = make_block(case, seed=9).eval()
+    block = make_block(case, seed=9, backend=backend).eval()
     reference = unfused(block).eval()
     x = random_input(case, seed=10).requires_grad_(True)
     x64 = x.detach().double().requires_grad_(True)
@@ -231,29 +252,34 @@ def test_eval_mode_gradients_go_through_the_composition(backend, kernel_calls):
     assert kernel_calls["eval_forward"] == 0
 
 
-def test_the_transposed_convolution_alone_matches_pytorch():
+def test_the_gemm_convolution_alone_matches_pytorch():
     for name, case in CASES.items():
         block = make_block(case, seed=11)
         x = random_input(case, seed=12)
         stride, padding = block.conv.stride[0], block.conv.padding[0]
-        actual = kernels.conv_transpose(x, block.conv.weight.detach(), stride, padding)
+        actual, _ = triton_convt_gemm.conv_transpose(x, block.conv.weight.detach(), stride, padding)
         expected = nn.functional.conv_transpose2d(
             x.double(), block.conv.weight.double(), None, stride, padding
         )
         torch.testing.assert_close(actual.double(), expected, **OUTPUT_TOLERANCE, msg=name)
 
 
-def test_channels_last_input(backend):
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=str)
+def test_the_output_keeps_the_input_memory_format(backend, memory_format):
     case = CASES["dcgan-16x16"]
-    block = make_block(case, seed=13)
+    block = make_block(case, seed=13, backend=backend)
     reference = unfused(block)
-    x = random_input(case, seed=14).to(memory_format=torch.channels_last)
+    x = random_input(case, seed=14).to(memory_format=memory_format)
     train_and_compare(block, reference, [x])
+    for mode in ("train", "eval"):
+        block.train(mode == "train")
+        with torch.no_grad():
+            assert block(x).is_contiguous(memory_format=memory_format), mode
 
 
 def test_one_value_per_channel_is_refused_as_by_batchnorm(backend):
     case = (1, 4, 3, 1, 1, 0, 1, 1)  # batch 1, a 1×1 output: no variance to normalise by
-    block = make_block(case, seed=15)
+    block = make_block(case, seed=15, backend=backend)
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         block(random_input(case, seed=16))
 
@@ -261,13 +287,15 @@ def test_one_value_per_channel_is_refused_as_by_batchnorm(backend):
 @pytest.mark.parametrize("direction", ["fused to unfused", "unfused to fused"])
 def test_state_dicts_move_between_fused_and_unfused_modules(backend, direction):
     case = CASES["dcgan-8x8"]
-    fused = make_block(case, seed=17)
-    fused(random_input(case, seed=18))  # running statistics away from their initial values
-    plain = unfused(fused).float()
-    source, target = (fused, plain) if direction == "fused to unfused" else (plain, fused)
+    fused_block = make_block(case, seed=17, backend=backend)
+    fused_block(random_input(case, seed=18))  # running statistics away from their initial values
+    plain = unfused(fused_block).float()
+    source, target = (
+        (fused_block, plain) if direction == "fused to unfused" else (plain, fused_block)
+    )
     if direction == "unfused to fused":
         plain(random_input(case, seed=19))
-        target = make_block(case, seed=20)
+        target = make_block(case, seed=20, backend=backend)
     target.load_state_dict(source.state_dict())
     assert source.state_dict().keys() == target.state_dict().keys()
     x = random_input(case, seed=21)
@@ -276,6 +304,40 @@ def test_state_dicts_move_between_fused_and_unfused_modules(backend, direction):
         target.train(mode == "train")
         with torch.no_grad():
             torch.testing.assert_close(target(x), source(x), **OUTPUT_TOLERANCE, msg=mode)
+
+
+def saved_bytes(module, x):
+    """The bytes autograd keeps for the backward pass of `module(x)`, beyond x and parameters."""
+    kept = {x.untyped_storage().data_ptr()} | {
+        parameter.untyped_storage().data_ptr() for parameter in module.parameters()
+    }
+    storages = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in kept:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        module(x)
+    return sum(storages.values())
+
+
+@pytest.mark.parametrize("backend", ["triton", "triton-gemm"])
+def test_the_fused_block_saves_the_convolution_output_and_per_channel_statistics(
+    monkeypatch, backend
+):
+    monkeypatch.setenv("GENTOOL_KERNELS", "triton")
+    case = CASES["dcgan-16x16"]
+    block = make_block(case, seed=30, backend=backend)
+    x = random_input(case, seed=31).requires_grad_(True)
+    conv_output = block.conv(x).detach()
+    channels = conv_output.shape[1]
+    # y, and γ's dtype-cast copies and mean, 1/σ, scale and shift: a few floats per channel.
+    assert saved_bytes(block, x) <= conv_output.nbytes + 8 * channels * 4
+    monkeypatch.setenv("GENTOOL_KERNELS", "torch")
+    assert saved_bytes(block, x) >= 2 * conv_output.nbytes  # the layers keep y and its BatchNorm
 
 
 def test_replaced_batch_norm_runs_as_the_composition(monkeypatch, kernel_calls):
@@ -302,7 +364,7 @@ def test_forcing_triton_where_it_cannot_run_is_a_clear_error(monkeypatch):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 def test_autocast_runs_the_convolution_in_half_precision(backend, dtype):
     case = CASES["dcgan-16x16"]
-    block = make_block(case, seed=26)
+    block = make_block(case, seed=26, backend=backend)
     reference = unfused(block)
     x = random_input(case, seed=27)
     with torch.autocast("cuda", dtype=dtype):
@@ -315,6 +377,7 @@ def test_autocast_runs_the_convolution_in_half_precision(backend, dtype):
 
 
 def test_the_dcgan_generator_runs_its_blocks_on_the_triton_backend(monkeypatch, kernel_calls):
+    """The generator's output and gradients on Triton's path, against PyTorch's."""
     from gentool.api import DataSpec
     from gentool.plugins import dcgan
 
@@ -322,7 +385,7 @@ def test_the_dcgan_generator_runs_its_blocks_on_the_triton_backend(monkeypatch, 
     spec = DataSpec(channels=3, height=16, width=16)
     z = torch.randn(4, 8, generator=torch.Generator().manual_seed(28)).to(DEVICE)
     images, gradients = {}, {}
-    for backend in BACKENDS:
+    for backend in ("torch", "triton"):
         monkeypatch.setenv("GENTOOL_KERNELS", backend)
         torch.manual_seed(29)
         generator = dcgan.build(config, spec).to(DEVICE).generator
