@@ -28,9 +28,10 @@ from safetensors.torch import save as serialize_safetensors
 
 from gentool.atomic import fsync_path, write_text
 from gentool.errors import CheckpointError
-from gentool.limits import check_allocation
+from gentool.limits import check_allocation, open_untrusted, read_untrusted
 from gentool.record import FutureRunFormat, RunRecord, now
 from gentool.run_files import (
+    CHECKPOINT_NAME,
     CHECKPOINT_PREFIX,
     EMA_FILE,
     LEFTOVER_SUFFIX,
@@ -58,15 +59,17 @@ class RunFolder(RunFiles):
         if not self.run_file.exists():
             raise CheckpointError(f"{self.path} is not a gentool run folder (no run.json)")
         try:
-            if not self.run_file.is_file() or self.run_file.stat().st_size > MAX_RUN_FILE_BYTES:
-                raise ValueError("not a file of the size gentool writes")
-            record = RunRecord.from_json(self.run_file.read_text(encoding="utf-8"))
+            text = read_untrusted(self.run_file, MAX_RUN_FILE_BYTES).decode("utf-8")
+            record = RunRecord.from_json(text)
         except FutureRunFormat as error:
             raise CheckpointError(f"{self.run_file} was {error}: upgrade gentool") from None
-        except (ValueError, TypeError, UnicodeDecodeError) as error:
+        except (ValueError, TypeError) as error:
             raise CheckpointError(f"{self.run_file} is damaged: {error}") from None
+        except RecursionError:
+            raise CheckpointError(f"{self.run_file} is damaged: it nests too deeply") from None
         except OSError as error:
-            raise CheckpointError(f"cannot read {self.run_file}: {error.strerror}") from None
+            reason = error.strerror or str(error)
+            raise CheckpointError(f"cannot read {self.run_file}: {reason}") from None
         if expected_plugin is not None and record.plugin.name != expected_plugin:
             raise CheckpointError(
                 f"{self.path} is a run of {record.plugin.name!r}, not {expected_plugin!r}"
@@ -174,9 +177,11 @@ class RunFolder(RunFiles):
 
     def _current_checkpoint_name(self) -> str | None:
         try:
-            return json.loads(self.run_file.read_text(encoding="utf-8")).get("checkpoint")
-        except (ValueError, OSError, AttributeError):
+            raw = json.loads(read_untrusted(self.run_file, MAX_RUN_FILE_BYTES))
+            name = raw.get("checkpoint")
+        except (ValueError, OSError, AttributeError, RecursionError):
             return None
+        return name if isinstance(name, str) and CHECKPOINT_NAME.fullmatch(name) else None
 
     def _save_failure(self, error: OSError, current: str | None) -> str:
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -236,16 +241,17 @@ class RunFolder(RunFiles):
         path = self.checkpoint_dir(record.checkpoint) / file_name
         if not path.exists():
             raise CheckpointError(f"checkpoint file {path} is missing")
-        if not path.is_file():
-            raise CheckpointError(f"checkpoint file {path} is damaged: not a regular file")
-        check_allocation(
-            path.stat().st_size, f"checkpoint file {path}", "is it a gentool checkpoint?",
-            CheckpointError,
-        )  # fmt: skip
         try:
-            content = path.read_bytes()
+            with open_untrusted(path) as file:
+                size = os.fstat(file.fileno()).st_size
+                check_allocation(
+                    size, f"checkpoint file {path}", "is it a gentool checkpoint?",
+                    CheckpointError,
+                )  # fmt: skip
+                content = file.read()
         except OSError as error:
-            raise CheckpointError(f"cannot read checkpoint file {path}: {error}") from None
+            reason = error.strerror or str(error)
+            raise CheckpointError(f"cannot read checkpoint file {path}: {reason}") from None
         expected = record.checkpoint_sha256.get(file_name)
         if expected is not None and _sha256(content) != expected:
             raise CheckpointError(

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import errno
 import json
 import math
 import os
-import stat
 import sys
 import types
 import typing
@@ -30,10 +30,11 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from gentool.errors import ConfigError
+from gentool.limits import read_untrusted
 
 ConfigT = TypeVar("ConfigT")
 
-MAX_CONFIG_BYTES = 2**20
+MAX_CONFIG_BYTES = 2**20  # a model config is a few lines
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 
@@ -147,23 +148,21 @@ def toml_load_file(path: Any) -> dict[str, Any]:
     """Parse a TOML file; a ConfigError names the file when it is missing or malformed."""
     module = _toml_module()
     try:
-        kind = os.stat(path).st_mode
-        if not (stat.S_ISREG(kind) or stat.S_ISDIR(kind)):  # a FIFO would block, a device never end
-            raise ConfigError(f"config file {path} is not a regular file")
-        with open(path, "rb") as file:
-            text = file.read(MAX_CONFIG_BYTES + 1)
-        if len(text) > MAX_CONFIG_BYTES:
-            raise ConfigError(
-                f"config file {path} is larger than {MAX_CONFIG_BYTES // 1024} KiB: a model "
-                "config is a few lines"
-            )
+        if os.path.isdir(path):
+            raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
+        text = read_untrusted(path, MAX_CONFIG_BYTES)
         return module.loads(text.decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
-    except OSError as error:  # a folder, an unreadable file
-        raise ConfigError(f"cannot read config file {path}: {error.strerror or error}") from None
-    except (module.TOMLDecodeError, UnicodeDecodeError) as error:
+    except OSError as error:  # a folder, a FIFO, a device, an unreadable file
+        reason = error.strerror or str(error)
+        raise ConfigError(f"cannot read config file {path}: {reason}") from None
+    except ValueError as error:
+        if not isinstance(error, module.TOMLDecodeError | UnicodeDecodeError):
+            raise ConfigError(f"config file {path} is not a model config: {error}") from None
         raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} nests too deeply to be a model config") from None
 
 
 def _toml_module() -> Any:

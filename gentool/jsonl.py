@@ -9,8 +9,12 @@ left out.
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import math
+import os
+import stat
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -18,7 +22,7 @@ from typing import Any, TextIO
 
 from gentool.atomic import write_text
 from gentool.errors import GentoolError
-from gentool.limits import format_bytes
+from gentool.limits import format_bytes, open_untrusted
 
 MAX_LINE_CHARS = 2**20  # far longer than any line gentool writes
 MAX_FILE_BYTES = 2**32  # a billion-step run's log is smaller
@@ -41,7 +45,7 @@ def step_of(line: str) -> int | None:
     """The step a line belongs to, or None for a torn or foreign line."""
     try:
         record = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     step = record.get("step") if isinstance(record, dict) else None
     if isinstance(step, int) and not isinstance(step, bool) and step >= 0:
@@ -57,14 +61,16 @@ def read_lines(path: Path) -> list[dict[str, Any]]:
 def _lines(path: Path) -> Iterator[str]:
     """The file's lines, each with its newline; a line longer than any gentool writes (a
     damaged or hostile file, say a sparse terabyte of zeros) is skipped without being held."""
-    if not path.is_file():
+    if not path.exists():
         return
-    size = path.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise GentoolError(
-            f"{path} is {format_bytes(size)}, more than gentool ever writes there: move it aside"
-        )
-    with path.open(encoding="utf-8", errors="replace") as file:
+    with open_untrusted(path) as binary:
+        size = os.fstat(binary.fileno()).st_size
+        if size > MAX_FILE_BYTES:
+            raise GentoolError(
+                f"{path} is {format_bytes(size)}, more than gentool ever writes there: move it "
+                "aside"
+            )
+        file = io.TextIOWrapper(binary, encoding="utf-8", errors="replace")
         while line := file.readline(MAX_LINE_CHARS):
             if line.endswith("\n") or len(line) < MAX_LINE_CHARS:
                 yield line
@@ -73,9 +79,18 @@ def _lines(path: Path) -> Iterator[str]:
                 pass  # the rest of an overlong line
 
 
+def _open_for_appending(path: Path) -> TextIO:
+    """`path` opened to append to, created if missing; refused unless a regular file (a FIFO
+    would block, a device swallow the lines)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o666)
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    return os.fdopen(descriptor, "a", encoding="utf-8")
+
+
 class JsonLinesWriter:
-    """Appends lines to one file, opened at the first write and kept open while a command
-    writes it (so that a run that fails before logging anything leaves no file).
+    """Appends lines to one file, kept open while a command writes it.
 
     `keep_through_step` (a resume) first drops the lines of steps past the checkpoint, which the
     resumed run is about to log again, and any torn line.
@@ -90,22 +105,17 @@ class JsonLinesWriter:
                 if (step := step_of(line)) is not None and step <= keep_through_step
             ]
             write_text(path, "".join(kept))
-        self._file: TextIO | None = None
+        self._file = _open_for_appending(path)
 
     def write(self, lines: Iterable[Mapping[str, Any]]) -> None:
         """Append `lines`; they reach the file (not yet the disk) before this returns."""
         text = "".join(encode(values) + "\n" for values in lines)
-        if not text:
-            return
-        if self._file is None:
-            self._file = self.path.open("a", encoding="utf-8")
-        self._file.write(text)
-        self._file.flush()
+        if text:
+            self._file.write(text)
+            self._file.flush()
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        self._file.close()
 
     def __enter__(self) -> JsonLinesWriter:
         return self

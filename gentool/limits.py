@@ -9,8 +9,11 @@ memory this machine has before it is allocated.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from pathlib import Path
+from typing import BinaryIO
 
 from gentool.errors import GentoolError
 
@@ -18,6 +21,7 @@ MAX_IMAGE_SIDE = 8192  # pixels: the side of the largest image gentool decodes (
 MAX_IMAGE_FILE_BYTES = 2**30  # larger image files are skipped unread
 MAX_CLASSES = 100_000  # class labels beyond this are refused as damage, not data
 _MEMINFO = Path("/proc/meminfo")
+_SYSTEM_FOLDERS = ("/proc/", "/sys/", "/dev/")
 
 
 def available_memory() -> int | None:
@@ -44,6 +48,33 @@ def check_allocation(
             f"{what} would take {format_bytes(nbytes)} of memory, and {format_bytes(available)} "
             f"are available: {fix}"
         )
+
+
+def open_untrusted(path: str | os.PathLike[str]) -> BinaryIO:
+    """Open a file from outside for reading, refusing what would block or never end.
+
+    Only a regular file is read, and never so that a read can wait: a FIFO, a device or one of
+    the kernel's files, which look regular but may block or consume what they are read for
+    (/proc/kmsg), is an OSError."""
+    if os.path.realpath(path).startswith(_SYSTEM_FOLDERS):
+        raise OSError(errno.EINVAL, "a file of the system, not data", os.fspath(path))
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", os.fspath(path))
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
+def read_untrusted(path: str | os.PathLike[str], max_bytes: int) -> bytes:
+    """The whole of a small file from outside (`open_untrusted`); ValueError past `max_bytes`."""
+    with open_untrusted(path) as file:
+        content = file.read(max_bytes + 1)
+    if len(content) > max_bytes:
+        raise ValueError(f"it is larger than {format_bytes(max_bytes)}")
+    return content
 
 
 def format_bytes(count: int) -> str:

@@ -256,7 +256,10 @@ def test_any_failure_to_decode_one_file_skips_that_file(tmp_path, monkeypatch):
 def test_a_special_file_as_config_or_image_is_refused_without_blocking(in_tmp):
     os.mkfifo(in_tmp / "pipe.toml")
     result = runner.invoke(app, ["train", "dcgan", "--config", "pipe.toml"])
-    assert result.exit_code == 1 and "pipe.toml is not a regular file" in result.output
+    assert (
+        result.exit_code == 1
+        and "cannot read config file pipe.toml: not a regular file" in result.output
+    )
     os.mkfifo(in_tmp / "pipe.png")
     with pytest.raises(DataError, match="pipe.png is not a regular file"):
         load_image(in_tmp / "pipe.png", DataSpec(3, 8, 8))
@@ -267,3 +270,26 @@ def test_data_make_into_a_file_is_one_line(in_tmp):
     result = runner.invoke(app, ["data", "make", "faces", "taken", "--n", "4"])
     assert result.exit_code == 1 and "taken is a file" in result.output
     assert (in_tmp / "taken").read_text() == "mine"
+
+
+EPS = b"""%!PS-Adobe-3.0 EPSF-3.0
+%%BoundingBox: 0 0 16 16
+newpath 0 0 moveto 16 16 lineto stroke
+showpage
+"""
+
+
+def test_an_image_of_another_format_never_runs_a_program(tmp_path, monkeypatch):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for index in range(3):
+        Image.new("RGB", (8, 8)).save(folder / f"{index}.png")
+    (folder / "drawing.png").write_bytes(EPS)  # PostScript, which Pillow renders with Ghostscript
+    bin_folder, marker = tmp_path / "bin", tmp_path / "ghostscript-ran"
+    bin_folder.mkdir()
+    (bin_folder / "gs").write_text(f"#!/bin/sh\ntouch {marker}\necho 10.02.1\n")
+    (bin_folder / "gs").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_folder}{os.pathsep}{os.environ['PATH']}")
+    with pytest.warns(DataWarning, match="skipped 1 of 4 files"):
+        assert len(load_dataset(str(folder), image_size=8)) == 3
+    assert not marker.exists()

@@ -21,7 +21,7 @@ from gentool.data.cache import Fingerprint, cached
 from gentool.data.dataset import ImageDataset
 from gentool.data.decode import fit_image, stack_images
 from gentool.errors import DataError
-from gentool.limits import MAX_CLASSES, MAX_IMAGE_SIDE, check_allocation
+from gentool.limits import MAX_CLASSES, MAX_IMAGE_SIDE, check_allocation, open_untrusted
 
 MEMBERS = ("images", "labels", "class_names")
 _HEADER_READERS = {
@@ -64,18 +64,29 @@ def load_npz(path: Path, source: str, image_size: int | None, limit: int | None)
 def _read_arrays(path: Path, source: str) -> dict[str, np.ndarray]:
     """The members gentool reads, each checked by its header before it is loaded."""
     try:
-        with zipfile.ZipFile(path) as archive:
-            members = {info.filename: info for info in archive.infolist()}
-            wanted = {name: members.get(f"{name}.npy") for name in MEMBERS}
-            for name, info in wanted.items():
-                if info is not None:
-                    _check_header(archive, info, name, source)
-        with np.load(path, allow_pickle=False) as archive:
-            return {name: archive[name] for name, info in wanted.items() if info is not None}
+        with open_untrusted(path) as file:
+            with zipfile.ZipFile(file) as archive:
+                members = {info.filename: info for info in archive.infolist()}
+                wanted = {name: members.get(f"{name}.npy") for name in MEMBERS}
+                for name, info in wanted.items():
+                    if info is not None:
+                        _check_header(archive, info, name, source)
+            file.seek(0)
+            with np.load(file, allow_pickle=False) as archive:
+                return {name: archive[name] for name, info in wanted.items() if info is not None}
     except DataError:
         raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as error:
-        raise DataError(f"cannot read {source!r} as .npz: {error}") from None
+    except (
+        OSError, ValueError, EOFError, KeyError, RuntimeError, NotImplementedError,
+        zipfile.BadZipFile,
+    ) as error:  # fmt: skip
+        # zipfile's own: a damaged archive, an unknown compression, an encrypted member
+        raise DataError(f"cannot read {source!r} as .npz: {_first_line(error)}") from None
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def _check_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, source: str) -> None:

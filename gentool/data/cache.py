@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 
 from gentool.atomic import atomic_write
 from gentool.data.dataset import DataWarning, ImageDataset
-from gentool.limits import available_memory
+from gentool.limits import available_memory, open_untrusted
 
 DECODING_VERSION = 2  # bump when decoding changes what the same files decode to
 _CACHE_LAYOUT = 3  # in an entry's name: bump when what an entry holds changes
@@ -41,7 +41,7 @@ class Fingerprint:
         digest.update(name)
         digest.update(size.to_bytes(8, "little"))
         read = 0
-        with path.open("rb") as file:
+        with open_untrusted(path) as file:
             while chunk := file.read(_HASH_CHUNK):
                 digest.update(chunk)
                 read += len(chunk)

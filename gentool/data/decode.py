@@ -12,9 +12,12 @@ from PIL import Image, ImageOps
 
 from gentool.api import DataSpec
 from gentool.errors import DataError
-from gentool.limits import MAX_IMAGE_SIDE
+from gentool.limits import MAX_IMAGE_SIDE, open_untrusted
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+# What those files may hold, in Pillow's names (its JPEG opener also reads the multi-picture
+# JPEGs that cameras write).
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
 # Larger images are skipped unread: a small file can declare billions of pixels (a decompression
 # bomb). 8192×8192 stays below Pillow's own warning threshold, so Pillow never has to step in.
 MAX_IMAGE_PIXELS = MAX_IMAGE_SIDE * MAX_IMAGE_SIDE
@@ -49,8 +52,13 @@ class ImageTooLarge(ValueError):
 
 @contextlib.contextmanager
 def open_image(path: Path) -> Iterator[Image.Image]:
-    """Open an image, refusing one too large to decode before any pixel is read, upright."""
-    with Image.open(path) as image:
+    """Open an image of one of the formats gentool reads, refusing one too large to decode
+    before any pixel is read, upright.
+
+    The formats are named: Pillow would otherwise try every format it knows, EPS among them,
+    which it renders by running Ghostscript on the file, a program a data file must not run.
+    """
+    with open_untrusted(path) as file, Image.open(file, formats=IMAGE_FORMATS) as image:
         width, height = image.size
         if width * height > MAX_IMAGE_PIXELS:
             raise ImageTooLarge(

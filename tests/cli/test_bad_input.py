@@ -68,7 +68,11 @@ BAD_INPUT: list[tuple[list[str], int, str]] = [
     (["train", "dcgan", "--device", "mps"], 1, "--device mps is not supported: use auto, cpu"),
     (["train", "dcgan", "--seed", "-1"], 1, "--seed must be between 0 and 9223372036854775807"),
     (["train", "dcgan", "--log-every", "0"], 2, "Invalid value for '--log-every'"),
-    (["train", "dcgan", "--config", "pipe.toml"], 1, "config file pipe.toml is not a regular"),
+    (
+        ["train", "dcgan", "--config", "pipe.toml"],
+        1,
+        "cannot read config file pipe.toml: not a regular",
+    ),
     (["train", "dcgan", "-o", "image_size=1073741824"], 1, "image_size 1073741824 is out of"),
     (["train", "dcgan", "--limit", "1000000000000"], 1, "1000000000000 built-in images of 64×64"),
     (["train", "dcgan", "--kernels", "triton", "--compile"], 1, "--kernels triton and --compile"),
