@@ -5,9 +5,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+_NAME_ROOM = 255 - len("..12345678.tmp")  # a name's bytes that leave room for mkstemp's
 
 
 @contextlib.contextmanager
@@ -17,11 +20,16 @@ def atomic_write(path: str | os.PathLike[str], *, make_parents: bool = False) ->
 
     The data is fsynced before the rename and the folder after it, so a power cut cannot leave a
     renamed but empty file. If the block raises (a full disk, say), `path` is left untouched.
-    An OSError names `path`, not the temporary file.
+    An OSError names `path`, not the temporary file. A device or a FIFO at `path` is written
+    into, not replaced: replacing /dev/null with a file would break the system for everyone.
     """
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", str(path))
+    if path.exists() and not path.is_file():
+        with _written_into(path) as temporary:
+            yield temporary
+        return
     if make_parents:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -48,6 +56,21 @@ def atomic_write(path: str | os.PathLike[str], *, make_parents: bool = False) ->
         temporary.unlink(missing_ok=True)
         raise
     fsync_path(path.parent)
+
+
+@contextlib.contextmanager
+def _written_into(path: Path) -> Iterator[Path]:
+    """Yield a temporary path; when the block succeeds, copy what it holds into `path`, a device
+    or a FIFO (one with no reader is an error, not a wait)."""
+    with tempfile.TemporaryDirectory() as folder:
+        temporary = Path(folder) / "content"
+        yield temporary
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as error:
+            raise type(error)(error.errno, error.strerror, str(path)) from None
+        with os.fdopen(descriptor, "wb") as target, temporary.open("rb") as source:
+            shutil.copyfileobj(source, target)
 
 
 def _mode_for(path: Path) -> int:

@@ -115,19 +115,17 @@ class RunFolder(RunFiles):
         shutil.rmtree(self.path)
 
     def remove_leftovers(self) -> None:
-        """Delete temporary files and folders that a crash in the middle of a save left behind."""
+        """Delete temporary files and folders that a crash in the middle of a save (or of a
+        sample grid's write) left behind."""
         for path in self.leftovers():
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+            _remove(path)
 
     def leftovers(self) -> list[Path]:
-        if not self.path.is_dir():
-            return []
         return [
             path
-            for path in self.path.iterdir()
+            for folder in (self.path, self.samples_dir)
+            if folder.is_dir() and not folder.is_symlink()
+            for path in folder.iterdir()
             if path.name.startswith(".") and path.name.endswith(LEFTOVER_SUFFIX)
         ]
 
@@ -206,7 +204,7 @@ class RunFolder(RunFiles):
         """Write the checkpoint folder `name`; record its digests and optimizer state."""
         final, staging = self.checkpoint_dir(name), self.staging_dir(name)
         for leftover in (final, staging):  # from a crash before run.json named them
-            shutil.rmtree(leftover, ignore_errors=True)
+            _remove(leftover)
         staging.mkdir(parents=True)
         try:
             # One metadata key: safetensors writes its metadata in hash order, which differs
@@ -311,6 +309,14 @@ def latest_run(model_name: str, root: Path = RUNS_ROOT, *, flag: str = "--run") 
             f"{model_name}` or pass {flag} DIR"
         )
     return max(runs, key=lambda run: run.run_file.stat().st_mtime_ns)
+
+
+def _remove(path: Path) -> None:
+    """Remove a file, a link (not what it points to) or a folder, whichever `path` is."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _sha256(content: bytes) -> str:

@@ -27,6 +27,7 @@ from gentool.images import save_grid
 from gentool.models import calling, image_size_of, load_trained
 from gentool.record import RunRecord
 from gentool.registry import PluginEntry
+from gentool.run_files import check_output
 from gentool.sampling import class_grid, device_of, draw, square_columns
 
 OutputFormat = Literal["png", "npz"]
@@ -59,6 +60,8 @@ def sample_images(
     (rounded down to whole rows), or `count` images of one class with `label`.
     """
     plugin = _plugin_of(entry)
+    if out is not None:
+        check_output(out)
     if not plugin.capabilities.sample:
         if plugin.capabilities.reconstruct:
             raise GentoolError(
@@ -102,6 +105,8 @@ def interpolate_images(
     that encode), in which case there is one row from the first image to the second.
     """
     plugin = _plugin_of(entry)
+    if out is not None:
+        check_output(out)
     if (start_image is None) != (end_image is None):
         raise GentoolError("--from and --to go together: give both images or neither")
     model, record, run = load_trained(
@@ -164,6 +169,8 @@ def reconstruct_images(
     """A grid of images (odd rows) above their reconstructions (even rows), and the mean squared
     error of the reconstructions in [0, 1] pixel units."""
     plugin = _plugin_of(entry)
+    if out is not None:
+        check_output(out)
     if not plugin.capabilities.reconstruct:
         raise GentoolError(f"{plugin.name} does not reconstruct images")
     model, record, run = load_trained(entry, run_dir, resolve_device(device))
@@ -200,6 +207,8 @@ def encode_images(
     """Codes of every image of `data` (default: the run's data) as safetensors, with labels when
     the data has them; returns the path, the image count and the shape of one code."""
     plugin = _plugin_of(entry)
+    if out is not None:
+        check_output(out)
     if not plugin.capabilities.encode:
         raise GentoolError(f"{plugin.name} does not encode images into codes")
     model, record, run = load_trained(entry, run_dir, resolve_device(device))

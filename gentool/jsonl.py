@@ -82,8 +82,10 @@ def _lines(path: Path) -> Iterator[str]:
 def _open_for_appending(path: Path) -> TextIO:
     """`path` opened to append to, created if missing; refused unless a regular file (a FIFO
     would block, a device swallow the lines)."""
+    if path.exists() and not path.is_file():
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
     descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o666)
-    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):  # it became something else meanwhile
         os.close(descriptor)
         raise OSError(errno.EINVAL, "not a regular file", str(path))
     return os.fdopen(descriptor, "a", encoding="utf-8")

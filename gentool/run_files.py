@@ -16,8 +16,11 @@ runs/dcgan/2026-11-27_10-32-00/
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
+
+from gentool.errors import GentoolError
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
@@ -103,3 +106,31 @@ class RunFiles:
 
 def checkpoint_name(global_step: int) -> str:
     return f"{CHECKPOINT_PREFIX}{global_step:08d}"
+
+
+def enclosing_run(path: Path) -> Path | None:
+    """The run folder that `path` lies inside (not `path` itself), or None; named as `path`
+    names it where it can be."""
+    path = Path(path)
+    folders = [*path.parents, *(Path.cwd().parents if not path.is_absolute() else ())]
+    return next((folder for folder in folders if (folder / RUN_FILE).is_file()), None)
+
+
+def check_output(path: Path, flag: str = "--out") -> None:
+    """Refuse an output path that is one of a run's own files: writing there would destroy the
+    run (its run.json, a checkpoint, its logs) or be destroyed with it (a checkpoint folder is
+    removed whole when the next one is committed)."""
+    run = enclosing_run(path)
+    if run is None:
+        return
+    first = Path(os.path.abspath(path)).relative_to(os.path.abspath(run)).parts[0]
+    owned = (
+        first in (RUN_FILE, METRICS_FILE, EPOCHS_FILE, LOSS_PLOT_FILE)
+        or first.startswith((CHECKPOINT_PREFIX, "."))
+        or (first == SAMPLES_DIR and EPOCH_GRID_NAME.fullmatch(Path(path).name) is not None)
+    )
+    if owned:
+        raise GentoolError(
+            f"{flag} {path} is a file of the run in {run}, which it would destroy or lose: "
+            "choose another file"
+        )

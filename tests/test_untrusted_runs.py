@@ -91,6 +91,43 @@ def test_an_overwrite_by_a_model_that_cannot_build_keeps_the_old_run(trained, on
     assert every_file(trained) == before
 
 
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--lr", "1e30"], "non-finite values at epoch 1, step 1"),
+        (["--limit", "960"], "stopped: SIGTERM"),
+    ],
+)
+def test_an_overwrite_that_fails_before_it_has_trained_keeps_the_old_run(
+    trained, monkeypatch, arguments, message
+):
+    if message.startswith("stopped"):  # a stop asked at the very first step
+        import signal
+
+        from gentool.training import logbook
+
+        add = logbook.StepLog.add
+
+        def add_then_stop(self, step, **kwargs):
+            if step.global_step == 1:
+                signal.raise_signal(signal.SIGTERM)
+                kwargs["stop_asked"] = True
+            return add(self, step, **kwargs)
+
+        monkeypatch.setattr(logbook.StepLog, "add", add_then_stop)
+    before = every_file(trained)
+    result = invoke("train", "dcgan", *TINY, *arguments, "--run-dir", "run", "--overwrite")
+    assert message in result.output, result.output
+    if message.startswith("non-finite"):
+        assert "the run in run is untouched, as its replacement had not trained yet" in (
+            one_line_error(result)
+        )
+        assert every_file(trained) == before
+    else:  # a stop after a step of training commits that step, which then replaces the run
+        assert RunFolder(trained).read().progress.global_step == 1
+    assert sorted(path.name for path in trained.parent.iterdir() if "run" in path.name) == ["run"]
+
+
 def test_an_overwrite_swaps_in_the_new_run_only_once_it_is_committed(trained):
     result = invoke("train", "dcgan", *TINY, "--epochs", "2", "--run-dir", "run", "--overwrite")
     assert result.exit_code == 0, result.output
@@ -100,7 +137,7 @@ def test_an_overwrite_swaps_in_the_new_run_only_once_it_is_committed(trained):
 
 
 def test_a_half_made_replacement_left_by_a_kill_is_cleared(trained):
-    stale = trained.parent / ".run.replacing-99999.tmp"
+    stale = trained.parent / ".gentool-replacing-99999.tmp"
     (stale / "checkpoint-00000000").mkdir(parents=True)
     before = every_file(trained)
     result = invoke("train", "dcgan", *TINY, "--run-dir", "run", "--overwrite", "--limit", "8")
@@ -292,11 +329,13 @@ def test_a_real_full_disk_costs_no_saved_work_and_no_traceback(in_tmp, small_dis
 
 def test_a_sample_grid_that_cannot_be_written_keeps_the_epoch(trained, read_only):
     read_only(trained / "samples")
-    result = invoke("train", "dcgan", "--resume", "--run-dir", "run", "--epochs", "2")
+    result = invoke("train", "dcgan", "--resume", "--run-dir", "run", "--epochs", "3")
     line = one_line_error(result)
     assert "could not write run/samples/epoch_0002.png: Read-only file system" in line
     assert "the last checkpoint in run is kept; once fixed, resume with" in line
     assert RunFolder(trained).read().progress.epoch == 2  # its checkpoint came first
+    finished = invoke("train", "dcgan", "--resume", "--run-dir", "run", "--epochs", "3")
+    assert "its training is complete" in one_line_error(finished)  # no resume to advise
 
 
 def test_a_read_only_run_is_refused_in_one_line_and_left_as_it_was(trained, read_only, in_tmp):
@@ -312,6 +351,56 @@ def test_a_read_only_run_is_refused_in_one_line_and_left_as_it_was(trained, read
     (in_tmp / "elsewhere").mkdir()
     out = invoke("sample", "dcgan", "--run", "run", "--device", "cpu", "--out", "elsewhere/a.png")
     assert out.exit_code == 0, out.output
+
+
+@pytest.mark.parametrize(
+    "out",
+    [
+        "run/run.json",
+        "run/metrics.jsonl",
+        "run/epochs.jsonl",
+        "run/loss.png",
+        "run/checkpoint-00000003/model.safetensors",
+        "run/checkpoint-00000003/grid.png",
+        "run/samples/epoch_0001.png",
+        "run/.hidden.png",
+    ],
+)
+def test_an_output_never_lands_on_a_file_of_the_run(trained, out):
+    before = every_file(trained)
+    for command in (
+        ["sample", "dcgan", "--run", "run", "--device", "cpu", "--out", out],
+        ["report", "run", "--out", out],
+    ):
+        assert "is a file of the run in run, which it would destroy" in one_line_error(
+            invoke(*command)
+        )
+    assert every_file(trained) == before
+    assert invoke("sample", "dcgan", "--run", "run", "--device", "cpu", "--out",
+                  "run/samples/mine.png").exit_code == 0  # fmt: skip
+
+
+def test_a_new_run_inside_another_run_is_refused(trained):
+    result = invoke("train", "dcgan", *TINY, "--run-dir", "run/checkpoint-00000003/inner")
+    assert "lies inside the run in run, whose saves would delete it" in one_line_error(result)
+
+
+def test_output_to_a_device_writes_into_it_and_never_replaces_it(trained, in_tmp):
+    result = invoke("sample", "dcgan", "--run", "run", "--device", "cpu", "--out", "/dev/null")
+    assert result.exit_code == 0, result.output
+    assert Path("/dev/null").is_char_device()
+    os.mkfifo(in_tmp / "pipe.png")  # with no reader: an error, never a wait or a replacement
+    fifo = invoke("sample", "dcgan", "--run", "run", "--device", "cpu", "--out", "pipe.png")
+    assert "pipe.png: No such device or address" in one_line_error(fifo)
+    assert (in_tmp / "pipe.png").is_fifo()
+
+
+@pytest.mark.parametrize("name", ["metrics.jsonl", "epochs.jsonl"])
+def test_a_fifo_in_place_of_a_log_is_one_line_not_a_hang(trained, name):
+    (trained / name).unlink()
+    os.mkfifo(trained / name)
+    result = invoke("train", "dcgan", "--resume", "--run-dir", "run", "--epochs", "2")
+    assert f"{name}: not a regular file" in one_line_error(result)
 
 
 @pytest.mark.parametrize(

@@ -104,7 +104,10 @@ def report(
     """
     from gentool.checkpoint import RunFolder
     from gentool.report import write_report
+    from gentool.run_files import check_output
 
+    if out is not None:
+        check_output(out)
     run = RunFolder(run_dir)
     record = run.read()
     entry = resolve(record.plugin.name)

@@ -7,9 +7,10 @@ instead of interleaving its writes.
 
 A new run's folder is created at its first checkpoint, never before: a run that fails while
 loading data or building its model leaves nothing. It is created exclusively, so two trainings
-started in the same second pick two folders. `--overwrite` writes the new run's first checkpoint
-into a hidden sibling folder and only then swaps it with the old run in one atomic exchange
-(Linux's renameat2; elsewhere two renames), so the old run is lost only to a committed new one.
+started in the same second pick two folders. `--overwrite` trains the new run in a hidden
+sibling folder until it commits a checkpoint of some training (an epoch's, or the one a stop
+saves), and only then swaps it with the old run in one atomic exchange (Linux's renameat2;
+elsewhere two renames): the old run gives way only to a new one that has trained.
 """
 
 from __future__ import annotations
@@ -31,7 +32,15 @@ except ImportError:  # not on POSIX: runs are not locked there
 
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
-_STAGING_MARK = ".replacing-"
+_STAGING_PREFIX = ".gentool-replacing-"  # short: the run's own name may be 255 bytes long
+
+
+class StagedRun(RunFolder):
+    """The folder a replacement trains in until it takes the place of `replaces`."""
+
+    def __init__(self, path: Path, replaces: Path) -> None:
+        super().__init__(path)
+        self.replaces = replaces
 
 
 class RunInUse(GentoolError):
@@ -52,16 +61,18 @@ class RunClaim:
         self.dated = dated  # a date-named folder: when taken, the next free name will do
         self._name = run.path.name
         self._locks: list[int] = []
+        self.staged: StagedRun | None = None  # a replacement that has not taken its place
         if mode in ("resume", "replace"):
             self._lock(run.path)
 
     def commit_first(self, save: Callable[[RunFolder], None]) -> RunFolder:
-        """Create the run folder, lock it and `save` the first checkpoint into it; the folder.
+        """Create the run folder, lock it and `save` the first checkpoint into it; the folder
+        (for a replacement, the hidden folder it trains in until `take_place`).
 
         If the save fails, the folder is removed again when this claim created it.
         """
         if self.mode == "replace":
-            return self._replace(save)
+            return self._stage(save)
         created = self._create()
         try:
             save(self.run)
@@ -71,7 +82,20 @@ class RunClaim:
             raise
         return self.run
 
+    def take_place(self) -> RunFolder:
+        """Swap the staged replacement, which has committed training, with the old run, and
+        delete the old one; the run folder."""
+        assert self.staged is not None
+        staging, self.staged = self.staged.path, None
+        _exchange(staging, self.run.path)  # the new run is in place; the old one is `staging`
+        shutil.rmtree(staging, ignore_errors=True)
+        return self.run
+
     def release(self) -> None:
+        """Let go of the folder; a replacement that never trained is removed."""
+        if self.staged is not None:
+            shutil.rmtree(self.staged.path, ignore_errors=True)
+            self.staged = None
         for descriptor in self._locks:
             os.close(descriptor)
         self._locks.clear()
@@ -104,20 +128,19 @@ class RunClaim:
             suffix += 1
         self.run = RunFolder(path)
 
-    def _replace(self, save: Callable[[RunFolder], None]) -> RunFolder:
+    def _stage(self, save: Callable[[RunFolder], None]) -> RunFolder:
         target = self.run.path
-        staging = target.parent / f".{target.name}{_STAGING_MARK}{os.getpid()}.tmp"
+        staging = target.parent / f"{_STAGING_PREFIX}{os.getpid()}.tmp"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
         self._lock(staging)
+        self.staged = StagedRun(staging, replaces=target)
         try:
-            save(RunFolder(staging))
+            save(self.staged)
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
+            self.release()
             raise
-        _exchange(staging, target)  # the new run is in place; the old one is now `staging`
-        shutil.rmtree(staging, ignore_errors=True)
-        return self.run
+        return self.staged
 
     def _lock(self, folder: Path) -> None:
         if not os.access(folder, os.W_OK):
@@ -141,8 +164,8 @@ class RunClaim:
 
 def remove_stale_replacements(run_dir: Path) -> None:
     """Delete what an --overwrite killed before its swap left beside `run_dir`: a hidden folder
-    holding a half-made replacement that no live process holds."""
-    for staging in run_dir.parent.glob(f".{run_dir.name}{_STAGING_MARK}*.tmp"):
+    holding a replacement that never trained, which no live process holds."""
+    for staging in run_dir.parent.glob(f"{_STAGING_PREFIX}*.tmp"):
         if staging.is_dir() and not staging.is_symlink() and not _held(staging):
             shutil.rmtree(staging, ignore_errors=True)
 

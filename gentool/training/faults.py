@@ -18,12 +18,15 @@ from gentool.checkpoint import RunFolder
 from gentool.errors import GentoolError, PluginError, TrainingError
 from gentool.record import RunRecord
 from gentool.registry import describe_exception, strict_plugins
+from gentool.training.claim import StagedRun
 
 LR_FAR_ABOVE_DEFAULT = 100  # a learning rate this many times the default is the likely cause
 
 
 def kept(run: RunFolder, record: RunRecord) -> str:
     """What a stopped training leaves, in words."""
+    if isinstance(run, StagedRun):  # an --overwrite whose new run never trained: it is dropped
+        return f"the run in {run.replaces} is untouched, as its replacement had not trained yet"
     if record.checkpoint:
         return f"the last checkpoint in {run} is kept"
     return f"no checkpoint had been written yet in {run}"

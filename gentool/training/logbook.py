@@ -47,15 +47,15 @@ class StepLog:
         every: int,
         ranks: Ranks,
         device: torch.device,
-        check: FiniteCheck,
         plugin_name: str,
+        check: FiniteCheck | None = None,
     ) -> None:
         self.writer = writer  # None on ranks other than 0, which write no files
         self.display = display
         self.every = every
         self.ranks = ranks
         self.device = device
-        self.check = check
+        self.check = check  # raises on a non-finite value; the session sets it
         self.plugin_name = plugin_name
         self.pending: list[LoggedStep] = []
         self.copied_at = time.perf_counter()
@@ -108,7 +108,8 @@ class StepLog:
                     zip(step.names, numbers[start : start + len(step.names)], strict=True)
                 )
                 start += len(step.names)
-                self.check(values, step.epoch, step.step_in_epoch)
+                if self.check is not None:
+                    self.check(values, step.epoch, step.step_in_epoch)
                 phase = {"phase": step.phase} if step.phase else {}
                 lines.append({"epoch": step.epoch + 1, "step": step.global_step, **phase, **values})
                 shown.append(values)

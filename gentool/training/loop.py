@@ -173,9 +173,12 @@ def save_checkpoint(session: Session, *, first: bool = False) -> None:
         else:
             write(session.run)
     except CheckpointError as error:  # the disk refused: say how to go on once it is fixed
-        raise CheckpointError(
-            f"{error}; once fixed, resume with: {session.resume_command}"
-        ) from None
+        raise CheckpointError(f"{error}; {session.continuation()}") from None
+    claim = session.claim
+    if claim is not None and claim.staged is not None and record.progress.global_step > 0:
+        session.run = claim.take_place()  # --overwrite: the new run has trained; it replaces
+        if session.monitor is not None:
+            session.monitor.run = session.run
 
 
 def _saved_tensors(session: Session) -> dict[str, torch.Tensor]:
@@ -213,8 +216,7 @@ def _storage_errors(session: Session) -> Iterator[None]:
         where = f" {error.filename}" if error.filename else f" in {session.run}"
         raise TrainingError(
             f"could not write{where}: {error.strerror or error}; training stopped and "
-            f"{kept(session.run, session.record)}; once fixed, resume with: "
-            f"{session.resume_command}"
+            f"{kept(session.run, session.record)}; {session.continuation()}"
         ) from None
 
 

@@ -8,6 +8,7 @@ average), the speed options, and the files and display it writes to.
 from __future__ import annotations
 
 import shlex
+from collections.abc import Mapping
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from gentool.jsonl import JsonLinesWriter
 from gentool.kernels import fused_blocks_running_plain
 from gentool.models import build_model
 from gentool.record import Progress, RunRecord
-from gentool.training.claim import RunClaim
+from gentool.training.claim import RunClaim, StagedRun
 from gentool.training.display import TrainingDisplay
 from gentool.training.distributed import (
     Ranks,
@@ -88,6 +89,18 @@ class Session:
     def progress(self) -> Progress:
         return self.record.progress
 
+    def check_finite(self, values: Mapping[str, float], epoch: int, step: int) -> None:
+        """Stop on a non-finite logged value, saying what the run folder (as it is now) keeps."""
+        check_finite(values, epoch, step, self.run, self.record, self.advice)
+
+    def continuation(self) -> str:
+        """How to go on from a stop that kept the run's last checkpoint."""
+        if isinstance(self.run, StagedRun):
+            return f"the run in {self.run.replaces} is as it was"
+        if self.progress.epoch >= self.record.training.epochs:
+            return "its training is complete"
+        return f"once fixed, resume with: {self.resume_command}"
+
     @property
     def resume_command(self) -> str:
         processes = f" --nproc {self.ranks.world_size}" if self.ranks.distributed else ""
@@ -143,13 +156,14 @@ def open_session(
         every=plan.request.log_every,
         ranks=ranks,
         device=device,
-        check=lambda values, epoch, step: check_finite(values, epoch, step, run, record, advice),
         plugin_name=plan.plugin.name,
     )
-    return Session(
+    session = Session(
         plan, run, record, start.dataset, model, context, phases, loader, autocast, ema, ranks,
         console, display, log, start.claim, files, config=start.config, advice=advice,
     )  # fmt: skip
+    log.check = session.check_finite
+    return session
 
 
 def _check_fused_blocks(model: torch.nn.Module, acceleration: Acceleration) -> None:

@@ -19,6 +19,7 @@ from gentool.data import ImageDataset, load_dataset
 from gentool.errors import DataError, GentoolError
 from gentool.models import image_size_of
 from gentool.record import DataInfo, PluginInfo, RunRecord, TrainingSettings
+from gentool.run_files import enclosing_run
 from gentool.training.claim import RunClaim, remove_stale_replacements
 from gentool.training.request import TrainingPlan
 
@@ -127,8 +128,18 @@ def _fresh_run_folder(run_dir: Path | None, model_name: str, *, overwrite: bool)
     if run_dir is None:
         return new_run_folder(model_name)
     run = RunFolder(run_dir)
+    if run_dir.is_symlink() and not run_dir.exists():
+        raise GentoolError(
+            f"--run-dir {run_dir} is a link to a folder that does not exist: make the folder, or "
+            "choose another --run-dir"
+        )
     if run_dir.exists() and not run_dir.is_dir():
         raise GentoolError(f"--run-dir {run_dir} is a file: choose a new or empty folder")
+    if (outer := enclosing_run(run_dir)) is not None:
+        raise GentoolError(
+            f"--run-dir {run_dir} lies inside the run in {outer}, whose saves would delete it: "
+            "choose a folder outside it"
+        )
     remove_stale_replacements(run_dir)
     if run.exists():
         if overwrite:
