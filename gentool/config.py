@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from gentool.errors import ConfigError
+from gentool.errors import ConfigError, PluginError, describe_exception
 from gentool.limits import read_untrusted
 
 ConfigT = TypeVar("ConfigT")
@@ -119,6 +119,12 @@ def parse_config(config_class: type[ConfigT], values: Mapping[str, Any], *, owne
         return config_class(**parsed)
     except (ValueError, TypeError) as error:
         raise ConfigError(f"invalid config for {owner}: {error}") from None
+    except KeyboardInterrupt:
+        raise
+    except BaseException as error:  # the plugin's own checks failing otherwise are its failure
+        raise PluginError(
+            f"the config of {owner} raised {describe_exception(error)} while checking it"
+        ) from None
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

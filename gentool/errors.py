@@ -31,3 +31,16 @@ class TrainingError(GentoolError):
 
 class Interrupted(GentoolError):
     """Training was stopped by a signal after saving a resumable checkpoint."""
+
+
+def describe_exception(error: BaseException) -> str:
+    """Someone else's exception in one line: its type and the first line of its message (which
+    may itself fail to be made, for a hostile exception)."""
+    if isinstance(error, PluginError):
+        return str(error)
+    try:
+        text = str(error).strip()
+    except Exception:
+        text = ""
+    first_line = text.splitlines()[0] if text else ""
+    return f"{type(error).__name__}: {first_line}" if first_line else type(error).__name__

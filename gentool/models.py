@@ -11,12 +11,13 @@ import torch
 
 from gentool.api import DataSpec, ModelPlugin
 from gentool.checkpoint import RunFolder, latest_run
-from gentool.errors import ConfigError, GentoolError, PluginError
+from gentool.errors import ConfigError, GentoolError, PluginError, describe_exception
 from gentool.limits import check_allocation, format_bytes
 from gentool.record import RunRecord
-from gentool.registry import PluginEntry, describe_exception, strict_plugins
+from gentool.registry import PluginEntry, strict_plugins
 
 TRAINING_COPIES = 4  # weights, gradients, and Adam's two moments
+REQUIRED_METHODS = ("configure_optimizers", "training_step")
 
 
 def image_size_of(config: Any) -> int | None:
@@ -39,6 +40,11 @@ def build_model(
         model = plugin.build(config, spec)
     if not isinstance(model, torch.nn.Module):
         raise PluginError(f"{plugin.name}: build returned {type(model).__name__}, not an nn.Module")
+    missing = [name for name in REQUIRED_METHODS if not callable(getattr(model, name, None))]
+    if missing:
+        raise PluginError(
+            f"{plugin.name}: the model build returned has no {' or '.join(missing)}() method"
+        )
     return model.to(device)
 
 
@@ -57,7 +63,9 @@ def calling(plugin: ModelPlugin, method: str) -> Iterator[None]:
         message = str(error)
         shown = message if message.startswith(plugin.name) else f"{plugin.name}: {message}"
         raise ConfigError(shown) from None
-    except (Exception, SystemExit) as error:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as error:  # SystemExit too: a plugin does not decide gentool's exit
         raise _plugin_failure(plugin, method, error) from None
 
 

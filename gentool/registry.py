@@ -19,22 +19,25 @@ behind and the plugin listed as broken; and what it prints goes to stderr, so th
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import sys
 import threading
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 
 from gentool.api import SUPPORTED_API_VERSIONS, ModelPlugin
-from gentool.errors import PluginError
+from gentool.errors import PluginError, describe_exception
 
 ENTRY_POINT_GROUP = "gentool.models"
 STRICT_ENV = "GENTOOL_STRICT_PLUGINS"
 LOAD_ENV = "GENTOOL_LOAD_PLUGINS"
 TIMEOUT_ENV = "GENTOOL_PLUGIN_TIMEOUT"
 DEFAULT_TIMEOUT_SECONDS = 10.0
+MAX_TIMEOUT_SECONDS = 86_400.0  # threading's waits overflow far beyond a day
 BUILT_IN_DISTRIBUTION = "gentool"
 
 
@@ -62,6 +65,7 @@ def discover() -> list[PluginEntry]:
     """Every plugin entry point visible to this interpreter, sorted by name then distribution."""
     strict = strict_plugins()
     allowed = _allowed_third_party()
+    seconds = import_timeout()
     entries: dict[tuple[str, str], PluginEntry] = {}
     for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
         distribution = entry_point.dist
@@ -76,7 +80,7 @@ def discover() -> list[PluginEntry]:
         # A source checkout can expose the same distribution twice (egg-info beside dist-info).
         if key not in entries:
             version = distribution.version if distribution else "?"
-            entries[key] = _load(entry_point, dist_name, version, strict)
+            entries[key] = _load(entry_point, dist_name, version, strict, seconds)
     return sorted(entries.values(), key=lambda entry: (entry.name, entry.distribution))
 
 
@@ -131,10 +135,10 @@ def _allowed_third_party() -> set[str] | None:
 
 
 def _load(
-    entry_point: metadata.EntryPoint, dist_name: str, version: str, strict: bool
+    entry_point: metadata.EntryPoint, dist_name: str, version: str, strict: bool, seconds: float
 ) -> PluginEntry:
     try:
-        plugin = _checked(_import(entry_point), entry_point.name, dist_name)
+        plugin = _checked(_import(entry_point, seconds), entry_point.name, dist_name)
         error = None
     except (Exception, SystemExit) as exc:  # a broken plugin must not break other commands
         if strict:
@@ -144,8 +148,8 @@ def _load(
     return PluginEntry(entry_point.name, dist_name, version, entry_point.value, plugin, error)
 
 
-def _import(entry_point: metadata.EntryPoint) -> object:
-    """`entry_point.load()`, given at most the time limit; what it prints goes to stderr."""
+def _import(entry_point: metadata.EntryPoint, seconds: float) -> object:
+    """`entry_point.load()`, given at most `seconds`; what it prints goes to stderr."""
     outcome: dict[str, object] = {}
 
     def load() -> None:
@@ -154,9 +158,8 @@ def _import(entry_point: metadata.EntryPoint) -> object:
         except BaseException as error:  # SystemExit too: only this plugin may fail of it
             outcome["error"] = error
 
-    seconds = import_timeout()
     worker = threading.Thread(target=load, name=f"import {entry_point.value}", daemon=True)
-    with contextlib.redirect_stdout(sys.stderr):
+    with _stdout_to_stderr():
         worker.start()
         worker.join(seconds)
     if worker.is_alive():
@@ -164,18 +167,48 @@ def _import(entry_point: metadata.EntryPoint) -> object:
             f"importing {entry_point.value} took longer than {seconds:g} s and was left behind "
             f"(set {TIMEOUT_ENV} to wait longer, or {LOAD_ENV} to leave it out)"
         )
-    if "error" in outcome:
-        raise outcome["error"]  # type: ignore[misc]
+    error = outcome.get("error")
+    if isinstance(error, (Exception, SystemExit)):
+        raise error
+    if isinstance(error, BaseException):  # KeyboardInterrupt, GeneratorExit, its own kinds
+        raise PluginError(f"its import raised {describe_exception(error)}")
     return outcome["value"]
 
 
-def import_timeout() -> float:
-    text = os.environ.get(TIMEOUT_ENV, "")
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send what is written to standard output, by Python or straight to its descriptor, to
+    standard error meanwhile: a plugin's greeting must not corrupt `gentool list --json`."""
     try:
-        seconds = float(text) if text.strip() else DEFAULT_TIMEOUT_SECONDS
-    except ValueError:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError):  # no standard output to protect
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+        return
+    try:
+        os.dup2(2, 1)
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def import_timeout() -> float:
+    """GENTOOL_PLUGIN_TIMEOUT in seconds; a value that is no such number is an error."""
+    text = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not text:
         return DEFAULT_TIMEOUT_SECONDS
-    return seconds if seconds > 0 else DEFAULT_TIMEOUT_SECONDS
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds <= MAX_TIMEOUT_SECONDS:
+        raise PluginError(
+            f"{TIMEOUT_ENV}={text!r} is not a number of seconds from 0 to {MAX_TIMEOUT_SECONDS:g}"
+        )
+    return seconds
 
 
 def _checked(loaded: object, name: str, dist_name: str) -> ModelPlugin:
@@ -192,20 +225,26 @@ def _checked(loaded: object, name: str, dist_name: str) -> ModelPlugin:
     if loaded.name != name:
         raise PluginError(f"entry point {name!r} resolves to a plugin named {loaded.name!r}")
     loaded.config_fields()  # a malformed schema is a broken plugin, found now rather than later
+    low, high = _value_range(loaded.value_range)
+    if not low < high:
+        raise PluginError(f"value_range {loaded.value_range!r} must be two numbers, low < high")
     return loaded
+
+
+def _value_range(value_range: object) -> tuple[float, float]:
+    try:
+        low, high = value_range  # type: ignore[misc]
+        numbers = (float(low), float(high))
+    except (TypeError, ValueError):
+        raise PluginError(f"value_range {value_range!r} must be two numbers, low < high") from None
+    if not all(math.isfinite(number) for number in numbers):
+        raise PluginError(f"value_range {value_range!r} must be two finite numbers")
+    return numbers
 
 
 def strict_plugins() -> bool:
     """Whether GENTOOL_STRICT_PLUGINS asks for a plugin's own exceptions and tracebacks."""
     return os.environ.get(STRICT_ENV, "").lower() in {"1", "true", "yes"}
-
-
-def describe_exception(exc: BaseException) -> str:
-    """A plugin's exception in one line: its type and the first line of its message."""
-    if isinstance(exc, PluginError):
-        return str(exc)
-    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {first_line}" if first_line else type(exc).__name__
 
 
 def _normalize(distribution_name: str) -> str:

@@ -16,6 +16,7 @@ import torch
 
 from gentool.api import DataSpec, ModelPlugin
 from gentool.data import to_uint8
+from gentool.errors import PluginError
 from gentool.models import calling
 
 SAMPLE_BATCH = 250  # images per call of the model's `sample`: bounds the memory of large draws
@@ -58,8 +59,19 @@ def draw(
             size = min(SAMPLE_BATCH, count - start)
             batch_labels = None if labels is None else labels[start : start + size]
             with calling(plugin, "sample"):
-                batches.append(model.sample(size, labels=batch_labels, generator=generator))
+                images = model.sample(size, labels=batch_labels, generator=generator)
+            _check_samples(plugin, images, (size, spec.channels, spec.height, spec.width))
+            batches.append(images)
     return torch.cat(batches) if len(batches) > 1 else batches[0]
+
+
+def _check_samples(plugin: ModelPlugin, images: object, shape: tuple[int, ...]) -> None:
+    """What `sample` returned is what the plugin API promises, before anything uses it."""
+    if not isinstance(images, torch.Tensor) or tuple(images.shape) != shape:
+        got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise PluginError(f"{plugin.name}: sample returned {got}, expected a tensor of {shape}")
+    if not images.is_floating_point():
+        raise PluginError(f"{plugin.name}: sample returned {images.dtype}, expected floats")
 
 
 def draw_uint8(

@@ -15,9 +15,9 @@ import torch
 
 from gentool.api import ModelPlugin
 from gentool.checkpoint import RunFolder
-from gentool.errors import GentoolError, PluginError, TrainingError
+from gentool.errors import GentoolError, PluginError, TrainingError, describe_exception
 from gentool.record import RunRecord
-from gentool.registry import describe_exception, strict_plugins
+from gentool.registry import strict_plugins
 from gentool.training.claim import StagedRun
 
 LR_FAR_ABOVE_DEFAULT = 100  # a learning rate this many times the default is the likely cause
@@ -41,9 +41,9 @@ def plugin_code(record: RunRecord, method: str, run: RunFolder) -> Iterator[None
     """
     try:
         yield
-    except GentoolError:
+    except (GentoolError, KeyboardInterrupt):  # a second Ctrl-C aborts, whoever it interrupts
         raise
-    except Exception as error:
+    except BaseException as error:  # SystemExit too: a plugin does not decide gentool's exit
         if strict_plugins():
             raise
         raise PluginError(

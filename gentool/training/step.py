@@ -15,6 +15,7 @@ import torch
 
 from gentool.api import Batch, ModelPlugin, Phase
 from gentool.errors import PluginError
+from gentool.models import calling
 from gentool.training.distributed import Ranks, all_agree, average_gradients
 
 
@@ -105,7 +106,8 @@ def _detached(value: object) -> torch.Tensor:
 
 def optimizers_of(model: torch.nn.Module, plugin: ModelPlugin) -> dict[str, torch.optim.Optimizer]:
     """The model's optimizers, checked against its optimisation mode and phases."""
-    optimizers = model.configure_optimizers()
+    with calling(plugin, "configure_optimizers"):
+        optimizers = model.configure_optimizers()
     if (
         not isinstance(optimizers, Mapping)
         or not optimizers
@@ -137,10 +139,13 @@ def phases_of(model: torch.nn.Module, plugin: ModelPlugin) -> list[Phase]:
     define = getattr(model, "phases", None)
     if define is None:
         return []
-    phases = list(define())
+    with calling(plugin, "phases"):
+        phases = define()
+    if not isinstance(phases, (list, tuple)):
+        raise PluginError(f"{plugin.name}: phases() must return a list of Phase objects")
     if not phases or not all(isinstance(phase, Phase) and phase.epochs >= 1 for phase in phases):
         raise PluginError(f"{plugin.name}: phases() must return Phase objects of 1 epoch or more")
-    return phases
+    return list(phases)
 
 
 def phase_at(phases: list[Phase], epoch: int) -> Phase | None:

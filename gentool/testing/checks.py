@@ -1,124 +1,26 @@
-"""The conformance kit: the contract every model plugin keeps, as named checks.
-
-A plugin author runs it in their own tests::
-
-    from gentool.testing import parametrize_with_checks
-    from gentool_mymodel import plugin
-
-    @parametrize_with_checks([plugin])
-    def test_plugin(plugin, check):
-        check(plugin)
-
-Each check is a pytest case named ``<plugin>-<check>``, so ``-k`` selects one. Checks adapt to the
-plugin's capability flags; those that do not apply are left out. Outside pytest, `check_plugin`
-runs them all and raises (or warns) on a failure; `gentool plugin check NAME` shows them as a table.
-
-Models are built on the CPU with the plugin's `test_config` (a tiny configuration) for 3-channel
-data, labelled with three classes when the plugin is conditional, filled with random values in the
-plugin's value range.
-"""
+"""The checks: one function per rule of the plugin API, and the table that names them."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-import warnings
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable
+from typing import Any
 
-from gentool.api import Batch, DataSpec, ModelPlugin
+from gentool.api import ModelPlugin
 from gentool.config import config_to_dict, config_to_toml, toml_loads
 from gentool.errors import ConfigError
-
-if TYPE_CHECKING:
-    import torch
-
-CHECK_CLASSES = ("first", "second", "third")
-CHECK_BATCH = 8
-CHECK_IMAGE_SIZE = 16  # for plugins whose config fixes no image size
-
-
-class CheckFailed(AssertionError):
-    """A plugin broke a rule of the plugin API; the message says which rule and what to do."""
-
-
-@dataclass(frozen=True)
-class Check:
-    """One rule of the plugin API, runnable on a plugin."""
-
-    name: str
-    run: Callable[[ModelPlugin], None]
-    applies: Callable[[ModelPlugin], bool]
-    description: str
-
-    def __call__(self, plugin: ModelPlugin) -> None:
-        self.run(plugin)
-
-    def __repr__(self) -> str:
-        return f"Check({self.name})"
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    check: str
-    description: str
-    passed: bool
-    message: str = ""
-
-
-def checks_for(plugin: ModelPlugin) -> list[Check]:
-    """The checks that apply to `plugin`, in order."""
-    return [check for check in CHECKS if check.applies(plugin)]
-
-
-def check_plugin(
-    plugin: ModelPlugin, on_fail: Literal["raise", "warn"] = "raise"
-) -> list[CheckResult]:
-    """Run every applicable check: raise CheckFailed at the first failure, or warn and go on."""
-    results = []
-    for check in checks_for(plugin):
-        try:
-            check(plugin)
-        except Exception as error:  # a crash inside the plugin fails the check as well
-            message = (
-                error.args[0] if isinstance(error, CheckFailed) and error.args else repr(error)
-            )
-            if on_fail == "raise":
-                raise CheckFailed(f"{plugin.name}: {check.name}: {message}") from error
-            warnings.warn(f"{plugin.name}: {check.name}: {message}", stacklevel=2)
-            results.append(CheckResult(check.name, check.description, False, message))
-        else:
-            results.append(CheckResult(check.name, check.description, True))
-    return results
-
-
-def parametrize_with_checks(
-    plugins: Iterable[ModelPlugin], *, expected_failed_checks: Mapping[str, str] | None = None
-) -> Any:
-    """A pytest decorator giving each (plugin, check) pair its own test case.
-
-    `expected_failed_checks` maps check names to why they are known to fail; those cases are strict
-    xfails, so the test suite says when one starts to pass.
-    """
-    import pytest
-
-    expected = dict(expected_failed_checks or {})
-    unknown = set(expected) - {check.name for check in CHECKS}
-    if unknown:
-        raise ValueError(f"unknown check names in expected_failed_checks: {sorted(unknown)}")
-    cases = []
-    for plugin in plugins:
-        for check in checks_for(plugin):
-            marks = []
-            if check.name in expected:
-                marks.append(pytest.mark.xfail(reason=expected[check.name], strict=True))
-            cases.append(pytest.param(plugin, check, id=f"{plugin.name}-{check.name}", marks=marks))
-    return pytest.mark.parametrize(("plugin", "check"), cases)
-
-
-# --- the checks ---------------------------------------------------------------------------------
+from gentool.testing.exercise import (
+    CHECK_BATCH,
+    build,
+    check_images,
+    parameter_owners,
+    random_batch,
+    sample,
+    train_once,
+)
+from gentool.testing.rules import Check, CheckFailed
 
 
 def _import_leaves_torch_unloaded(plugin: ModelPlugin) -> None:
@@ -198,7 +100,7 @@ def _config_round_trips(plugin: ModelPlugin) -> None:
 def _builds_on_cpu(plugin: ModelPlugin) -> None:
     import torch
 
-    model, _ = _build(plugin)
+    model, _ = build(plugin)
     if not isinstance(model, torch.nn.Module):
         raise CheckFailed(f"build returned {type(model).__name__}, not a torch.nn.Module")
     if not any(parameter.requires_grad for parameter in model.parameters()):
@@ -213,9 +115,9 @@ def _training_step_updates_parameters(plugin: ModelPlugin) -> None:
 
     from gentool.training.step import StepContext, optimizers_of, phases_of, train_step
 
-    model, spec = _build(plugin)
+    model, spec = build(plugin)
     optimizers = optimizers_of(model, plugin)
-    owners = _parameter_owners(model, optimizers, phased=bool(phases_of(model, plugin)))
+    owners = parameter_owners(model, optimizers, phased=bool(phases_of(model, plugin)))
     before = {name: value.detach().clone() for name, value in model.named_parameters()}
 
     class AuditingContext(StepContext):
@@ -242,7 +144,7 @@ def _training_step_updates_parameters(plugin: ModelPlugin) -> None:
     # A model trained in phases moves some parameters in each: one step per phase, then.
     for phase in phases_of(model, plugin) or [None]:
         context.enter_phase(phase)
-        logs = train_step(model, _random_batch(plugin, spec), context, plugin)
+        logs = train_step(model, random_batch(plugin, spec), context, plugin)
         context._refuse_moves("after the last ctx.step")
         bad = {name: v.tolist() for name, v in logs.items() if not torch.isfinite(v).all()}
         if bad:
@@ -262,25 +164,25 @@ def _training_step_updates_parameters(plugin: ModelPlugin) -> None:
 
 
 def _sample_shape_dtype_range(plugin: ModelPlugin) -> None:
-    model, spec = _build(plugin)
+    model, spec = build(plugin)
     model.eval()
-    images = _sample(plugin, model, spec, seed=0)
-    _check_images("sample", images, (5, spec.channels, spec.height, spec.width), plugin)
+    images = sample(plugin, model, spec, seed=0)
+    check_images("sample", images, (5, spec.channels, spec.height, spec.width), plugin)
 
 
 def _reconstruct_shape_dtype_range(plugin: ModelPlugin) -> None:
-    model, spec = _build(plugin)
+    model, spec = build(plugin)
     model.eval()
-    images = _random_batch(plugin, spec).images
-    _check_images("reconstruct", model.reconstruct(images), tuple(images.shape), plugin)
+    images = random_batch(plugin, spec).images
+    check_images("reconstruct", model.reconstruct(images), tuple(images.shape), plugin)
 
 
 def _encode_gives_one_code_per_image(plugin: ModelPlugin) -> None:
     import torch
 
-    model, spec = _build(plugin)
+    model, spec = build(plugin)
     model.eval()
-    codes = model.encode(_random_batch(plugin, spec).images)
+    codes = model.encode(random_batch(plugin, spec).images)
     if not isinstance(codes, torch.Tensor) or codes.ndim < 2 or codes.shape[0] != CHECK_BATCH:
         shape = tuple(codes.shape) if isinstance(codes, torch.Tensor) else type(codes).__name__
         raise CheckFailed(f"encode of {CHECK_BATCH} images returned {shape}, not (B, ...) codes")
@@ -291,15 +193,15 @@ def _encode_gives_one_code_per_image(plugin: ModelPlugin) -> None:
 def _same_seed_same_output(plugin: ModelPlugin) -> None:
     import torch
 
-    model, spec = _build(plugin)
+    model, spec = build(plugin)
     model.eval()
-    first, again = _sample(plugin, model, spec, seed=1), _sample(plugin, model, spec, seed=1)
+    first, again = sample(plugin, model, spec, seed=1), sample(plugin, model, spec, seed=1)
     if not torch.equal(first, again):
         raise CheckFailed(
             "two samples with generators of the same seed differ: draw noise from "
             "the `generator` argument"
         )
-    if torch.equal(first, _sample(plugin, model, spec, seed=2)):
+    if torch.equal(first, sample(plugin, model, spec, seed=2)):
         raise CheckFailed("samples with different seeds are identical: is `generator` used?")
 
 
@@ -307,19 +209,19 @@ def _save_load_gives_identical_outputs(plugin: ModelPlugin) -> None:
     import torch
     from safetensors.torch import load, save
 
-    model, spec = _build(plugin)
-    _train_once(plugin, model, spec)  # so that buffers such as running statistics have moved
+    model, spec = build(plugin)
+    train_once(plugin, model, spec)  # so that buffers such as running statistics have moved
     state = {key: value.detach().clone().contiguous() for key, value in model.state_dict().items()}
-    restored, _ = _build(plugin, seed=123)
+    restored, _ = build(plugin, seed=123)
     restored.load_state_dict(load(save(state)), strict=True)
     model.eval()
     restored.eval()
     if plugin.capabilities.sample:
         same = torch.equal(
-            _sample(plugin, model, spec, seed=3), _sample(plugin, restored, spec, seed=3)
+            sample(plugin, model, spec, seed=3), sample(plugin, restored, spec, seed=3)
         )
     else:
-        images = _random_batch(plugin, spec).images
+        images = random_batch(plugin, spec).images
         with torch.no_grad():
             same = torch.equal(model.reconstruct(images), restored.reconstruct(images))
     if not same:
@@ -411,87 +313,3 @@ CHECKS: list[Check] = [
         "a safetensors round trip of the state_dict gives identical outputs",
     ),
 ]
-
-
-# --- helpers ------------------------------------------------------------------------------------
-
-
-def _build(plugin: ModelPlugin, seed: int = 0) -> tuple[torch.nn.Module, DataSpec]:
-    import torch
-
-    from gentool.models import image_size_of
-
-    config = plugin.parse_config(plugin.test_config)
-    size = image_size_of(config) or CHECK_IMAGE_SIZE
-    classes = CHECK_CLASSES if plugin.capabilities.conditional else ()
-    spec = DataSpec(channels=3, height=size, width=size, class_names=classes)
-    torch.manual_seed(seed)
-    return plugin.build(config, spec), spec
-
-
-def _random_batch(plugin: ModelPlugin, spec: DataSpec) -> Batch:
-    import torch
-
-    generator = torch.Generator().manual_seed(7)
-    low, high = plugin.value_range
-    shape = (CHECK_BATCH, spec.channels, spec.height, spec.width)
-    images = low + (high - low) * torch.rand(shape, generator=generator)
-    labels = None
-    if spec.class_names:
-        labels = torch.arange(CHECK_BATCH) % spec.num_classes
-    return Batch(images=images, labels=labels)
-
-
-def _sample(plugin: ModelPlugin, model: Any, spec: DataSpec, *, seed: int) -> torch.Tensor:
-    """Five samples, drawn as gentool draws them (the sampler behind every command)."""
-    from gentool.sampling import draw
-
-    return draw(model, plugin, spec, 5, seed=seed)
-
-
-def _train_once(plugin: ModelPlugin, model: Any, spec: DataSpec) -> None:
-    import torch
-
-    from gentool.training.step import StepContext, optimizers_of, train_step
-
-    context = StepContext(optimizers_of(model, plugin), torch.device("cpu"))
-    train_step(model, _random_batch(plugin, spec), context, plugin)
-
-
-def _parameter_owners(
-    model: Any, optimizers: Mapping[str, Any], *, phased: bool
-) -> dict[str, set[str]]:
-    """The optimizers that step each named parameter.
-
-    Networks that train side by side (a GAN's) must not share a parameter between optimizers;
-    phases, which run one after another, may (a fine-tune phase steps what pretraining trained).
-    """
-    name_of = {id(value): name for name, value in model.named_parameters()}
-    owners: dict[str, set[str]] = {}
-    for optimizer_name, optimizer in optimizers.items():
-        for group in optimizer.param_groups:
-            for parameter in group["params"]:
-                name = name_of.get(id(parameter), "<a tensor that is not a model parameter>")
-                if name in owners and not phased:
-                    (other,) = owners[name]
-                    raise CheckFailed(
-                        f"parameter {name} is in optimizers {other!r} and {optimizer_name!r}"
-                    )
-                owners.setdefault(name, set()).add(optimizer_name)
-    return owners
-
-
-def _check_images(what: str, images: Any, shape: tuple[int, ...], plugin: ModelPlugin) -> None:
-    import torch
-
-    if not isinstance(images, torch.Tensor) or tuple(images.shape) != shape:
-        got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise CheckFailed(f"{what} returned {got}, expected a tensor of shape {shape}")
-    if not images.is_floating_point():
-        raise CheckFailed(f"{what} returned {images.dtype}, expected floating point")
-    low, high = plugin.value_range
-    if not torch.isfinite(images).all() or images.min() < low or images.max() > high:
-        raise CheckFailed(
-            f"{what} returned values in [{images.min().item():.3g}, {images.max().item():.3g}], "
-            f"outside the value range [{low}, {high}]"
-        )
