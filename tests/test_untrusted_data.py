@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors import safe_open
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
@@ -99,9 +100,35 @@ def test_a_damaged_cache_entry_is_decoded_again(tmp_path, damage, why):
     source = str(write_npz(tmp_path / "a.npz", images=squares()))
     original = load_dataset(source, image_size=8)
     entry = only_cache_entry()
-    metadata = json.loads(json.dumps({"class_names": "[]", "warnings": "[]", "sha256": "0"}))
+    with safe_open(str(entry), "pt") as handle:
+        metadata = handle.metadata()  # the entry's own key and digest, over damaged pixels
     save_file(damage(original.images), entry, metadata=metadata)
     with pytest.warns(DataWarning, match=f"is damaged .*{why}.*decoding again"):
+        again = load_dataset(source, image_size=8)
+    assert torch.equal(again.images, original.images)
+
+
+def test_an_entry_copied_under_another_data_sets_key_is_decoded_again(tmp_path):
+    first = str(write_npz(tmp_path / "a.npz", images=squares()))
+    second = str(write_npz(tmp_path / "b.npz", images=squares(count=9)))
+    load_dataset(first, image_size=8)
+    (first_entry,) = cache_dir().glob("*.safetensors")
+    original = load_dataset(second, image_size=8)
+    (second_entry,) = set(cache_dir().glob("*.safetensors")) - {first_entry}
+    second_entry.write_bytes(first_entry.read_bytes())
+    with pytest.warns(DataWarning, match="is damaged .*another data set's entry"):
+        again = load_dataset(second, image_size=8)
+    assert torch.equal(again.images, original.images)
+
+
+def test_an_entry_with_an_endless_note_is_decoded_again(tmp_path):
+    source = str(write_npz(tmp_path / "a.npz", images=squares()))
+    original = load_dataset(source, image_size=8)
+    entry = only_cache_entry()
+    with safe_open(str(entry), "pt") as handle:
+        metadata = {**handle.metadata(), "warnings": json.dumps(["x" * 10**6])}
+    save_file({"images": original.images}, entry, metadata=metadata)
+    with pytest.warns(DataWarning, match="is damaged .*not short strings"):
         again = load_dataset(source, image_size=8)
     assert torch.equal(again.images, original.images)
 
@@ -227,14 +254,14 @@ def test_a_file_that_fails_to_decode_in_an_unforeseen_way_is_skipped(tmp_path, m
     folder.mkdir()
     for index in range(3):
         Image.new("RGB", (8, 8)).save(folder / f"{index}.png")
-    open_image = folders.open_image
+    read_image = folders._read_image
 
-    def open_or_fail(path):
+    def read_or_fail(path, digest, size):
         if path.name == "1.png":
             raise ZeroDivisionError("a decoder's own bug")
-        return open_image(path)
+        return read_image(path, digest, size)
 
-    monkeypatch.setattr(folders, "open_image", open_or_fail)
+    monkeypatch.setattr(folders, "_read_image", read_or_fail)
     with pytest.warns(DataWarning, match="skipped 1 of 3 files .*a decoder's own bug"):
         assert len(load_dataset(str(folder), image_size=8)) == 2
 
@@ -293,3 +320,26 @@ def test_an_image_of_another_format_never_runs_a_program(tmp_path, monkeypatch):
     with pytest.warns(DataWarning, match="skipped 1 of 4 files"):
         assert len(load_dataset(str(folder), image_size=8)) == 3
     assert not marker.exists()
+
+
+def test_a_file_rewritten_while_the_data_is_read_is_never_cached_as_the_old(tmp_path, monkeypatch):
+    from gentool.data import folders
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for index in range(3):
+        Image.new("RGB", (8, 8), (index * 60, 0, 0)).save(folder / f"{index}.png")
+    read_image = folders._read_image
+
+    def rewrite_then_read(path, digest, size):  # the file changes after its fingerprint
+        if path.name == "1.png":
+            Image.new("RGB", (8, 8), (250, 250, 250)).save(path)
+        return read_image(path, digest, size)
+
+    monkeypatch.setattr(folders, "_read_image", rewrite_then_read)
+    with pytest.raises(DataError, match="1.png changed while the data was read: run again"):
+        load_dataset(str(folder), image_size=8)
+    assert list(cache_dir().glob("*.safetensors")) == []
+    monkeypatch.undo()
+    settled = load_dataset(str(folder), image_size=8)
+    assert settled.images[1, 0, 0, 0] == 250

@@ -11,14 +11,15 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from gentool.atomic import atomic_write
 from gentool.data.dataset import DataWarning, ImageDataset
 from gentool.limits import available_memory, open_untrusted
 
 DECODING_VERSION = 2  # bump when decoding changes what the same files decode to
-_CACHE_LAYOUT = 3  # in an entry's name: bump when what an entry holds changes
+_CACHE_LAYOUT = 4  # in an entry's name: bump when what an entry holds changes
+MAX_NOTE_CHARS = 2000  # a class name or a note about skipped files; longer is damage
+_SAFETENSORS_DTYPES = {torch.uint8: "U8", torch.int64: "I64"}
 _HASH_CHUNK = 2**20
 
 
@@ -35,19 +36,22 @@ class Fingerprint:
         self._digest.update(len(content).to_bytes(8, "little"))
         self._digest.update(content)
 
-    def add_file(self, name: bytes, path: Path, size: int) -> None:
-        """Add a file of `size` bytes, read in chunks; on an OSError nothing of it is added."""
-        digest = self._digest.copy()
+    def add_file(self, name: bytes, path: Path, size: int) -> bytes:
+        """Add a file of `size` bytes, read in chunks; the SHA-256 of its content alone. On an
+        OSError nothing of it is added."""
+        digest, own = self._digest.copy(), hashlib.sha256()
         digest.update(name)
         digest.update(size.to_bytes(8, "little"))
         read = 0
         with open_untrusted(path) as file:
             while chunk := file.read(_HASH_CHUNK):
                 digest.update(chunk)
+                own.update(chunk)
                 read += len(chunk)
         if read != size:
             raise OSError(f"it changed while it was read ({size} bytes, then {read})")
         self._digest = digest
+        return own.digest()
 
     def __str__(self) -> str:
         return f"{self.kind}:{self._digest.hexdigest()[:32]}"
@@ -96,11 +100,14 @@ def _build_noting(build: Callable[[], ImageDataset]) -> tuple[ImageDataset, list
     return dataset, notes
 
 
-def _content_digest(dataset: ImageDataset) -> str:
-    digest = hashlib.sha256(dataset.images.numpy().tobytes())
+def _content_digest(dataset: ImageDataset, notes: list[str]) -> str:
+    """SHA-256 of everything an entry holds, its key (the fingerprint) included, so that an
+    entry copied under another key is refused. Hashed in place: no copy of the pixels."""
+    digest = hashlib.sha256(dataset.fingerprint.encode())
+    digest.update(memoryview(dataset.images.numpy()).cast("B"))
     if dataset.labels is not None:
-        digest.update(dataset.labels.numpy().tobytes())
-    digest.update(json.dumps(dataset.class_names).encode())
+        digest.update(memoryview(dataset.labels.numpy()).cast("B"))
+    digest.update(json.dumps([dataset.class_names, notes]).encode())
     return digest.hexdigest()
 
 
@@ -116,19 +123,23 @@ def _read_entry(path: Path, fingerprint: str, source: str) -> tuple[ImageDataset
         with safe_open(str(path), "pt") as handle:
             metadata = handle.metadata() or {}
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
-        class_names = json.loads(metadata["class_names"])
-        notes = json.loads(metadata["warnings"])
-        if not all(isinstance(item, str) for item in [*class_names, *notes]):
-            raise ValueError("its class names or notes are not strings")
+        if metadata.get("fingerprint") != fingerprint:
+            raise ValueError("it is another data set's entry")
+        class_names, notes = json.loads(metadata["class_names"]), json.loads(metadata["warnings"])
+        if not all(
+            isinstance(item, str) and len(item) <= MAX_NOTE_CHARS for item in [*class_names, *notes]
+        ):
+            raise ValueError("its class names or notes are not short strings")
         dataset = ImageDataset(
             tensors["images"], tensors.get("labels"), tuple(class_names), source, fingerprint
         )
         _check_layout(dataset)
-        if _content_digest(dataset) != metadata["sha256"]:
+        if _content_digest(dataset, notes) != metadata["sha256"]:
             raise ValueError("its content changed since it was written (SHA-256 mismatch)")
-    except (OSError, SafetensorError, KeyError, ValueError, TypeError) as error:
+    except (OSError, SafetensorError, KeyError, ValueError, TypeError, RecursionError) as error:
+        reason = "it nests too deeply" if isinstance(error, RecursionError) else error
         warnings.warn(
-            f"the cached decoding of {source!r} ({path}) is damaged ({error}); decoding again",
+            f"the cached decoding of {source!r} ({path}) is damaged ({reason}); decoding again",
             DataWarning,
             stacklevel=4,
         )
@@ -146,9 +157,7 @@ def _check_layout(dataset: ImageDataset) -> None:
         return
     if labels.dtype != torch.int64 or labels.shape != (images.shape[0],):
         raise ValueError(f"its labels are {labels.dtype} of shape {tuple(labels.shape)}")
-    if len(labels) and not (
-        int(labels.min()) >= 0 and int(labels.max()) < len(dataset.class_names)
-    ):
+    if int(labels.min()) < 0 or int(labels.max()) >= len(dataset.class_names):
         raise ValueError("its labels do not index its class names")
 
 
@@ -157,19 +166,45 @@ def _write_entry(path: Path, dataset: ImageDataset, notes: list[str], source: st
     if dataset.labels is not None:
         tensors["labels"] = dataset.labels
     metadata = {
+        "fingerprint": dataset.fingerprint,
         "class_names": json.dumps(dataset.class_names),
         "warnings": json.dumps(notes),
-        "sha256": _content_digest(dataset),
+        "sha256": _content_digest(dataset, notes),
     }
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path) as temporary:
-            save_file(tensors, temporary, metadata=metadata)
-    except (OSError, SafetensorError) as error:
-        reason = getattr(error, "strerror", None) or str(error)
+            write_safetensors(temporary, tensors, metadata)
+    except OSError as error:
         warnings.warn(
-            f"could not cache the decoded {source!r} in {path.parent} ({reason}); it is decoded "
-            "again next time (set $GENTOOL_CACHE to a writable folder)",
+            f"could not cache the decoded {source!r} in {path.parent} "
+            f"({error.strerror or error}); it is decoded again next time (set $GENTOOL_CACHE to "
+            "a writable folder)",
             DataWarning,
             stacklevel=4,
         )
+
+
+def write_safetensors(
+    path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]
+) -> None:
+    """Write `tensors` (contiguous, on the CPU) in the safetensors format straight from their
+    memory: the library's own writer copies each tensor into a bytes object first, which for a
+    data set is one more copy of it all."""
+    header: dict[str, object] = {"__metadata__": metadata}
+    offset = 0
+    for name, tensor in tensors.items():
+        size = tensor.numel() * tensor.element_size()
+        header[name] = {
+            "dtype": _SAFETENSORS_DTYPES[tensor.dtype],
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + size],
+        }
+        offset += size
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)  # the data starts 8-byte aligned
+    with path.open("wb") as file:
+        file.write(len(encoded).to_bytes(8, "little"))
+        file.write(encoded)
+        for tensor in tensors.values():
+            file.write(memoryview(tensor.contiguous().numpy()).cast("B"))

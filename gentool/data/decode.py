@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -51,14 +52,16 @@ class ImageTooLarge(ValueError):
 
 
 @contextlib.contextmanager
-def open_image(path: Path) -> Iterator[Image.Image]:
+def open_image(source: Path | BinaryIO) -> Iterator[Image.Image]:
     """Open an image of one of the formats gentool reads, refusing one too large to decode
     before any pixel is read, upright.
 
     The formats are named: Pillow would otherwise try every format it knows, EPS among them,
     which it renders by running Ghostscript on the file, a program a data file must not run.
     """
-    with open_untrusted(path) as file, Image.open(file, formats=IMAGE_FORMATS) as image:
+    with contextlib.ExitStack() as files:
+        file = files.enter_context(open_untrusted(source)) if isinstance(source, Path) else source
+        image = files.enter_context(Image.open(file, formats=IMAGE_FORMATS))
         width, height = image.size
         if width * height > MAX_IMAGE_PIXELS:
             raise ImageTooLarge(

@@ -8,12 +8,17 @@ count. Names that are not valid UTF-8 are kept as they are on disk and shown wit
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import random
 import warnings
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -21,7 +26,9 @@ from gentool.data.cache import Fingerprint, cached
 from gentool.data.dataset import DataWarning, ImageDataset
 from gentool.data.decode import IMAGE_SUFFIXES, fit_image, open_image, stack_images
 from gentool.errors import DataError
-from gentool.limits import MAX_IMAGE_FILE_BYTES, check_allocation
+from gentool.limits import MAX_IMAGE_FILE_BYTES, check_allocation, open_untrusted
+
+Decoded = TypeVar("Decoded")
 
 
 def load_folder(root: Path, source: str, image_size: int | None, limit: int | None) -> ImageDataset:
@@ -39,10 +46,10 @@ def load_folder(root: Path, source: str, image_size: int | None, limit: int | No
             "lower --limit or the model's image_size",
             DataError,
         )
-    class_of = _class_names_by_file(root, files)
+    class_of = _class_names_by_file(root, list(files))
 
     def build() -> ImageDataset:
-        images, kept = _decode_files(files, image_size, source)
+        images, kept = decode_files(files, image_size, source)
         if class_of is None:
             return ImageDataset(images, None, (), source, fingerprint)
         class_names = tuple(sorted({class_of[path] for path in kept}))
@@ -91,14 +98,16 @@ def _image_paths(root: Path, source: str) -> list[Path]:
     return paths
 
 
-def _read_files(root: Path, paths: list[Path], source: str, digest: Fingerprint) -> list[Path]:
-    """The files whose content went into `digest`; one that cannot be read is skipped with a
-    count (and so is left out of the data as well as of the fingerprint)."""
-    files, unreadable = [], []
+def _read_files(
+    root: Path, paths: list[Path], source: str, digest: Fingerprint
+) -> dict[Path, bytes]:
+    """The files whose content went into `digest`, each with its own SHA-256; one that cannot
+    be read is skipped with a count (and so is left out of the data and of the fingerprint)."""
+    files, unreadable = {}, []
     for path in paths:
         try:
-            digest.add_file(os.fsencode(path.relative_to(root)), path, path.stat().st_size)
-            files.append(path)
+            name = os.fsencode(path.relative_to(root))
+            files[path] = digest.add_file(name, path, path.stat().st_size)
         except OSError as error:
             unreadable.append(f"{shown(path)}: {error.strerror or error}")
     if unreadable:
@@ -134,35 +143,83 @@ def _class_names_by_file(root: Path, files: list[Path]) -> dict[Path, str] | Non
     return None
 
 
-def _decode_files(
-    files: list[Path], image_size: int | None, source: str
+class DataChanged(DataError):
+    """A file's content changed between its fingerprint and its decoding."""
+
+
+def decode_files(
+    files: Mapping[Path, bytes], image_size: int | None, source: str
 ) -> tuple[torch.Tensor, list[Path]]:
-    def decode(path: Path) -> Image.Image | str:
+    """The files decoded into one (N, C, H, W) uint8 tensor, and the files it holds.
+
+    Each file is read once, checked against the digest its fingerprint was made of (a file
+    rewritten meanwhile must not be cached under the old content's key) and decoded from those
+    very bytes. At a fixed size, each image is written straight into a tensor made for them all,
+    so that decoding takes little more memory than the data set itself.
+    """
+    paths = list(files)
+    if image_size is None:
+        images = _decode_each(paths, lambda i: _read_image(paths[i], files[paths[i]], None), source)
+        kept = [index for index, image in enumerate(images) if image is not None]
+        return stack_images([images[i] for i in kept], source), [paths[i] for i in kept]
+    pixels = np.empty((len(paths), 3, image_size, image_size), dtype=np.uint8)
+    grey = np.zeros(len(paths), dtype=bool)
+
+    def decode_into(index: int) -> bool:
+        array = np.asarray(_read_image(paths[index], files[paths[index]], image_size))
+        grey[index] = array.ndim == 2  # (H, W) grey, replicated below, or (H, W, 3)
+        pixels[index] = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+        return True
+
+    kept = [index for index, done in enumerate(_decode_each(paths, decode_into, source)) if done]
+    for position, index in enumerate(kept):  # close the gaps of skipped files, in place
+        if position != index:
+            pixels[position] = pixels[index]
+    pixels = pixels[: len(kept)]
+    if grey[kept].all():  # colour wins: one colour image keeps the whole set in colour
+        pixels = np.ascontiguousarray(pixels[:, :1])
+    return torch.from_numpy(pixels), [paths[index] for index in kept]
+
+
+def _read_image(path: Path, digest: bytes, image_size: int | None) -> Image.Image:
+    """One file's image from the bytes that match its fingerprint's digest, fitted."""
+    with open_untrusted(path) as file:
+        content = file.read()
+    if hashlib.sha256(content).digest() != digest:
+        raise DataChanged(
+            f"{shown(path)} changed while the data was read: run again once it is settled"
+        )
+    with open_image(io.BytesIO(content)) as image:
+        return fit_image(image, image_size)
+
+
+def _decode_each(
+    paths: list[Path], decode: Callable[[int], Decoded], source: str
+) -> list[Decoded | None]:
+    """`decode(index)` for each file in parallel threads; None where it failed. A failure skips
+    that file with a count, whatever it raised, except a file that changed meanwhile."""
+
+    def attempt(index: int) -> tuple[Decoded | None, str | None]:
         try:
-            with open_image(path) as image:
-                return fit_image(image, image_size)
+            return decode(index), None
+        except DataChanged:
+            raise
         except Exception as error:  # whatever one file does, it is that file that is skipped
-            return f"{shown(path)}: {error or type(error).__name__}"
+            return None, f"{shown(paths[index])}: {error or type(error).__name__}"
 
     with warnings.catch_warnings(), ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         # Pillow's own remarks on damaged files (truncated tags, odd metadata) would be one
         # line per file; a file that fails is counted below instead.
         warnings.filterwarnings("ignore", module="PIL")
-        results = list(pool.map(decode, files))
-    decoded = [
-        (path, image)
-        for path, image in zip(files, results, strict=True)
-        if isinstance(image, Image.Image)
-    ]
-    failures = [result for result in results if isinstance(result, str)]
-    if not decoded:
-        raise DataError(f"none of the {len(files)} image files in {source!r} could be decoded")
+        outcomes = list(pool.map(attempt, range(len(paths))))
+    failures = [failure for _, failure in outcomes if failure is not None]
+    if len(failures) == len(paths):
+        raise DataError(f"none of the {len(paths)} image files in {source!r} could be decoded")
     if failures:
         warnings.warn(
-            f"skipped {len(failures)} of {len(files)} files that could not be decoded "
+            f"skipped {len(failures)} of {len(paths)} files that could not be decoded "
             f"(first: {failures[0]})",
             DataWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
-    images = [image for _, image in decoded]
-    return stack_images(images, source), [path for path, _ in decoded]
+    return [result for result, _ in outcomes]
