@@ -19,7 +19,6 @@ import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -29,6 +28,7 @@ from safetensors.torch import save as serialize_safetensors
 from gentool.atomic import fsync_path, write_text
 from gentool.errors import CheckpointError
 from gentool.limits import check_allocation, open_untrusted, read_untrusted
+from gentool.optimizer_state import cpu_copies, flatten_optimizer, restore_optimizer
 from gentool.record import FutureRunFormat, RunRecord, now
 from gentool.run_files import (
     CHECKPOINT_NAME,
@@ -157,8 +157,7 @@ class RunFolder(RunFiles):
             if name not in record.optimizers:
                 raise CheckpointError(f"{self.path} has no state for optimizer {name!r}")
             try:
-                state = _unflatten_optimizer(name, record.optimizers[name], tensors)
-                optimizer.load_state_dict(state)
+                restore_optimizer(optimizer, name, record.optimizers[name], tensors)
             except (ValueError, KeyError, TypeError, AttributeError, RuntimeError) as error:
                 raise CheckpointError(
                     f"optimizer {name!r} state in {self.path} does not fit: {error}"
@@ -170,6 +169,11 @@ class RunFolder(RunFiles):
             return None
         listed = EMA_FILE in record.checkpoint_sha256  # then a missing file is damage
         if not listed and not (self.checkpoint_dir(record.checkpoint) / EMA_FILE).exists():
+            if record.training.ema is not None:
+                raise CheckpointError(
+                    f"{self.path} trains with --ema, but its checkpoint {record.checkpoint} "
+                    "keeps no moving average of the weights: was it edited by hand?"
+                )
             return None
         return self._read_tensors(record, EMA_FILE)
 
@@ -214,13 +218,13 @@ class RunFolder(RunFiles):
             optimizer_tensors: dict[str, torch.Tensor] = {}
             optimizer_rest = {}
             for optimizer_name, optimizer in optimizers.items():
-                tensors, rest = _flatten_optimizer(optimizer_name, optimizer.state_dict())
+                tensors, rest = flatten_optimizer(optimizer_name, optimizer.state_dict())
                 optimizer_tensors.update(tensors)
                 optimizer_rest[optimizer_name] = rest
-            files = {MODEL_FILE: (_cpu_copies(model.state_dict()), metadata)}
+            files = {MODEL_FILE: (cpu_copies(model.state_dict()), metadata)}
             files[OPTIM_FILE] = (optimizer_tensors, None)
             if ema is not None:
-                files[EMA_FILE] = (_cpu_copies(ema), metadata)
+                files[EMA_FILE] = (cpu_copies(ema), metadata)
             digests = {
                 file_name: write_tensor_file(staging / file_name, tensors, file_metadata)
                 for file_name, (tensors, file_metadata) in files.items()
@@ -251,15 +255,30 @@ class RunFolder(RunFiles):
             reason = error.strerror or str(error)
             raise CheckpointError(f"cannot read checkpoint file {path}: {reason}") from None
         expected = record.checkpoint_sha256.get(file_name)
+        if expected is None and record.checkpoint_sha256:  # runs of old gentools list none
+            raise CheckpointError(
+                f"run.json lists digests of the checkpoint's other files, but none of {path}: "
+                "was run.json edited by hand?"
+            )
         if expected is not None and _sha256(content) != expected:
             raise CheckpointError(
                 f"checkpoint file {path} is damaged: its content changed since it was saved "
                 "(SHA-256 mismatch)"
             )
         try:
-            return load_safetensors(content)
+            tensors = load_safetensors(content)
         except (SafetensorError, ValueError) as error:
             raise CheckpointError(f"checkpoint file {path} is damaged: {error}") from None
+        non_finite = [
+            name
+            for name, tensor in tensors.items()
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+        ]
+        if non_finite:  # training never saves them; loaded, they would only spread
+            raise CheckpointError(
+                f"checkpoint file {path} holds NaN or infinity in {', '.join(non_finite[:3])}"
+            )
+        return tensors
 
 
 def write_tensor_file(
@@ -321,45 +340,3 @@ def _remove(path: Path) -> None:
 
 def _sha256(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()
-
-
-def _cpu_copies(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    # Copies, because safetensors refuses tensors that share memory (tied weights, views).
-    return {key: value.detach().to("cpu", copy=True).contiguous() for key, value in tensors.items()}
-
-
-def _flatten_optimizer(
-    name: str, state_dict: Mapping[str, Any]
-) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Split an optimizer's state_dict into named tensors and a JSON-friendly remainder."""
-    tensors: dict[str, torch.Tensor] = {}
-    rest: dict[str, Any] = {"param_groups": state_dict["param_groups"], "state": {}}
-    for param_id, param_state in state_dict["state"].items():
-        for key, value in param_state.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"{name}.{param_id}.{key}"] = value
-            else:
-                rest["state"].setdefault(str(param_id), {})[key] = value
-    return _cpu_copies(tensors), rest
-
-
-def _unflatten_optimizer(
-    name: str, rest: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]
-) -> dict[str, Any]:
-    state: dict[int, dict[str, Any]] = {
-        int(param_id): dict(values) for param_id, values in rest.get("state", {}).items()
-    }
-    prefix = f"{name}."
-    for key, value in tensors.items():
-        if key.startswith(prefix):
-            param_id, _, state_key = key[len(prefix) :].partition(".")
-            state.setdefault(int(param_id), {})[state_key] = value
-    # JSON turned tuples (Adam's betas) into lists; give the optimizer back what it stored.
-    groups = [
-        {
-            key: tuple(value) if isinstance(value, list) and key != "params" else value
-            for key, value in group.items()
-        }
-        for group in rest["param_groups"]
-    ]
-    return {"state": state, "param_groups": groups}

@@ -11,7 +11,13 @@ import torch
 
 from gentool.api import DataSpec, ModelPlugin
 from gentool.checkpoint import RunFolder, latest_run
-from gentool.errors import ConfigError, GentoolError, PluginError, describe_exception
+from gentool.errors import (
+    CheckpointError,
+    ConfigError,
+    GentoolError,
+    PluginError,
+    describe_exception,
+)
 from gentool.limits import check_allocation, format_bytes
 from gentool.record import RunRecord
 from gentool.registry import PluginEntry, strict_plugins
@@ -117,8 +123,24 @@ def load_trained(
     record = run.read(expected_plugin=entry.name)
     config = entry.plugin.parse_config(record.config)
     model = build_model(entry.plugin, config, record.data.spec, device)
+    try:
+        _load_weights(run, record, model, averaged=averaged)
+    except CheckpointError:
+        # A training of the run may have committed a newer checkpoint and removed this one
+        # between the two reads: the newer one is the run's, then.
+        newer = run.read(expected_plugin=entry.name)
+        same_model = (newer.config, newer.data) == (record.config, record.data)
+        if newer.checkpoint == record.checkpoint or not same_model:
+            raise
+        record = newer
+        _load_weights(run, record, model, averaged=averaged)
+    return model.eval(), record, run
+
+
+def _load_weights(
+    run: RunFolder, record: RunRecord, model: torch.nn.Module, *, averaged: bool
+) -> None:
     run.load_model(record, model)
     average = run.load_ema(record) if averaged else None
     if average is not None:
         run.load_model(record, model, tensors=average)
-    return model.eval(), record, run

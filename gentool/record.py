@@ -15,7 +15,7 @@ from typing import Any
 
 from gentool import __version__, rng
 from gentool.api import DataSpec
-from gentool.run_files import CHECKPOINT_FILES, CHECKPOINT_NAME
+from gentool.run_files import CHECKPOINT_FILES, CHECKPOINT_NAME, checkpoint_name
 
 RUN_FORMAT = 1  # bump when run.json changes incompatibly; older gentools then refuse the run
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes seeds below 2⁶⁴; JSON integers are safest below 2⁶³
@@ -106,13 +106,20 @@ class RunRecord:
                 f"written by gentool {raw.get('gentool_version', '?')} in run format "
                 f"{run_format}; this gentool {__version__} reads up to {RUN_FORMAT}"
             )
+        progress = _progress(_object(raw, "progress"))
+        checkpoint = _checkpoint(raw.get("checkpoint"))
+        if checkpoint is not None and checkpoint != checkpoint_name(progress.global_step):
+            raise ValueError(
+                f"'checkpoint' {checkpoint} is not the checkpoint of its progress' global step "
+                f"{progress.global_step}"
+            )
         return cls(
             plugin=_plugin(_object(raw, "plugin")),
             config=_object(raw, "config"),
             data=_data(_object(raw, "data")),
             training=_training(_object(raw, "training")),
-            progress=_progress(_object(raw, "progress")),
-            checkpoint=_checkpoint(raw.get("checkpoint")),
+            progress=progress,
+            checkpoint=checkpoint,
             checkpoint_sha256=_digests(_object(raw, "checkpoint_sha256")),
             optimizers=_optimizers(_object(raw, "optimizers")),
             rng=_rng_states(_object(raw, "rng")),
@@ -247,7 +254,7 @@ def _optimizers(raw: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _rng_states(raw: Mapping[str, Any]) -> dict[str, Any]:
-    rng.check_state(raw)
+    rng.check_state(raw, extra=("ranks",))
     ranks = raw.get("ranks")
     if ranks is not None:
         if not isinstance(ranks, list) or not ranks:

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from gentool.errors import CheckpointError
+
 
 def capture() -> dict[str, Any]:
     """This process's generator states, JSON-friendly."""
@@ -29,15 +31,26 @@ def restore(state: Mapping[str, Any]) -> None:
         torch.set_rng_state(_decode(state["torch"]))
     if "cuda" in state and torch.cuda.is_available():
         states = [_decode(device_state) for device_state in state["cuda"]]
-        torch.cuda.set_rng_state_all(states[: torch.cuda.device_count()])
+        try:
+            torch.cuda.set_rng_state_all(states[: torch.cuda.device_count()])
+        except RuntimeError as error:  # check_state cannot try them where there is no CUDA
+            raise CheckpointError(f"a saved CUDA generator state does not fit: {error}") from None
 
 
-def check_state(state: object) -> None:
-    """Raise ValueError unless `state` is what `capture` returns (run.json is untrusted)."""
+def check_state(state: object, *, extra: tuple[str, ...] = ()) -> None:
+    """Raise ValueError unless `state` is what `capture` returns, with the keys `extra` besides
+    (run.json is untrusted). The CPU state is set on a spare generator, which checks its content
+    as well as its length; CUDA states can only be checked where CUDA is."""
     if not isinstance(state, Mapping):
         raise ValueError("not a JSON object")
-    if "torch" in state and len(_checked_decode(state["torch"])) != torch.get_rng_state().numel():
-        raise ValueError("the CPU generator state has the wrong length")
+    unknown = sorted(set(state) - {"torch", "cuda", *extra})
+    if unknown:
+        raise ValueError(f"it has an unknown generator {unknown[0]!r}")
+    if "torch" in state:
+        try:
+            torch.Generator().set_state(_as_tensor(_checked_decode(state["torch"])))
+        except RuntimeError:
+            raise ValueError("the CPU generator state is not one torch wrote") from None
     cuda = state.get("cuda", [])
     if not isinstance(cuda, list):
         raise ValueError("'cuda' is not a list")
@@ -63,7 +76,11 @@ def _encode(tensor: torch.Tensor) -> str:
 
 
 def _decode(text: str) -> torch.Tensor:
-    return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8)
+    return _as_tensor(base64.b64decode(text))
+
+
+def _as_tensor(content: bytes) -> torch.Tensor:
+    return torch.frombuffer(bytearray(content), dtype=torch.uint8)
 
 
 def _checked_decode(text: object) -> bytes:

@@ -118,6 +118,19 @@ def test_ctrl_c_saves_mid_epoch_and_the_resumed_run_matches(dcgan_entry, tmp_pat
     assert_same_run(tmp_path / "straight", tmp_path / "stopped")
 
 
+def test_ctrl_c_while_an_epoch_ends_stops_before_the_next(dcgan_entry, tmp_path):
+    class SampledDuringCtrlC(DCGAN):
+        def sample(self, n, **options):
+            os.kill(os.getpid(), signal.SIGINT)  # the epoch's grid is being drawn
+            return super().sample(n, **options)
+
+    plugin = replace(dcgan_entry.plugin, build=lambda config, s: SampledDuringCtrlC(config, s))
+    with pytest.raises(Interrupted, match=r"SIGINT: stopped after epoch 1, checkpoint saved"):
+        train(entry_for(plugin, dcgan_entry), tmp_path / "stopped", epochs=3)
+    progress = RunFolder(tmp_path / "stopped").read().progress
+    assert (progress.epoch, progress.step_in_epoch, progress.global_step) == (1, 0, 3)
+
+
 def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(dcgan_entry, tmp_path):
     class DivergingDCGAN(DCGAN):
         def training_step(self, batch, ctx):

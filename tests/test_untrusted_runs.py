@@ -4,6 +4,7 @@ metrics.jsonl, a real full disk and a real read-only folder."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from gentool.checkpoint import RunFolder
@@ -255,7 +257,10 @@ def edit(run: Path, change) -> None:
         (lambda r: r["data"]["spec"].update(class_names=[1]), "class_names' must be a list"),
         (lambda r: r["data"].update(limit=True), "'data.limit' must be an integer ≥ 1"),
         (lambda r: r["rng"].update(torch=123), "a generator state is not base64 text"),
-        (lambda r: r["rng"].update(torch="AAAA"), "CPU generator state has the wrong length"),
+        (lambda r: r["rng"].update(torch="AAAA"), "CPU generator state is not one torch wrote"),
+        (lambda r: r["rng"].update(torch="A" * 6744), "CPU generator state is not one torch"),
+        (lambda r: r["rng"].update(mps="AAAA"), "has an unknown generator 'mps'"),
+        (lambda r: r.update(checkpoint="checkpoint-00000002"), "not the checkpoint of its"),
         (lambda r: r["optimizers"].update(d=5), "'optimizers.d' is not an optimizer's state"),
         (lambda r: r["checkpoint_sha256"].update(x="y"), "names 'x', not a checkpoint file"),
         (lambda r: r.update(format=2), "run format 2; this gentool"),
@@ -272,6 +277,98 @@ def test_a_hand_edited_run_json_is_refused_with_the_field_at_fault(trained, chan
         ["report", "run"],
     ):
         assert message in one_line_error(invoke(*command)), command
+
+
+def forge(run: Path, file_name: str, change) -> None:
+    """Rewrite a checkpoint file through `change` and list its new digest in run.json, as a
+    deliberate edit would: the digest alone cannot catch it."""
+    record = json.loads((run / "run.json").read_text())
+    path = run / record["checkpoint"] / file_name
+    tensors = change(load_file(path))
+    save_file(tensors, path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    edit(run, lambda r: r["checkpoint_sha256"].update({file_name: digest}))
+
+
+def first_moment(tensors: dict) -> str:
+    return next(name for name in tensors if name.endswith("exp_avg"))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda run: edit(run, lambda r: r["optimizers"]["g"]["param_groups"][0].update(lr="x")),
+            "optimizer 'g' state in run does not fit: parameter group 0 has lr = 'x'",
+        ),
+        (
+            lambda run: edit(
+                run, lambda r: r["optimizers"]["d"]["param_groups"][0].update(betas=[0.5])
+            ),
+            "parameter group 0 has betas = (0.5,), where the plugin configures (0.5, 0.999)",
+        ),
+        (
+            lambda run: edit(run, lambda r: r["progress"].update(step_in_epoch=1)),
+            "run.json's progress (epoch 1, step 1, global step 3) is not one training reaches",
+        ),
+        (
+            lambda run: edit(run, lambda r: r["checkpoint_sha256"].pop("optim.safetensors")),
+            "run.json lists digests of the checkpoint's other files, but none of",
+        ),
+        (
+            lambda run: forge(
+                run, "optim.safetensors", lambda t: t | {first_moment(t): torch.zeros(2)}
+            ),
+            "which does not fit the parameter's",
+        ),
+        (
+            lambda run: forge(
+                run,
+                "optim.safetensors",
+                lambda t: t | {first_moment(t): t[first_moment(t)] * float("nan")},
+            ),
+            "holds NaN or infinity",
+        ),
+    ],
+)
+def test_a_resume_refuses_state_that_training_never_saves(trained, change, message):
+    change(trained)
+    result = invoke("train", "dcgan", "--resume", "--run-dir", "run", "--epochs", "2")
+    assert message in one_line_error(result)
+
+
+def test_weights_edited_with_their_digest_are_refused_where_they_load(trained):
+    forge(trained, "model.safetensors", lambda t: {k: v * float("inf") for k, v in t.items()})
+    for command in (
+        ["train", "dcgan", "--resume", "--run-dir", "run", "--epochs", "2"],
+        ["sample", "dcgan", "--run", "run", "--device", "cpu"],
+    ):
+        assert "holds NaN or infinity in" in one_line_error(invoke(*command)), command
+
+
+def test_a_checkpoint_replaced_while_it_is_loaded_loads_the_newer(trained, monkeypatch):
+    load_model = RunFolder.load_model
+    trained_on = []
+
+    def load_after_training(self, record, model, **options):
+        if not trained_on:  # a training of the run commits its next checkpoint meanwhile
+            trained_on.append(record.checkpoint)
+            resumed = invoke("train", "dcgan", "--resume", "--run-dir", "run", "--epochs", "2")
+            assert resumed.exit_code == 0, resumed.output
+        return load_model(self, record, model, **options)
+
+    monkeypatch.setattr(RunFolder, "load_model", load_after_training)
+    _, record, _ = load_trained(resolve("dcgan"), trained, torch.device("cpu"))
+    assert trained_on == ["checkpoint-00000003"] and record.checkpoint == "checkpoint-00000006"
+
+
+def test_a_run_that_keeps_an_average_never_samples_without_it(in_tmp):
+    assert invoke("train", "dcgan", *TINY, "--ema", "0.9", "--run-dir", "run").exit_code == 0
+    edit(in_tmp / "run", lambda r: r["checkpoint_sha256"].pop("ema.safetensors"))
+    (entry,) = (in_tmp / "run").glob("checkpoint-*/ema.safetensors")
+    entry.unlink()
+    result = invoke("sample", "dcgan", "--run", "run", "--device", "cpu")
+    assert "trains with --ema, but its checkpoint" in one_line_error(result)
 
 
 @pytest.mark.parametrize(
@@ -334,8 +431,30 @@ def test_a_sample_grid_that_cannot_be_written_keeps_the_epoch(trained, read_only
     assert "could not write run/samples/epoch_0002.png: Read-only file system" in line
     assert "the last checkpoint in run is kept; once fixed, resume with" in line
     assert RunFolder(trained).read().progress.epoch == 2  # its checkpoint came first
+    subprocess.run(["umount", "-l", str(trained / "samples")], check=True)
     finished = invoke("train", "dcgan", "--resume", "--run-dir", "run", "--epochs", "3")
-    assert "its training is complete" in one_line_error(finished)  # no resume to advise
+    assert finished.exit_code == 0, finished.output
+    assert sorted(path.name for path in (trained / "samples").iterdir()) == [
+        "epoch_0001.png", "epoch_0002.png", "epoch_0003.png",
+    ]  # fmt: skip
+
+
+def test_the_last_epoch_unwritable_leaves_nothing_to_resume(trained, read_only):
+    invoke("train", "dcgan", "--resume", "--run-dir", "run", "--epochs", "2")
+    read_only(trained / "samples")
+    result = invoke("train", "dcgan", "--resume", "--run-dir", "run", "--epochs", "3")
+    line = one_line_error(result)
+    assert "could not write run/samples/epoch_0003.png" in line
+    assert "its training is complete" in line  # no resume to advise
+
+
+def test_a_grid_lost_between_checkpoint_and_grid_is_drawn_on_resume(trained):
+    grid = trained / "samples" / "epoch_0001.png"
+    drawn = grid.read_bytes()
+    grid.unlink()  # as a kill after the epoch's checkpoint and before its grid leaves it
+    result = invoke("train", "dcgan", "--resume", "--run-dir", "run", "--epochs", "2")
+    assert result.exit_code == 0, result.output
+    assert grid.read_bytes() == drawn
 
 
 def test_a_read_only_run_is_refused_in_one_line_and_left_as_it_was(trained, read_only, in_tmp):

@@ -27,7 +27,7 @@ from gentool.errors import CheckpointError, Interrupted, TrainingError
 from gentool.images import save_grid
 from gentool.sampling import class_grid, draw_uint8
 from gentool.training.display import StopRequest, stop_on_signals
-from gentool.training.distributed import broadcast_from_main, gather_to_all
+from gentool.training.distributed import all_agree, broadcast_from_main, gather_to_all
 from gentool.training.faults import check_finite_weights, kept, plugin_code
 from gentool.training.logbook import LoggedStep
 from gentool.training.session import Session, open_run_logs
@@ -53,10 +53,16 @@ def fit(session: Session) -> TrainSummary:
         save_checkpoint(session, first=True)  # step 0: a resumable run from the start
     open_run_logs(session)
     with stop_on_signals() as stop, session.display, _storage_errors(session):
+        _write_missing_grid(session)
         for epoch in range(session.progress.epoch, session.record.training.epochs):
             epoch_started = time.perf_counter()
             train_epoch(session, epoch, stop)
             end_epoch(session, epoch, epoch_started)
+            if epoch + 1 < session.record.training.epochs and _stop_asked(session, stop):
+                raise Interrupted(  # asked while the epoch ended: its checkpoint is saved
+                    f"{stop.signal_name or 'a signal to another process'}: stopped after epoch "
+                    f"{epoch + 1}, checkpoint saved; resume with: {session.resume_command}"
+                )
     seconds = time.perf_counter() - started
     images = session.steps * session.record.training.batch_size
     return TrainSummary(
@@ -136,6 +142,21 @@ def end_epoch(session: Session, epoch: int, started: float) -> None:
             )
 
 
+def _write_missing_grid(session: Session) -> None:
+    """A run stopped between an epoch's checkpoint and its sample grid resumes after that
+    epoch: draw the grid it missed, from the same weights and seed as it would have been."""
+    epoch, plugin = session.progress.epoch, session.plugin
+    if (
+        epoch == 0
+        or session.progress.step_in_epoch != 0
+        or not (plugin.capabilities.sample and session.ranks.main)
+        or session.run.epoch_grid(epoch).exists()
+    ):
+        return
+    with _sampling_weights(session):
+        session.last_grid = write_epoch_grid(session, epoch)
+
+
 def write_epoch_grid(session: Session, epoch: int) -> Path:
     """Samples from a fixed seed, so grids of successive epochs show the same latent points;
     conditional models draw one row per class."""
@@ -194,6 +215,12 @@ def _saved_tensors(session: Session) -> dict[str, torch.Tensor]:
     if session.ema is not None:
         tensors |= {f"average of {key}": value for key, value in session.ema.state_dict().items()}
     return tensors
+
+
+def _stop_asked(session: Session, stop: StopRequest) -> bool:
+    """Whether any process was asked to stop (all agree, so that all stop together)."""
+    asked = stop.signal_name is not None
+    return not all_agree(not asked) if session.ranks.distributed else asked
 
 
 def _stop(session: Session, epoch: int, stop: StopRequest) -> None:

@@ -136,6 +136,7 @@ def open_session(
     )
     run = _agreed_run(start, ranks)
     if plan.request.resume:
+        _check_progress(run, record, loader.steps_per_epoch)
         _restore(run, record, model, optimizers, ranks, console)
     elif ranks.distributed:  # one set of weights, but each process its own noise
         torch.manual_seed(rank_seed(record.training.seed, ranks.rank))
@@ -185,6 +186,19 @@ def _agreed_run(start: RunStart, ranks: Ranks) -> RunFolder:
     if ranks.distributed and start.record is None:
         return RunFolder(str(main_value(str(start.run.path))))
     return start.run
+
+
+def _check_progress(run: RunFolder, record: RunRecord, steps_per_epoch: int) -> None:
+    """A resume continues at the step run.json names, which must be one training can reach:
+    within its epoch, and counted as training counts them on this data and batch size."""
+    progress = record.progress
+    reached = progress.epoch * steps_per_epoch + progress.step_in_epoch
+    if progress.step_in_epoch > steps_per_epoch or progress.global_step != reached:
+        raise CheckpointError(
+            f"{run} is damaged: run.json's progress (epoch {progress.epoch}, step "
+            f"{progress.step_in_epoch}, global step {progress.global_step}) is not one training "
+            f"reaches at {steps_per_epoch} steps an epoch; was run.json edited by hand?"
+        )
 
 
 def _restore(
