@@ -179,6 +179,11 @@ def measure(
     cache_hit = None
     if SAMPLING_METRICS & set(settings.metrics):
         extractor = load_extractor(settings.features, device)
+        check_allocation(  # real and generated features, float32
+            2 * settings.n * extractor.dimension * 4,
+            f"the features of {settings.n} real and {settings.n} generated images",
+            "lower --n",
+        )
         real = load_dataset(source, image_size=image_size, limit=settings.n)
         check_fits(real.spec, spec, source)
         real_stats, cache_hit = real_statistics(real, extractor)
@@ -207,7 +212,7 @@ def real_statistics(
     key = statistics_key(dataset, extractor)
     folder = stats_dir()
     tensors_path, description_path = folder / f"{key}.safetensors", folder / f"{key}.json"
-    stored = _cached_statistics(tensors_path, len(dataset))
+    stored = _cached_statistics(tensors_path, key, len(dataset))
     if stored is not None:
         return stored, True
     features = extractor(dataset.images)
@@ -223,7 +228,7 @@ def real_statistics(
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with atomic_write(tensors_path) as temporary:
-            save_file(tensors, temporary)
+            save_file(tensors, temporary, metadata={"key": key, "sha256": _digest(tensors)})
         write_text(description_path, json.dumps(description, indent=2) + "\n")
     except (OSError, SafetensorError) as error:
         reason = getattr(error, "strerror", None) or str(error)
@@ -235,21 +240,33 @@ def real_statistics(
     return RealStatistics(features, gaussian), False
 
 
-def _cached_statistics(path: Path, count: int) -> RealStatistics | None:
-    """A cache entry of `count` images' statistics, checked; None when missing or damaged."""
+def _cached_statistics(path: Path, key: str, count: int) -> RealStatistics | None:
+    """The cache entry `key` of `count` images' statistics, checked; None when missing or
+    damaged, or when it is another entry's content copied under this key."""
     try:
         if not path.is_file():
             return None
         check_allocation(path.stat().st_size, f"cached statistics {path}", "delete it")
         with safe_open(str(path), "pt") as handle:
+            metadata = handle.metadata() or {}
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
         features, mean, covariance = tensors["features"], tensors["mean"], tensors["covariance"]
         dims = features.shape[1] if features.ndim == 2 else -1
         if features.shape[0] != count or mean.shape != (dims,) or covariance.shape != (dims, dims):
             return None
+        if metadata.get("key") != key or metadata.get("sha256") != _digest(tensors):
+            return None
     except (OSError, SafetensorError, KeyError, GentoolError):
         return None
     return RealStatistics(features, GaussianStatistics(mean, covariance))
+
+
+def _digest(tensors: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        digest.update(name.encode())
+        digest.update(memoryview(tensors[name].contiguous().numpy()).cast("B"))
+    return digest.hexdigest()
 
 
 def statistics_key(dataset: ImageDataset, extractor: FeatureExtractor) -> str:

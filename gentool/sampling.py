@@ -17,6 +17,7 @@ import torch
 from gentool.api import DataSpec, ModelPlugin
 from gentool.data import to_uint8
 from gentool.errors import PluginError
+from gentool.limits import check_allocation
 from gentool.models import calling
 
 SAMPLE_BATCH = 250  # images per call of the model's `sample`: bounds the memory of large draws
@@ -47,31 +48,8 @@ def draw(
 
     Conditional models draw `labels`, by default class i mod the number of classes for image i.
     """
-    device = device_of(model)
-    if plugin.capabilities.conditional and labels is None:
-        labels = torch.arange(count) % max(spec.num_classes, 1)
-    if labels is not None:
-        labels = labels.to(device)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    batches = []
-    with evaluating(model):
-        for start in range(0, count, SAMPLE_BATCH):
-            size = min(SAMPLE_BATCH, count - start)
-            batch_labels = None if labels is None else labels[start : start + size]
-            with calling(plugin, "sample"):
-                images = model.sample(size, labels=batch_labels, generator=generator)
-            _check_samples(plugin, images, (size, spec.channels, spec.height, spec.width))
-            batches.append(images)
+    batches = list(_draw_batches(model, plugin, spec, count, seed=seed, labels=labels))
     return torch.cat(batches) if len(batches) > 1 else batches[0]
-
-
-def _check_samples(plugin: ModelPlugin, images: object, shape: tuple[int, ...]) -> None:
-    """What `sample` returned is what the plugin API promises, before anything uses it."""
-    if not isinstance(images, torch.Tensor) or tuple(images.shape) != shape:
-        got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise PluginError(f"{plugin.name}: sample returned {got}, expected a tensor of {shape}")
-    if not images.is_floating_point():
-        raise PluginError(f"{plugin.name}: sample returned {images.dtype}, expected floats")
 
 
 def draw_uint8(
@@ -83,9 +61,53 @@ def draw_uint8(
     seed: int,
     labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """`draw`, as (count, C, H, W) uint8 pixels on the CPU."""
-    images = draw(model, plugin, spec, count, seed=seed, labels=labels)
-    return to_uint8(images, plugin.value_range).cpu()
+    """`draw`, as (count, C, H, W) uint8 pixels on the CPU: each batch is turned into pixels as
+    it is drawn, so that a large draw (an evaluation's) holds one byte per value, not eight."""
+    check_allocation(
+        count * spec.channels * spec.height * spec.width,
+        f"{count} images of {spec.height}×{spec.width}",
+        "draw fewer (lower --n)",
+    )
+    pixels = torch.empty((count, spec.channels, spec.height, spec.width), dtype=torch.uint8)
+    start = 0
+    for images in _draw_batches(model, plugin, spec, count, seed=seed, labels=labels):
+        pixels[start : start + len(images)] = to_uint8(images, plugin.value_range).cpu()
+        start += len(images)
+    return pixels
+
+
+def _draw_batches(
+    model: torch.nn.Module,
+    plugin: ModelPlugin,
+    spec: DataSpec,
+    count: int,
+    *,
+    seed: int,
+    labels: torch.Tensor | None,
+) -> Iterator[torch.Tensor]:
+    device = device_of(model)
+    if plugin.capabilities.conditional and labels is None:
+        labels = torch.arange(count) % max(spec.num_classes, 1)
+    if labels is not None:
+        labels = labels.to(device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    with evaluating(model):
+        for start in range(0, count, SAMPLE_BATCH):
+            size = min(SAMPLE_BATCH, count - start)
+            batch_labels = None if labels is None else labels[start : start + size]
+            with calling(plugin, "sample"):
+                images = model.sample(size, labels=batch_labels, generator=generator)
+            _check_samples(plugin, images, (size, spec.channels, spec.height, spec.width))
+            yield images
+
+
+def _check_samples(plugin: ModelPlugin, images: object, shape: tuple[int, ...]) -> None:
+    """What `sample` returned is what the plugin API promises, before anything uses it."""
+    if not isinstance(images, torch.Tensor) or tuple(images.shape) != shape:
+        got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise PluginError(f"{plugin.name}: sample returned {got}, expected a tensor of {shape}")
+    if not images.is_floating_point():
+        raise PluginError(f"{plugin.name}: sample returned {images.dtype}, expected floats")
 
 
 def class_grid(num_classes: int, count: int) -> tuple[torch.Tensor, int]:

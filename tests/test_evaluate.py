@@ -7,6 +7,7 @@ import json
 import math
 
 import torch
+from PIL import Image
 from typer.testing import CliRunner
 
 from gentool.cli import app
@@ -70,6 +71,22 @@ def test_a_damaged_cache_entry_is_recomputed():
     assert not hit and statistics.features.shape == (20, 3)
 
 
+def test_statistics_copied_under_another_key_are_recomputed():
+    extractor = channel_means()
+    faces = load_dataset("builtin:faces", image_size=16, limit=20)
+    shapes = load_dataset("builtin:shapes", image_size=16, limit=20)
+    real_statistics(faces, extractor)
+    real_statistics(shapes, extractor)
+    faces_entry, shapes_entry = (
+        stats_dir() / f"{statistics_key(dataset, extractor)}.safetensors"
+        for dataset in (faces, shapes)
+    )
+    shapes_entry.write_bytes(faces_entry.read_bytes())
+    statistics, hit = real_statistics(shapes, extractor)
+    assert not hit
+    assert torch.allclose(statistics.features, extractor(shapes.images))
+
+
 def train_tiny(name: str, run: str, *extra: str) -> None:
     result = runner.invoke(app, ["train", name, "--run-dir", run, "--device", "cpu", *extra])
     assert result.exit_code == 0, result.output
@@ -123,3 +140,18 @@ def test_a_vae_is_measured_on_held_out_faces(in_tmp, tiny_cpu_training):
     assert values["fid"] > 0
     lines = (in_tmp / "run" / "metrics.jsonl").read_text().splitlines()
     assert json.loads(lines[-1])["event"] == "eval"
+
+
+def test_an_evaluation_larger_than_memory_is_one_line_before_it_draws(in_tmp, tiny_cpu_training):
+    config = [arg for key, value in TINY_DCGAN.items() for arg in ("-o", f"{key}={value}")]
+    train_tiny("dcgan", "run", *config, "--limit", "32", "-b", "16", "--epochs", "1")
+    folder = in_tmp / "few"
+    folder.mkdir()
+    for index in range(12):
+        Image.new("RGB", (16, 16), (index * 20, 0, 0)).save(folder / f"{index}.png")
+    result = runner.invoke(
+        app, ["eval", "dcgan", "--run", "run", "--data", "few", "--n", "10000000000"]
+    )
+    assert result.exit_code == 1, result.output
+    assert "would take" in result.output and "lower --n" in result.output
+    assert "Traceback" not in result.output
