@@ -92,6 +92,15 @@ def test_a_config_that_toml_cannot_carry_fails():
         CHECK["config_round_trips"](plugin)
 
 
+def test_an_option_bound_the_optimizer_refuses_fails():
+    @dataclass(frozen=True)
+    class Config(dcgan.Config):
+        beta2: float = option(0.999, "Adam β2", min=0, max=1)  # Adam takes β2 < 1 only
+
+    with pytest.raises(CheckFailed, match="beta2=1 passes the config's bounds but"):
+        CHECK["number_bounds_configure_optimizers"](replace(dcgan, Config=Config))
+
+
 def test_a_build_that_returns_no_module_fails():
     plugin = replace(dcgan, build=lambda config, spec: {"not": "a module"})
     with pytest.raises(CheckFailed, match="build returned dict, not a torch.nn.Module"):
@@ -217,7 +226,7 @@ def test_check_plugin_raises_or_warns():
     with pytest.warns(UserWarning, match="entry_point_resolves"):
         results = check_plugin(faulty, on_fail="warn")
     assert [result.check for result in results if not result.passed] == ["entry_point_resolves"]
-    assert len(results) == 10
+    assert len(results) == 11
 
 
 @parametrize_with_checks(

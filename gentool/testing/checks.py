@@ -110,6 +110,28 @@ def _builds_on_cpu(plugin: ModelPlugin) -> None:
             raise CheckFailed(f"the model has no {method}() method")
 
 
+def _number_bounds_configure_optimizers(plugin: ModelPlugin) -> None:
+    """A float option's bounds are values a user may pass: the optimizers must take them (an
+    Adam beta of 1, allowed by max=1, fails in torch.optim.Adam, not in the config)."""
+    from gentool.errors import GentoolError
+    from gentool.training.step import optimizers_of
+
+    for field in plugin.config_fields():
+        bounds = [bound for bound in (field.min, field.max) if bound is not None]
+        for bound in bounds if field.type is float else []:
+            try:
+                model, _ = build(plugin, changes={field.name: float(bound)})
+            except (ConfigError, ValueError):  # a combination the config or build refuses
+                continue
+            try:
+                optimizers_of(model, plugin)
+            except (GentoolError, ValueError, RuntimeError) as error:
+                raise CheckFailed(
+                    f"{field.name}={bound} passes the config's bounds but configure_optimizers "
+                    f"fails on it ({error}): narrow the option's min or max"
+                ) from None
+
+
 def _training_step_updates_parameters(plugin: ModelPlugin) -> None:
     import torch
 
@@ -275,6 +297,12 @@ CHECKS: list[Check] = [
         _builds_on_cpu,
         _always,
         "build gives an nn.Module with trainable parameters on the CPU",
+    ),
+    Check(
+        "number_bounds_configure_optimizers",
+        _number_bounds_configure_optimizers,
+        _always,
+        "each float option's min and max build a model whose optimizers accept them",
     ),
     Check(
         "training_step_updates_parameters",

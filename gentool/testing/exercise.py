@@ -18,12 +18,15 @@ CHECK_BATCH = 8
 CHECK_IMAGE_SIZE = 16  # for plugins whose config fixes no image size
 
 
-def build(plugin: ModelPlugin, seed: int = 0) -> tuple[torch.nn.Module, DataSpec]:
+def build(
+    plugin: ModelPlugin, seed: int = 0, changes: Mapping[str, Any] | None = None
+) -> tuple[torch.nn.Module, DataSpec]:
+    """The model of the plugin's test_config (with `changes`), seeded, and its data's spec."""
     import torch
 
     from gentool.models import image_size_of
 
-    config = plugin.parse_config(plugin.test_config)
+    config = plugin.parse_config({**plugin.test_config, **(changes or {})})
     size = image_size_of(config) or CHECK_IMAGE_SIZE
     classes = CHECK_CLASSES if plugin.capabilities.conditional else ()
     spec = DataSpec(channels=3, height=size, width=size, class_names=classes)

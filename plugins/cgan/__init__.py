@@ -26,8 +26,8 @@ class Config:
         (1024, 512, 256), "widths of the discriminator's hidden layers, image side first", min=1
     )
     lr: float = option(2e-4, "Adam learning rate of both networks (Radford et al. 2015)", min=0)
-    beta1: float = option(0.5, "Adam β1, lowered from 0.9 to damp oscillation", min=0, max=1)
-    beta2: float = option(0.999, "Adam β2", min=0, max=1)
+    beta1: float = option(0.5, "Adam β1, lowered from 0.9 to damp oscillation", min=0, max=0.9999)
+    beta2: float = option(0.999, "Adam β2", min=0, max=0.9999)
     d_steps: int = option(
         1, "k, discriminator steps per generator step (Goodfellow et al.'s Algorithm 1)", min=1
     )

@@ -18,9 +18,9 @@ class Config:
     d_features: int = option(64, "discriminator width: channels of its first block", min=1)
     lr: float = option(2e-4, "Adam learning rate of both networks (paper §4)", min=0)
     beta1: float = option(
-        0.5, "Adam β1; the paper lowers 0.9 to 0.5 to damp oscillation", min=0, max=1
+        0.5, "Adam β1; the paper lowers 0.9 to 0.5 to damp oscillation", min=0, max=0.9999
     )
-    beta2: float = option(0.999, "Adam β2", min=0, max=1)
+    beta2: float = option(0.999, "Adam β2", min=0, max=0.9999)
 
     def __post_init__(self) -> None:
         if self.image_size & (self.image_size - 1):

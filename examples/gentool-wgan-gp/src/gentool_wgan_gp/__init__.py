@@ -21,8 +21,8 @@ class Config:
     )
     penalty: float = option(10.0, "weight λ of the gradient penalty (the paper's 10)", min=0)
     lr: float = option(1e-4, "Adam learning rate of both networks (the paper's 1e-4)", min=0)
-    beta1: float = option(0.0, "Adam β1 (the paper's 0)", min=0, max=1)
-    beta2: float = option(0.9, "Adam β2 (the paper's 0.9)", min=0, max=1)
+    beta1: float = option(0.0, "Adam β1 (the paper's 0)", min=0, max=0.9999)
+    beta2: float = option(0.9, "Adam β2 (the paper's 0.9)", min=0, max=0.9999)
 
     def __post_init__(self) -> None:
         if self.image_size & (self.image_size - 1):
