@@ -20,6 +20,7 @@ from gentool.errors import GentoolError
 MAX_IMAGE_SIDE = 8192  # pixels: the side of the largest image gentool decodes (8192² pixels)
 MAX_IMAGE_FILE_BYTES = 2**30  # larger image files are skipped unread
 MAX_CLASSES = 100_000  # class labels beyond this are refused as damage, not data
+MAX_FOLDER_DEPTH = 32  # sub-folders below this many levels of a data folder are not searched
 _MEMINFO = Path("/proc/meminfo")
 _SYSTEM_FOLDERS = ("/proc/", "/sys/", "/dev/")
 

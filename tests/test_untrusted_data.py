@@ -343,3 +343,23 @@ def test_a_file_rewritten_while_the_data_is_read_is_never_cached_as_the_old(tmp_
     monkeypatch.undo()
     settled = load_dataset(str(folder), image_size=8)
     assert settled.images[1, 0, 0, 0] == 250
+
+
+def test_a_folder_nested_deeper_than_python_recurses_is_searched_to_a_depth(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for index in range(3):
+        Image.new("RGB", (8, 8), (index * 60, 0, 0)).save(folder / f"{index}.png")
+    levels = 1200  # deeper than Python's recursion limit: os.makedirs and rmtree would recurse
+    descriptors = [os.open(folder, os.O_RDONLY)]
+    for _ in range(levels):
+        os.mkdir("d", dir_fd=descriptors[-1])
+        descriptors.append(os.open("d", os.O_RDONLY, dir_fd=descriptors[-1]))
+    try:
+        with pytest.warns(DataWarning, match="skipped the folders more than 32 levels down"):
+            assert len(load_dataset(str(folder), image_size=8)) == 3
+    finally:
+        for parent, child in zip(descriptors[-2::-1], descriptors[:0:-1], strict=True):
+            os.close(child)
+            os.rmdir("d", dir_fd=parent)
+        os.close(descriptors[0])

@@ -26,7 +26,12 @@ from gentool.data.cache import Fingerprint, cached
 from gentool.data.dataset import DataWarning, ImageDataset
 from gentool.data.decode import IMAGE_SUFFIXES, fit_image, open_image, stack_images
 from gentool.errors import DataError
-from gentool.limits import MAX_IMAGE_FILE_BYTES, check_allocation, open_untrusted
+from gentool.limits import (
+    MAX_FOLDER_DEPTH,
+    MAX_IMAGE_FILE_BYTES,
+    check_allocation,
+    open_untrusted,
+)
 
 Decoded = TypeVar("Decoded")
 
@@ -62,9 +67,9 @@ def load_folder(root: Path, source: str, image_size: int | None, limit: int | No
 
 def _image_paths(root: Path, source: str) -> list[Path]:
     """The regular files with an image suffix under `root`, small enough to read."""
-    paths, too_large = [], []
+    paths, too_large, too_deep = [], [], []
     # Linked folders are followed (data sets are often assembled from links), each real folder
-    # once, so a link loop cannot trap the search.
+    # once, so a link loop cannot trap the search; and only so deep, as os.walk recurses.
     visited = {os.path.realpath(root)}
     for folder, subfolders, names in os.walk(root, followlinks=True):
         unseen = []
@@ -73,6 +78,9 @@ def _image_paths(root: Path, source: str) -> list[Path]:
             if not name.startswith(".") and real not in visited:
                 visited.add(real)
                 unseen.append(name)
+        if unseen and len(Path(folder).relative_to(root).parts) >= MAX_FOLDER_DEPTH:
+            too_deep.append(Path(folder, unseen[0]))
+            unseen = []
         subfolders[:] = unseen
         for name in sorted(names):
             path = Path(folder, name)
@@ -84,6 +92,13 @@ def _image_paths(root: Path, source: str) -> list[Path]:
                 continue
             if regular:
                 (too_large if size > MAX_IMAGE_FILE_BYTES else paths).append(path)
+    if too_deep:
+        warnings.warn(
+            f"skipped the folders more than {MAX_FOLDER_DEPTH} levels down (first: "
+            f"{shown(too_deep[0])})",
+            DataWarning,
+            stacklevel=4,
+        )
     if too_large:
         warnings.warn(
             f"skipped {len(too_large)} image files larger than {MAX_IMAGE_FILE_BYTES // 2**20} "
