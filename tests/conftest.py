@@ -48,6 +48,16 @@ def dcgan_entry() -> PluginEntry:
     return resolve("dcgan")
 
 
+def one_line_error(result, exit_code: int = 1) -> str:
+    """The error line that ends a CLI result's output, and no traceback anywhere (lines above
+    it, such as epochs done before a fault, are the command's own)."""
+    assert result.exit_code == exit_code, result.output
+    assert "Traceback" not in result.output
+    lines = result.output.strip().splitlines()
+    assert [line for line in lines if line.startswith("error: ")] == lines[-1:], result.output
+    return lines[-1]
+
+
 def entry_for(plugin, base: PluginEntry) -> PluginEntry:
     """A registry entry for a plugin defined in a test, as if a distribution had installed it."""
     return replace(base, name=plugin.name, plugin=plugin, error=None)

@@ -15,7 +15,12 @@ from gentool.checkpoint import RunFolder
 from gentool.cli import app
 from gentool.models import load_trained
 from gentool.registry import resolve
-from tests.conftest import TINY_DCGAN_ARGS, disk_full_on_call, install_fake_distribution
+from tests.conftest import (
+    TINY_DCGAN_ARGS,
+    disk_full_on_call,
+    install_fake_distribution,
+    one_line_error,
+)
 
 pytestmark = pytest.mark.usefixtures("tiny_cpu_training")
 runner = CliRunner()
@@ -52,15 +57,6 @@ plugin = replace(dcgan, name="faulty-gan", build=build)
 
 def invoke(*args: str):
     return runner.invoke(app, list(args))
-
-
-def one_line_error(result, exit_code: int = 1) -> str:
-    """The error line that ends the output (epochs done before the fault are reported above)."""
-    assert result.exit_code == exit_code, result.output
-    assert "Traceback" not in result.output
-    lines = result.output.strip().splitlines()
-    assert [line for line in lines if line.startswith("error: ")] == lines[-1:], result.output
-    return lines[-1]
 
 
 @pytest.fixture

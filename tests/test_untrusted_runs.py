@@ -21,7 +21,7 @@ from gentool.cli import app
 from gentool.models import load_trained
 from gentool.registry import resolve
 from gentool.training.claim import RunClaim
-from tests.conftest import TINY_DCGAN_ARGS
+from tests.conftest import TINY_DCGAN_ARGS, one_line_error
 
 pytestmark = pytest.mark.usefixtures("tiny_cpu_training")
 runner = CliRunner()
@@ -30,15 +30,6 @@ TINY = [*TINY_DCGAN_ARGS, "--limit", "48", "-b", "16", "--device", "cpu"]  # 3 s
 
 def invoke(*args: str):
     return runner.invoke(app, list(args))
-
-
-def one_line_error(result, exit_code: int = 1) -> str:
-    """The error line that ends the output, and no traceback anywhere."""
-    assert result.exit_code == exit_code, result.output
-    assert "Traceback" not in result.output
-    lines = result.output.strip().splitlines()
-    assert [line for line in lines if line.startswith("error: ")] == lines[-1:], result.output
-    return lines[-1]
 
 
 def every_file(folder: Path) -> dict[str, bytes]:

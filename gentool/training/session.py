@@ -26,6 +26,7 @@ from gentool.jsonl import JsonLinesWriter
 from gentool.kernels import fused_blocks_running_plain
 from gentool.models import build_model
 from gentool.record import Progress, RunRecord
+from gentool.run_files import checkpoint_name
 from gentool.training.claim import RunClaim, StagedRun
 from gentool.training.display import TrainingDisplay
 from gentool.training.distributed import (
@@ -97,8 +98,9 @@ class Session:
         """How to go on from a stop that kept the run's last checkpoint."""
         if isinstance(self.run, StagedRun):
             return f"the run in {self.run.replaces} is as it was"
-        if self.progress.epoch >= self.record.training.epochs:
-            return "its training is complete"
+        committed = self.record.checkpoint == checkpoint_name(self.progress.global_step)
+        if committed and self.progress.epoch >= self.record.training.epochs:
+            return "its training is complete"  # a last save that failed left an epoch to train
         return f"once fixed, resume with: {self.resume_command}"
 
     @property
