@@ -147,7 +147,7 @@ def test_info_lists_every_config_field_with_its_description():
     described = json.loads(result.output)
     fields = {field["name"]: field for field in described["config"]}
     assert fields["image_size"]["default"] == 64
-    assert fields["beta1"]["accepted"] == "float in [0, 1]"
+    assert fields["beta1"]["accepted"] == "float in [0, 0.9999]"
     assert all(field["help"] for field in fields.values())
     assert described["capabilities"] == ["sample"]
     table = invoke("info", "dcgan")
