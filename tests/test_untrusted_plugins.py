@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 import time
 
 import pytest
@@ -140,3 +141,132 @@ def test_a_learning_rate_far_above_the_default_is_named_when_training_diverges(i
     result = runner.invoke(app, ["train", "dcgan", *TINY, "--lr", "1e38", "--run-dir", "run"])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "lr 1e+38 is far above dcgan's default 0.0002: lower --lr" in result.output
+
+
+def rogue_model(methods: str) -> str:
+    """A plugin body whose `build` returns DCGAN with `methods` (indented class members)."""
+    return f"""
+def build(config, spec):
+    from gentool.plugins.dcgan.model import DCGAN
+
+    class Rogue(DCGAN):
+{textwrap.indent(textwrap.dedent(methods), "        ")}
+    return Rogue(config, spec)
+"""
+
+
+@pytest.mark.parametrize(
+    ("methods", "message"),
+    [
+        (
+            "def training_step(self, batch, context):\n    raise SystemExit(0)\n",
+            "raised SystemExit: 0 in training_step",
+        ),
+        (
+            "def configure_optimizers(self):\n    raise GeneratorExit('gone')\n",
+            "raised GeneratorExit: gone in configure_optimizers",
+        ),
+        (
+            "def phases(self):\n    return (phase for phase in ())\n",
+            "phases() must return a list of Phase objects",
+        ),
+        ("training_step = None\n", "has no training_step() method"),
+        (
+            "class Unspeakable(Exception):\n    def __str__(self):\n        raise ValueError\n"
+            "def training_step(self, batch, context):\n    raise self.Unspeakable()\n",
+            "raised Unspeakable in training_step",
+        ),
+    ],
+    ids=["exit-0", "generator-exit", "phases-generator", "no-training-step", "unprintable"],
+)
+def test_a_plugin_that_exits_or_misbehaves_in_training_is_one_line_and_exit_1(
+    tmp_path, monkeypatch, in_tmp, methods, message
+):
+    install(tmp_path, monkeypatch, rogue_model(methods))
+    result = runner.invoke(app, ["train", "rogue", *TINY, "--run-dir", "run"])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    last = result.output.strip().splitlines()[-1]
+    assert "rogue" in last and message in last
+
+
+def test_a_plugin_config_that_exits_while_checked_is_one_line(tmp_path, monkeypatch, in_tmp):
+    body = """
+from dataclasses import dataclass
+from gentool.plugins.dcgan import Config as DCGANConfig
+
+@dataclass(frozen=True)
+class Config(DCGANConfig):
+    def __post_init__(self):
+        raise SystemExit(2)
+"""
+    install_fake_distribution(
+        tmp_path / "site", monkeypatch, module="exiting_config",
+        source=f"{plugin_source(body, 'rogue')}\nplugin = replace(plugin, Config=Config)\n",
+        entry_points={"rogue": "exiting_config:plugin"},
+    )  # fmt: skip
+    result = runner.invoke(app, ["train", "rogue", *TINY, "--run-dir", "run"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "the config of rogue raised SystemExit: 2 while checking it" in result.output
+
+
+SAMPLES_OF_THE_WRONG_SHAPE = """
+def sample(self, n, *, labels=None, generator=None):
+    return super().sample(n, labels=labels, generator=generator)[:, :1]
+"""
+
+
+def test_samples_of_the_wrong_shape_are_one_line_naming_the_plugin(tmp_path, monkeypatch, in_tmp):
+    install(tmp_path, monkeypatch, rogue_model(SAMPLES_OF_THE_WRONG_SHAPE))
+    result = runner.invoke(app, ["train", "rogue", *TINY, "--run-dir", "run"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "rogue: sample returned (64, 1, 16, 16), expected a tensor of" in result.output
+
+
+@pytest.mark.parametrize(
+    ("body", "replaced", "error"),
+    [
+        ("raise KeyboardInterrupt", "", "its import raised KeyboardInterrupt"),
+        ("", "value_range=(0.0, float('nan'))", "must be two finite numbers"),
+        ("", "value_range=(1.0, -1.0)", "must be two numbers, low < high"),
+    ],
+    ids=["keyboard-interrupt", "nan-range", "reversed-range"],
+)
+def test_a_plugin_broken_at_import_in_odd_ways_breaks_itself_only(
+    tmp_path, monkeypatch, body, replaced, error
+):
+    source = plugin_source(body) + (f"plugin = replace(plugin, {replaced})\n" if replaced else "")
+    install_fake_distribution(
+        tmp_path / "site", monkeypatch, module=f"odd_{tmp_path.name}", source=source,
+        entry_points={"rogue": f"odd_{tmp_path.name}:plugin"},
+    )  # fmt: skip
+    listed = runner.invoke(app, ["list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    (rogue,) = [row for row in json.loads(listed.stdout) if row["name"] == "rogue"]
+    assert error in rogue["status"]
+    assert runner.invoke(app, ["info", "dcgan"]).exit_code == 0
+
+
+def test_what_a_plugin_writes_to_descriptor_1_at_import_leaves_list_json_valid(tmp_path):
+    site = tmp_path / "site"
+    monkeypatch = pytest.MonkeyPatch()
+    install_fake_distribution(
+        site, monkeypatch, module="loud", source=plugin_source("import os; os.write(1, b'hi!\\n')"),
+        entry_points={"rogue": "loud:plugin"},
+    )  # fmt: skip
+    monkeypatch.undo()
+    result = subprocess.run(
+        [sys.executable, "-m", "gentool", "list", "--json"], capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(site)}, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert any(row["name"] == "rogue" for row in json.loads(result.stdout))
+    assert "hi!" in result.stderr
+
+
+@pytest.mark.parametrize("seconds", ["inf", "nan", "-1", "soon"])
+def test_a_plugin_time_limit_that_is_no_number_of_seconds_is_one_line(monkeypatch, seconds):
+    monkeypatch.setenv("GENTOOL_PLUGIN_TIMEOUT", seconds)
+    result = runner.invoke(app, ["list"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"GENTOOL_PLUGIN_TIMEOUT={seconds!r} is not a number of seconds" in result.output
