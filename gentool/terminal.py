@@ -1,0 +1,49 @@
+"""Writing to a terminal, a pipe or a file that may stop taking what gentool prints.
+
+Every command prints through a `StreamConsole`. When its stream refuses output (the reader of
+a pipe is gone, as after `| head`; the disk behind `> log` is full; the terminal went away) it
+stops writing instead of raising: a training run goes on training and checkpointing without
+its display, and the command, once done, asks `lost` how to end.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import IO
+
+from rich.console import Console
+
+
+class StreamConsole(Console):
+    """A Rich console that drops its output, never the program, once its stream refuses it."""
+
+    lost: OSError | None = None  # why the stream stopped taking output, once it has
+
+    def _check_buffer(self) -> None:  # where Rich writes out what was printed, on any thread
+        try:
+            super()._check_buffer()
+        except OSError as error:
+            self._stop_writing(error)
+
+    def on_broken_pipe(self) -> None:
+        # Rich's own exits the program, which would end a training run mid-epoch.
+        self._stop_writing(BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE)))
+
+    def _stop_writing(self, error: OSError) -> None:
+        self.quiet = True
+        if self.lost is None:
+            self.lost = error
+        discard_output(self.file)
+
+
+def discard_output(stream: IO[str]) -> None:
+    """Send what `stream` still buffers, and whatever else writes there later (a plugin's print,
+    the interpreter's flush at exit), to /dev/null, where it cannot fail again."""
+    try:
+        descriptor = stream.fileno()
+    except (OSError, ValueError):  # not a stream of the process (a test's capture)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, descriptor)
+    os.close(devnull)

@@ -1,0 +1,95 @@
+"""What gentool prints, wherever it goes: a pipe whose reader left, a full disk, a terminal that
+went away."""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from gentool.checkpoint import RunFolder
+from gentool.terminal import StreamConsole
+from gentool.training.display import TrainingDisplay
+from tests.conftest import TINY_DCGAN_ARGS
+
+TRAIN_TINY = ["train", "dcgan", *TINY_DCGAN_ARGS, "--limit", "32", "-b", "16", "--device", "cpu"]
+TRAIN_TWO_EPOCHS = [*TRAIN_TINY, "--epochs", "2", "--run-dir", "run"]  # 2 steps an epoch
+needs_dev_full = pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full here")
+
+
+@contextmanager
+def refusing_output(kind: str) -> Iterator[int]:
+    """A file descriptor whose writes fail: a pipe whose reader left, or a full disk."""
+    if kind == "reader gone":
+        reader, writer = os.pipe()
+        os.close(reader)
+    else:
+        writer = os.open("/dev/full", os.O_WRONLY)
+    try:
+        yield writer
+    finally:
+        os.close(writer)
+
+
+def gentool(*args: str, stdout: int, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "gentool", *args],
+        stdout=stdout, stderr=subprocess.PIPE, text=True, cwd=cwd, timeout=300,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("args", [["list"], ["list", "--json"], ["info", "dcgan"], ["--version"]])
+def test_a_command_ends_quietly_when_the_reader_of_its_output_is_gone(args):
+    with refusing_output("reader gone") as stdout:
+        result = gentool(*args, stdout=stdout)
+    assert (result.returncode, result.stderr) == (141, "")
+
+
+@needs_dev_full
+@pytest.mark.parametrize("args", [["list"], ["info", "dcgan"], ["--version"], ["--help"]])
+def test_output_to_a_full_disk_is_one_line_on_stderr_not_a_traceback(args):
+    with refusing_output("full disk") as stdout:
+        result = gentool(*args, stdout=stdout)
+    assert result.returncode == 1
+    assert result.stderr == "error: could not write to standard output: No space left on device\n"
+
+
+@needs_dev_full
+@pytest.mark.parametrize(
+    ("kind", "exit_code", "said"),
+    [
+        ("reader gone", 141, ""),
+        ("full disk", 1, "error: could not write to standard output: No space left on device\n"),
+    ],
+)
+def test_training_goes_on_and_checkpoints_when_its_output_cannot_be_written(
+    tmp_path, kind, exit_code, said
+):
+    with refusing_output(kind) as stdout:
+        result = gentool(*TRAIN_TWO_EPOCHS, stdout=stdout, cwd=tmp_path)
+    assert (result.returncode, result.stderr) == (exit_code, said)
+    assert RunFolder(tmp_path / "run").read().progress.epoch == 2
+    assert (tmp_path / "run" / "checkpoint-00000004").is_dir()
+
+
+class VanishedTerminal(io.StringIO):
+    def write(self, text: str) -> int:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+
+def test_a_progress_bar_on_a_terminal_that_went_away_stops_drawing_and_training_goes_on():
+    console = StreamConsole(file=VanishedTerminal(), force_terminal=True)
+    with TrainingDisplay(console) as display:
+        assert display.progress is not None
+        display.start_epoch(0, 1, steps=2, done=0)
+        display.advance()
+        display.show_values([{"loss": 0.5}])
+        display.end_epoch()
+    assert console.lost is not None and console.lost.errno == errno.EIO
