@@ -16,6 +16,7 @@ from typing import Any
 from gentool.atomic import atomic_write
 from gentool.jsonl import read_lines
 from gentool.run_files import RunFiles
+from gentool.terminal import printable
 
 # Logged per eval; plotted together where they share a scale.
 METRIC_PANELS: dict[str, tuple[str, ...]] = {
@@ -86,8 +87,8 @@ def training_figure_png(records: Sequence[Mapping[str, Any]], *, title: str) -> 
                 continue
             xs, ys = zip(*points, strict=True)
             (line,) = axis.plot(xs, ys, alpha=0.25, linewidth=0.8)
-            axis.plot(xs, _moving_average(ys), color=line.get_color(), label=key)
-        axis.set_title(family)
+            axis.plot(xs, _moving_average(ys), color=line.get_color(), label=_plot_text(key))
+        axis.set_title(_plot_text(family))
         axis.set_xlabel("step")
         axis.legend(fontsize="small")
     for axis, (panel, keys) in zip(flat_axes[len(families) :], metric_panels.items(), strict=False):
@@ -101,7 +102,7 @@ def training_figure_png(records: Sequence[Mapping[str, Any]], *, title: str) -> 
         axis.legend(fontsize="small")
     for axis in flat_axes[panels:]:
         axis.set_visible(False)
-    figure.suptitle(title)
+    figure.suptitle(_plot_text(title))
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90)
@@ -127,6 +128,13 @@ def _moving_average(values: Sequence[float]) -> list[float]:
             total -= values[index - _SMOOTHING]
         averaged.append(total / min(index + 1, _SMOOTHING))
     return averaged
+
+
+def _plot_text(text: str) -> str:
+    """A run's or a plugin's name as matplotlib should draw it: printable (its font has no
+    glyph for an undecodable byte, and fails), and with `$` escaped, which would start a formula
+    that fails to parse on a name like `a$^$`."""
+    return printable(text).replace("$", r"\$")
 
 
 def _finite(value: Any) -> bool:

@@ -1,18 +1,43 @@
-"""Writing to a terminal, a pipe or a file that may stop taking what gentool prints.
+"""Writing to a terminal, a pipe or a file that may stop taking what gentool prints, and
+showing names gentool did not choose.
 
 Every command prints through a `StreamConsole`. When its stream refuses output (the reader of
 a pipe is gone, as after `| head`; the disk behind `> log` is full; the terminal went away) it
 stops writing instead of raising: a training run goes on training and checkpointing without
 its display, and the command, once done, asks `lost` how to end.
+
+`printable` writes what a reader could be misled or a writer tripped by as escapes: control
+characters, and the bytes of a file name that are not UTF-8, which Python holds as lone
+surrogates that no encoder accepts.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import re
 from typing import IO
 
 from rich.console import Console
+
+# C0 and C1 controls and DEL; the line separators; the bidirectional embeddings, overrides and
+# isolates, which reorder what follows them; and lone surrogates.
+_UNPRINTABLE = re.compile(
+    r"[\x00-\x1f\x7f-\x9f" r"\u2028\u2029" r"\u202a-\u202e\u2066-\u2069" r"\ud800-\udfff]"
+)
+
+
+def printable(text: object) -> str:
+    r"""`text` with its control characters and undecodable bytes written as Python escapes:
+    `\x1b`, `\n`, `\u202e`, and `\xff` for a byte `os.fsdecode` could not decode."""
+    return _UNPRINTABLE.sub(_escape, str(text))
+
+
+def _escape(match: re.Match[str]) -> str:
+    character = match.group()
+    if "\udc80" <= character <= "\udcff":  # os.fsdecode's stand-in for the byte 0x80-0xff
+        return f"\\x{ord(character) - 0xDC00:02x}"
+    return character.encode("unicode_escape").decode("ascii")
 
 
 class StreamConsole(Console):

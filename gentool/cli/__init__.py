@@ -17,6 +17,9 @@ __all__ = ["app", "bench", "catalog", "evaluate", "generate", "main", "train"]
 
 
 def main() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):  # an ASCII terminal shows `–` as \u2013, not a crash
+            stream.reconfigure(errors="backslashreplace")
     try:
         app()
     except OSError as error:  # Typer's own output (help, a usage error) to a stream refusing it

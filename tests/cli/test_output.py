@@ -1,5 +1,5 @@
 """What gentool prints, wherever it goes: a pipe whose reader left, a full disk, a terminal that
-went away."""
+went away, an ASCII terminal; and names that are not UTF-8."""
 
 from __future__ import annotations
 
@@ -38,10 +38,12 @@ def refusing_output(kind: str) -> Iterator[int]:
         os.close(writer)
 
 
-def gentool(*args: str, stdout: int, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def gentool(
+    *args: str, stdout: int = subprocess.PIPE, cwd: Path | None = None, **environment: str
+) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "gentool", *args],
-        stdout=stdout, stderr=subprocess.PIPE, text=True, cwd=cwd, timeout=300,
+        [sys.executable, "-m", "gentool", *args], stdout=stdout, stderr=subprocess.PIPE,
+        text=True, cwd=cwd, env={**os.environ, **environment}, timeout=300,
     )  # fmt: skip
 
 
@@ -93,3 +95,37 @@ def test_a_progress_bar_on_a_terminal_that_went_away_stops_drawing_and_training_
         display.show_values([{"loss": 0.5}])
         display.end_epoch()
     assert console.lost is not None and console.lost.errno == errno.EIO
+
+
+ASCII_TERMINALS = {
+    "PYTHONIOENCODING=ascii": {"PYTHONIOENCODING": "ascii"},
+    "LC_ALL=C": {"LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"},
+}
+
+
+@pytest.mark.parametrize("environment", ASCII_TERMINALS.values(), ids=ASCII_TERMINALS)
+def test_an_ascii_terminal_shows_what_it_cannot_encode_as_escapes(environment):
+    info = gentool("info", "dcgan", **environment)
+    assert info.returncode == 0, info.stderr
+    assert "dcgan \\u2014 Deep convolutional GAN" in info.stdout
+    helped = gentool("sample", "--help", **environment)
+    assert helped.returncode == 0, helped.stderr
+
+
+def test_a_folder_name_that_is_not_utf8_is_shown_escaped(tmp_path):
+    made = gentool("data", "make", "shapes", os.fsdecode(b"shapes\xff"), "--n", "2", "--size", "8",
+                   cwd=tmp_path)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.startswith("wrote 2 shapes images (8×8) to shapes\\")
+    assert (tmp_path / os.fsdecode(b"shapes\xff")).is_dir()
+
+
+def test_a_run_in_a_folder_not_named_in_utf8_draws_its_loss_plot_and_report(tmp_path):
+    folder = os.fsdecode(b"run\xff")
+    trained = gentool(*TRAIN_TINY, "--epochs", "1", "--run-dir", folder, cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    assert (tmp_path / folder / "loss.png").stat().st_size > 0
+    reported = gentool("report", folder, cwd=tmp_path)
+    assert reported.returncode == 0, reported.stderr
+    page = (tmp_path / folder / "report.html").read_text(encoding="utf-8")
+    assert "<h1>dcgan · run\\xff</h1>" in page
