@@ -8,7 +8,10 @@ its display, and the command, once done, asks `lost` how to end.
 
 `printable` writes what a reader could be misled or a writer tripped by as escapes: control
 characters, and the bytes of a file name that are not UTF-8, which Python holds as lone
-surrogates that no encoder accepts.
+surrogates that no encoder accepts. `escaped` does that too for text put into a console
+message: an escape sequence in a file name, a run name, a plugin's description or an exception
+could otherwise move the cursor, recolour or erase what the user sees, and `[red]` in it would
+be read as Rich markup.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import re
 from typing import IO
 
 from rich.console import Console
+from rich.markup import escape
 
 # C0 and C1 controls and DEL; the line separators; the bidirectional embeddings, overrides and
 # isolates, which reorder what follows them; and lone surrogates.
@@ -31,6 +35,11 @@ def printable(text: object) -> str:
     r"""`text` with its control characters and undecodable bytes written as Python escapes:
     `\x1b`, `\n`, `\u202e`, and `\xff` for a byte `os.fsdecode` could not decode."""
     return _UNPRINTABLE.sub(_escape, str(text))
+
+
+def escaped(text: object) -> str:
+    """`text` from outside gentool, to put into a console message: printable, and never markup."""
+    return escape(printable(text))
 
 
 def _escape(match: re.Match[str]) -> str:

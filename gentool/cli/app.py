@@ -18,7 +18,7 @@ import typer
 
 from gentool import __version__
 from gentool.errors import GentoolError, Interrupted
-from gentool.terminal import StreamConsole
+from gentool.terminal import StreamConsole, escaped
 
 app = typer.Typer(
     name="gentool",
@@ -63,13 +63,14 @@ def user_errors(command: Command) -> Command:
                     raise typer.Exit(EXIT_INTERRUPTED) from None
                 style = "yellow" if from_signal else "red"
                 label = "stopped" if from_signal else "error"
-                error_console.print(f"[{style}]{label}:[/] {error}", highlight=False)
+                error_console.print(f"[{style}]{label}:[/] {escaped(error)}", highlight=False)
                 raise typer.Exit(EXIT_INTERRUPTED if from_signal else EXIT_USER_ERROR) from None
             except KeyboardInterrupt:  # a second Ctrl-C: stop at once; saved checkpoints are intact
                 error_console.print("[yellow]aborted[/]")
                 raise typer.Exit(EXIT_INTERRUPTED) from None
             except OSError as error:  # the file system refused: a full disk, a read-only folder
-                error_console.print(f"[red]error:[/] {describe_os_error(error)}", highlight=False)
+                shown = escaped(describe_os_error(error))
+                error_console.print(f"[red]error:[/] {shown}", highlight=False)
                 raise typer.Exit(EXIT_USER_ERROR) from None
             exit_if_output_lost()
             return result
@@ -105,7 +106,7 @@ def exit_if_output_lost() -> None:
 def _show_warning(
     message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any
 ) -> None:
-    error_console.print(f"[yellow]warning:[/] {message}", highlight=False)
+    error_console.print(f"[yellow]warning:[/] {escaped(message)}", highlight=False)
 
 
 def _version(value: bool) -> None:

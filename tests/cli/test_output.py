@@ -1,5 +1,5 @@
 """What gentool prints, wherever it goes: a pipe whose reader left, a full disk, a terminal that
-went away, an ASCII terminal; and names that are not UTF-8."""
+went away, an ASCII terminal; and names that are not UTF-8, or that hold escape sequences."""
 
 from __future__ import annotations
 
@@ -13,11 +13,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from rich.console import Console
+from typer.testing import CliRunner
 
 from gentool.checkpoint import RunFolder
+from gentool.cli import app
 from gentool.terminal import StreamConsole
 from gentool.training.display import TrainingDisplay
-from tests.conftest import TINY_DCGAN_ARGS
+from tests.conftest import TINY_DCGAN_ARGS, install_fake_distribution
 
 TRAIN_TINY = ["train", "dcgan", *TINY_DCGAN_ARGS, "--limit", "32", "-b", "16", "--device", "cpu"]
 TRAIN_TWO_EPOCHS = [*TRAIN_TINY, "--epochs", "2", "--run-dir", "run"]  # 2 steps an epoch
@@ -116,7 +119,7 @@ def test_a_folder_name_that_is_not_utf8_is_shown_escaped(tmp_path):
     made = gentool("data", "make", "shapes", os.fsdecode(b"shapes\xff"), "--n", "2", "--size", "8",
                    cwd=tmp_path)  # fmt: skip
     assert made.returncode == 0, made.stderr
-    assert made.stdout.startswith("wrote 2 shapes images (8×8) to shapes\\")
+    assert made.stdout == "wrote 2 shapes images (8×8) to shapes\\xff\n"
     assert (tmp_path / os.fsdecode(b"shapes\xff")).is_dir()
 
 
@@ -129,3 +132,79 @@ def test_a_run_in_a_folder_not_named_in_utf8_draws_its_loss_plot_and_report(tmp_
     assert reported.returncode == 0, reported.stderr
     page = (tmp_path / folder / "report.html").read_text(encoding="utf-8")
     assert "<h1>dcgan · run\\xff</h1>" in page
+
+
+# Clears the screen, retitles the window, rings, and returns to overwrite the line; and markup.
+HOSTILE = "\x1b[2J\x1b]0;owned\x07[red]wiped[/]\r"
+HOSTILE_SHOWN = "\\x1b[2J\\x1b]0;owned\\x07[red]wiped[/]\\r"
+
+
+def assert_inert(output: str) -> None:
+    assert not {"\x1b", "\x07", "\r"} & set(output), repr(output)
+
+
+def install_plugin(tmp_path, monkeypatch, name: str, body: str) -> str:
+    """A distribution whose plugin `name` is dcgan renamed, after `body` runs at its import; its
+    distribution's name."""
+    module = f"hostile_{name.replace('-', '_')}_{tmp_path.name}"
+    source = (
+        f"from dataclasses import replace\nfrom gentool.plugins.dcgan import plugin as dcgan\n"
+        f"{body}\nplugin = replace(dcgan, name={name!r}, summary={HOSTILE!r})\n"
+    )
+    install_fake_distribution(
+        tmp_path / "site", monkeypatch, dist=f"{module}-dist", module=module, source=source,
+        entry_points={name: f"{module}:plugin"},
+    )  # fmt: skip
+    return f"{module}-dist"
+
+
+def test_a_plugins_text_reaches_the_terminal_escaped_never_as_control_or_markup(
+    tmp_path, monkeypatch
+):
+    install_plugin(tmp_path, monkeypatch, "hostile", "")
+    runner = CliRunner()
+    info = runner.invoke(app, ["info", "hostile"])
+    assert info.exit_code == 0, info.output
+    assert_inert(info.output)
+    assert info.output.startswith(f"hostile — {HOSTILE_SHOWN}\n")
+    listed = runner.invoke(app, ["list"])
+    assert listed.exit_code == 0, listed.output
+    assert_inert(listed.output)
+
+
+def test_a_broken_plugins_error_is_one_inert_line_as_an_error_and_as_a_warning(
+    tmp_path, monkeypatch
+):
+    message = HOSTILE.removesuffix("\r")  # an exception is shown by its first line
+    body = f"raise RuntimeError({message!r})"
+    distribution = install_plugin(tmp_path, monkeypatch, "dcgan", body)
+    shown = HOSTILE_SHOWN.removesuffix("\\r")
+    runner = CliRunner()
+    warned = runner.invoke(app, ["info", "dcgan"])  # the working dcgan, and a warning
+    assert warned.exit_code == 0, warned.output
+    assert_inert(warned.output)
+    (warning,) = [line for line in warned.output.splitlines() if line.startswith("warning:")]
+    assert warning.endswith(f"is broken (RuntimeError: {shown}); using gentool:dcgan")
+    asked = runner.invoke(app, ["info", f"{distribution}:dcgan"])
+    assert asked.exit_code == 1
+    assert_inert(asked.output)
+    assert asked.output.endswith(f"is broken: RuntimeError: {shown}\n")
+
+
+def test_an_unknown_name_is_quoted_in_the_error_not_read_as_markup():
+    result = CliRunner().invoke(app, ["info", "[bold]x"])
+    assert result.exit_code == 1
+    assert result.output.startswith("error: unknown model '[bold]x'; available models: ")
+
+
+def test_training_shows_a_models_value_and_phase_names_escaped():
+    written = io.StringIO()
+    with TrainingDisplay(Console(file=written, width=300)) as display:
+        display.start_epoch(0, 1, steps=1, done=0, phase=f"phase{HOSTILE}")
+        display.advance()
+        display.show_values([{f"loss{HOSTILE}": 0.5}])
+        display.end_epoch()
+    assert_inert(written.getvalue())
+    assert written.getvalue().startswith(
+        f"epoch 1/1 · phase{HOSTILE_SHOWN}: loss{HOSTILE_SHOWN} 0.5  (1 steps,"
+    )
