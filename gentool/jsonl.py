@@ -43,19 +43,32 @@ def _finite_or_text(value: Any) -> Any:
 
 def step_of(line: str) -> int | None:
     """The step a line belongs to, or None for a torn or foreign line."""
+    record = _record(line)
+    return None if record is None else record["step"]
+
+
+def _record(line: str) -> dict[str, Any] | None:
+    """The line's object, or None unless it is one with a whole, non-negative "step"."""
     try:
         record = json.loads(line)
     except (ValueError, RecursionError):
         return None
     step = record.get("step") if isinstance(record, dict) else None
     if isinstance(step, int) and not isinstance(step, bool) and step >= 0:
-        return step
+        return record
     return None
 
 
 def read_lines(path: Path) -> list[dict[str, Any]]:
     """The file's lines that gentool could have written, in file order ([] without a file)."""
-    return [json.loads(line) for line in _lines(path) if step_of(line) is not None]
+    return list(iter_lines(path))
+
+
+def iter_lines(path: Path) -> Iterator[dict[str, Any]]:
+    """`read_lines` one line at a time, for a history too long to hold."""
+    for line in _lines(path):
+        if (record := _record(line)) is not None:
+            yield record
 
 
 def _lines(path: Path) -> Iterator[str]:

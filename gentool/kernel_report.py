@@ -182,11 +182,12 @@ def static_json(rows: list[StaticRow]) -> dict[str, Any]:
 def print_static_table(rows: list[StaticRow], console: Any) -> None:
     """One Rich table per target: kernel, pointer dtypes, config, registers, spill bytes, shared
     memory, occupancy, bytes in flight per SM, bytes moved per element, programs, budgets."""
-    from rich.console import Console
+    from rich.segment import Segments
     from rich.table import Table
 
+    options = console.options
     if not console.is_terminal:  # to a file or pipe: the width the table needs, not 80 columns
-        console = Console(file=console.file, width=REPORT_WIDTH)
+        options = options.update_width(REPORT_WIDTH)
     for target in dict.fromkeys(row.compiled.target for row in rows):
         card = TARGETS[target]
         table = Table(
@@ -202,7 +203,10 @@ def print_static_table(rows: list[StaticRow], console: Any) -> None:
         table.add_column("budgets", overflow="fold")
         for row in (row for row in rows if row.compiled.target == target):
             table.add_row(*_cells(row))
-        console.print(table)
+        # Drawn at that width, then printed by the command's own console, which drops what its
+        # stream refuses (a second console would raise on a closed pipe).
+        lines = console.render_lines(table, options, pad=False, new_lines=True)
+        console.print(Segments(segment for line in lines for segment in line), crop=False)
 
 
 def _cells(row: StaticRow) -> list[str]:

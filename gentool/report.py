@@ -19,6 +19,7 @@ from gentool.atomic import write_text
 from gentool.plots import event_records, read_history, step_records, training_figure_png
 from gentool.record import RunRecord
 from gentool.run_files import RunFiles
+from gentool.terminal import printable
 
 MAX_EPOCH_GRIDS = 12  # sample grids shown: evenly spaced over the epochs, the last included
 
@@ -172,7 +173,8 @@ def _format(value: Any) -> str:
 
 
 def _text(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+    """`value` as HTML text; a folder's bytes that are not UTF-8 as escapes, which UTF-8 holds."""
+    return html.escape(printable(value), quote=True)
 
 
 def _finite(value: Any) -> bool:

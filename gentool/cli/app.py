@@ -7,6 +7,7 @@ plugins do not import torch. Commands that compute import torch inside their bod
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import warnings
@@ -14,10 +15,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
-from rich.console import Console
 
 from gentool import __version__
 from gentool.errors import GentoolError, Interrupted
+from gentool.terminal import StreamConsole, escaped
 
 app = typer.Typer(
     name="gentool",
@@ -36,38 +37,43 @@ bench_app = typer.Typer(
 )
 app.add_typer(bench_app, name="bench")
 
-console = Console(soft_wrap=True)
-error_console = Console(stderr=True, soft_wrap=True)
+console = StreamConsole(soft_wrap=True)
+error_console = StreamConsole(stderr=True, soft_wrap=True)
 
 Command = TypeVar("Command", bound=Callable[..., Any])
 
 EXIT_USER_ERROR = 1
 EXIT_INTERRUPTED = 130
+EXIT_READER_GONE = 141  # 128 + SIGPIPE: how a shell reports a tool whose pipe's reader left
 
 
 def user_errors(command: Command) -> Command:
-    """Print a GentoolError as one line and exit 1 (130 for an interruption), never a traceback."""
+    """Print a GentoolError as one line and exit 1 (130 for an interruption), never a traceback;
+    end a command whose standard output was lost as `exit_if_output_lost` says."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
             try:
-                return command(*args, **kwargs)
+                result = command(*args, **kwargs)
             except GentoolError as error:
                 from_signal = isinstance(error, Interrupted)
                 if from_signal and os.environ.get("RANK", "0") != "0":  # rank 0 says it once
                     raise typer.Exit(EXIT_INTERRUPTED) from None
                 style = "yellow" if from_signal else "red"
                 label = "stopped" if from_signal else "error"
-                error_console.print(f"[{style}]{label}:[/] {error}", highlight=False)
+                error_console.print(f"[{style}]{label}:[/] {escaped(error)}", highlight=False)
                 raise typer.Exit(EXIT_INTERRUPTED if from_signal else EXIT_USER_ERROR) from None
             except KeyboardInterrupt:  # a second Ctrl-C: stop at once; saved checkpoints are intact
                 error_console.print("[yellow]aborted[/]")
                 raise typer.Exit(EXIT_INTERRUPTED) from None
             except OSError as error:  # the file system refused: a full disk, a read-only folder
-                error_console.print(f"[red]error:[/] {describe_os_error(error)}", highlight=False)
+                shown = escaped(describe_os_error(error))
+                error_console.print(f"[red]error:[/] {shown}", highlight=False)
                 raise typer.Exit(EXIT_USER_ERROR) from None
+            exit_if_output_lost()
+            return result
 
     return wrapper  # type: ignore[return-value]
 
@@ -81,15 +87,32 @@ def describe_os_error(error: OSError) -> str:
     )
 
 
+def exit_if_output_lost() -> None:
+    """End a command whose standard output stopped taking what it printed: quietly when the
+    pipe's reader left (`gentool list | head -1`), as other tools do; with an error otherwise,
+    since what it printed is incomplete."""
+    lost = console.lost
+    if lost is None:
+        return
+    if lost.errno == errno.EPIPE:
+        raise typer.Exit(EXIT_READER_GONE)
+    error_console.print(
+        f"[red]error:[/] could not write to standard output: {lost.strerror or lost}",
+        highlight=False,
+    )
+    raise typer.Exit(EXIT_USER_ERROR)
+
+
 def _show_warning(
     message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any
 ) -> None:
-    error_console.print(f"[yellow]warning:[/] {message}", highlight=False)
+    error_console.print(f"[yellow]warning:[/] {escaped(message)}", highlight=False)
 
 
 def _version(value: bool) -> None:
     if value:
         console.print(f"gentool {__version__}")
+        exit_if_output_lost()
         raise typer.Exit()
 
 

@@ -14,6 +14,7 @@ from gentool.cli.app import bench_app, choice, console, error_console, shown_num
 from gentool.cli.options import DeviceOption, ModelOverridesOption
 from gentool.errors import GentoolError
 from gentool.registry import resolve
+from gentool.terminal import escaped
 
 if TYPE_CHECKING:
     import torch
@@ -110,7 +111,7 @@ def _say_kernel_results(
 
     device_name = torch.cuda.get_device_name(target) if target.type == "cuda" else "cpu"
     for operation in ops:
-        title = f"{operation.name} · {device_name} · {dtype} · copy {ceiling:.0f} GB/s"
+        title = f"{operation.name} · {escaped(device_name)} · {dtype} · copy {ceiling:.0f} GB/s"
         rows = [result for result in results if result.op == operation.name]
         console.print(_kernel_table(title, rows, flops=operation.flops is not None))
     if json_path is not None:
@@ -163,7 +164,7 @@ def bench_train(
     if ranks.distributed:
         target = join_group(ranks, target)
     try:
-        with error_console.status(f"timing {entry.name} training steps"):
+        with error_console.status(f"timing {escaped(entry.name)} training steps"):
             results = bench_training(
                 entry.plugin, config, batch_size=batch, device=target, variants=chosen,
                 steps=steps, ranks=ranks,
@@ -175,7 +176,8 @@ def bench_train(
     device_name = torch.cuda.get_device_name(target) if target.type == "cuda" else "cpu"
     if ranks.distributed:
         device_name += f" × {ranks.world_size} processes"
-    console.print(_training_table(f"{entry.name} · batch {batch} · {device_name}", results))
+    title = escaped(f"{entry.name} · batch {batch} · {device_name}")
+    console.print(_training_table(title, results))
 
 
 def _kernel_table(title: str, results: list, *, flops: bool) -> Table:
@@ -189,7 +191,7 @@ def _kernel_table(title: str, results: list, *, flops: bool) -> Table:
     table.add_column("note", overflow="fold")
     for result in results:
         error = "" if result.max_error is None else f" {result.max_error:.0e}"
-        note = result.reason
+        note = escaped(result.reason)
         table.add_row(
             "×".join(map(str, result.shape)),
             result.backend,
@@ -214,6 +216,6 @@ def _training_table(title: str, results: list) -> Table:
             shown_number(result.step_ms, "{:.1f} ms"),
             shown_number(result.speedup, "{:.2f}×"),
             shown_number(result.peak_mb, "{:.0f} MB"),
-            f"[dim]skipped: {result.reason}[/]" if result.status == "skipped" else "",
+            f"[dim]skipped: {escaped(result.reason)}[/]" if result.status == "skipped" else "",
         )
     return table

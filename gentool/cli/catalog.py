@@ -16,6 +16,7 @@ from gentool.cli.options import JsonOption
 from gentool.config import config_to_dict
 from gentool.errors import GentoolError
 from gentool.registry import PluginEntry, clashing_names, discover, resolve
+from gentool.terminal import escaped
 
 
 @app.command("list")
@@ -36,11 +37,11 @@ def list_models(
     table = Table("name", "summary", "from", "API", "capabilities")
     table.add_column("status", overflow="fold")
     for row in rows:
-        status = "[green]ok[/]" if row["status"] == "ok" else f"[red]{row['status']}[/]"
+        status = "[green]ok[/]" if row["status"] == "ok" else f"[red]{escaped(row['status'])}[/]"
         table.add_row(
-            row["name"],
-            row["summary"],
-            f"{row['distribution']} {row['version']}",
+            escaped(row["name"]),
+            escaped(row["summary"]),
+            escaped(f"{row['distribution']} {row['version']}"),
             str(row["api_version"] or "?"),
             ", ".join(row["capabilities"]) or "train only",
             status,
@@ -80,16 +81,17 @@ def info(
         console.print_json(json.dumps(summary))
         return
     capabilities = ", ".join(_capability_names(entry)) or "train only"
-    console.print(f"[bold]{plugin.name}[/] — {plugin.summary}", highlight=False)
+    console.print(f"[bold]{escaped(plugin.name)}[/] — {escaped(plugin.summary)}", highlight=False)
     console.print(
-        f"from {entry.distribution} {entry.version} · plugin API v{plugin.api_version} · "
-        f"{capabilities} · pixels in [{plugin.value_range[0]:g}, {plugin.value_range[1]:g}] · "
-        f"batch size {plugin.default_batch_size}",
+        f"from {escaped(entry.distribution)} {escaped(entry.version)} · plugin API "
+        f"v{plugin.api_version} · {capabilities} · pixels in [{plugin.value_range[0]:g}, "
+        f"{plugin.value_range[1]:g}] · batch size {escaped(plugin.default_batch_size)}",
         highlight=False,
     )
     table = Table("option", "default", "accepts", "description", title="config (-o KEY=VALUE)")
     for field in fields:
-        table.add_row(field.name, _format_value(field.default), field.accepted, field.help)
+        cells = (field.name, _format_value(field.default), field.accepted, field.help)
+        table.add_row(*map(escaped, cells))
     console.print(table)
 
 
@@ -108,7 +110,8 @@ def data_make(
     from gentool.data import write_builtin_set
 
     written = write_builtin_set(kind, folder, count=count, size=size)
-    console.print(f"wrote {written} {kind} images ({size}×{size}) to {folder}", highlight=False)
+    shown = f"{written} {kind} images ({size}×{size}) to {escaped(folder)}"
+    console.print(f"wrote {shown}", highlight=False)
 
 
 @plugin_app.command("check")
@@ -126,11 +129,13 @@ def plugin_check(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the table shows each failure
         results = check_plugin(entry.plugin, on_fail="warn")
-    table = Table("check", "rule", title=f"{entry.qualified_name} {entry.version}")
+    table = Table("check", "rule", title=escaped(f"{entry.qualified_name} {entry.version}"))
     table.add_column("result", overflow="fold")
     for result in results:
-        verdict = "[green]passed[/]" if result.passed else f"[red]FAILED[/]: {result.message}"
-        table.add_row(result.check, result.description, verdict)
+        failure = f"[red]FAILED[/]: {escaped(result.message)}"
+        table.add_row(
+            result.check, result.description, "[green]passed[/]" if result.passed else failure
+        )
     console.print(table)
     failed = [result.check for result in results if not result.passed]
     if failed:
@@ -154,10 +159,10 @@ def plugin_new(
 
     folder = folder or Path(f"gentool-{name}")
     for path in write_plugin_package(name, folder):
-        console.print(f"  {path}", highlight=False)
+        console.print(f"  {escaped(path)}", highlight=False)
     console.print(
-        f"wrote the {name} plugin package; next: pip install -e {folder} && gentool plugin "
-        f"check {name}",
+        f"wrote the {escaped(name)} plugin package; next: pip install -e {escaped(folder)} && "
+        f"gentool plugin check {escaped(name)}",
         highlight=False,
     )
 

@@ -12,6 +12,7 @@ from rich.table import Table
 from gentool.cli.app import app, console, user_errors
 from gentool.cli.options import DeviceOption, JsonOption, RawWeightsOption, RunOption, SeedOption
 from gentool.registry import resolve
+from gentool.terminal import escaped
 
 RealImagesOption = Annotated[
     str | None,
@@ -77,14 +78,14 @@ def evaluate(
     if as_json:
         console.print_json(json.dumps({"run": str(result.run), **result.values}))
         return
-    title = f"{entry.name} · {result.run} · epoch {result.epoch} · n {count} · {features}"
+    title = escaped(f"{entry.name} · {result.run} · epoch {result.epoch} · n {count} · {features}")
     table = Table("metric", "value", title=title)
     for key, value in result.values.items():
         if key not in ("event", "n", "features"):
             table.add_row(key, f"{value:.5g}" if isinstance(value, float) else str(value))
     console.print(table)
     cached = {True: " (real statistics from the cache)", False: "", None: ""}[result.cache_hit]
-    console.print(f"appended to {result.run.metrics_file}{cached}", highlight=False)
+    console.print(f"appended to {escaped(result.run.metrics_file)}{cached}", highlight=False)
 
 
 @app.command()
@@ -116,4 +117,4 @@ def report(
 
         reconstruct_images(entry, run_dir=run.path, data=None, count=16, out=None, device=device)
     path = write_report(run, record, out)
-    console.print(f"wrote {path}", highlight=False)
+    console.print(f"wrote {escaped(path)}", highlight=False)

@@ -11,6 +11,7 @@ from gentool.cli.app import app, console, user_errors
 from gentool.cli.options import DeviceOption, RawWeightsOption, RunOption, SeedOption
 from gentool.errors import GentoolError
 from gentool.registry import resolve
+from gentool.terminal import escaped
 
 ImagesToReadOption = Annotated[
     str | None,
@@ -78,7 +79,8 @@ def sample(
         raw_weights=raw_weights,
     )
     layout = "" if output_format == "npz" else f" ({written.columns} per row)"
-    console.print(f"wrote {written.count} samples{layout} to {written.path}", highlight=False)
+    where = escaped(written.path)
+    console.print(f"wrote {written.count} samples{layout} to {where}", highlight=False)
 
 
 @app.command()
@@ -137,7 +139,7 @@ def interpolate(
     )
     console.print(
         f"wrote {written.count // written.columns} walks of {written.columns} steps to "
-        f"{written.path}",
+        f"{escaped(written.path)}",
         highlight=False,
     )
 
@@ -170,7 +172,7 @@ def reconstruct(
     )
     console.print(
         f"mean squared error {error:.5f} (pixels in [0, 1]) over {written.count} images; "
-        f"originals above reconstructions in {written.path}",
+        f"originals above reconstructions in {escaped(written.path)}",
         highlight=False,
     )
 
@@ -200,4 +202,4 @@ def encode(
         resolve(name), run_dir=run_dir, data=data, out=out, batch_size=batch_size, device=device
     )
     shown = "×".join(map(str, shape))
-    console.print(f"wrote {count} codes of shape ({shown}) to {path}", highlight=False)
+    console.print(f"wrote {count} codes of shape ({shown}) to {escaped(path)}", highlight=False)

@@ -14,6 +14,7 @@ from gentool.cli.app import EXIT_INTERRUPTED, app, console, user_errors
 from gentool.cli.options import DeviceOption, ModelOverridesOption
 from gentool.errors import GentoolError
 from gentool.registry import resolve
+from gentool.terminal import escaped
 
 DATA, TRAINING, MODEL, RUN, SCALE, EVAL = (
     "Data", "Training", "Model config", "Run folder", "Speed and scale", "Evaluation",
@@ -256,9 +257,11 @@ def train(
         raise typer.Exit(_run_torchrun(nproc))
     summary, run = run_training(request, console)
     if ranks_from_environment().main:
-        grid = f"; last samples: {summary.last_sample_grid}" if summary.last_sample_grid else ""
+        last = summary.last_sample_grid
+        grid = f"; last samples: {escaped(last)}" if last else ""
         console.print(
-            f"[green]done:[/] {summary.epochs_done} epochs of {entry.name} in {run} "
+            f"[green]done:[/] {summary.epochs_done} epochs of {escaped(entry.name)} in "
+            f"{escaped(run)} "
             f"({summary.steps} steps, {summary.seconds:.1f} s, "
             f"{summary.images_per_second:.1f} images/s){grid}",
             highlight=False,

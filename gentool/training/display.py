@@ -18,6 +18,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Column
 
+from gentool.terminal import escaped
+
 
 class StopRequest:
     """Set by a signal handler: the name of the signal that asked training to stop."""
@@ -89,7 +91,7 @@ class TrainingDisplay:
     ) -> None:
         self.sums, self.logged, self.steps = {}, 0, 0
         self.epoch_started = time.perf_counter()
-        self.label = f"epoch {epoch + 1}/{epochs}" + (f" · {phase}" if phase else "")
+        self.label = f"epoch {epoch + 1}/{epochs}" + (f" · {escaped(phase)}" if phase else "")
         if self.progress is not None:
             self.task = self.progress.add_task(
                 self.label, total=steps, completed=done, losses="", rate=""
@@ -121,7 +123,8 @@ class TrainingDisplay:
 
     def _means(self) -> str:
         return "  ".join(
-            f"{name} {total / max(self.logged, 1):.3g}" for name, total in self.sums.items()
+            f"{escaped(name)} {total / max(self.logged, 1):.3g}"
+            for name, total in self.sums.items()
         )
 
     def _rate(self) -> float:

@@ -34,6 +34,7 @@ from gentool.models import image_size_of
 from gentool.plots import read_history, write_loss_plot
 from gentool.run_files import RunFiles
 from gentool.sampling import draw_uint8
+from gentool.terminal import escaped
 
 DIVERSITY_SAMPLES = 64  # generated (and real) images whose feature spread is logged each epoch
 TRAINING_EVAL_IMAGES = 500  # per `train --eval-every` evaluation: cheap, a rough number
@@ -119,7 +120,7 @@ class EpochMonitor:
         for warning in check_health(read_history(self.run)):
             if warning.code not in self.warned:
                 self.warned.add(warning.code)
-                self.console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+                self.console.print(f"[yellow]warning:[/] {escaped(warning)}", highlight=False)
         self.watched_at = time.perf_counter()
         self.watch_seconds = self.watched_at - started
 

@@ -1,0 +1,83 @@
+"""Writing to a terminal, a pipe or a file that may stop taking what gentool prints, and
+showing names gentool did not choose.
+
+Every command prints through a `StreamConsole`. When its stream refuses output (the reader of
+a pipe is gone, as after `| head`; the disk behind `> log` is full; the terminal went away) it
+stops writing instead of raising: a training run goes on training and checkpointing without
+its display, and the command, once done, asks `lost` how to end.
+
+`printable` writes what a reader could be misled or a writer tripped by as escapes: control
+characters, and the bytes of a file name that are not UTF-8, which Python holds as lone
+surrogates that no encoder accepts. `escaped` does that too for text put into a console
+message: an escape sequence in a file name, a run name, a plugin's description or an exception
+could otherwise move the cursor, recolour or erase what the user sees, and `[red]` in it would
+be read as Rich markup.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from typing import IO
+
+from rich.console import Console
+from rich.markup import escape
+
+# C0 and C1 controls and DEL; the line separators; the bidirectional embeddings, overrides and
+# isolates, which reorder what follows them; and lone surrogates.
+_UNPRINTABLE = re.compile(
+    r"[\x00-\x1f\x7f-\x9f" r"\u2028\u2029" r"\u202a-\u202e\u2066-\u2069" r"\ud800-\udfff]"
+)
+
+
+def printable(text: object) -> str:
+    r"""`text` with its control characters and undecodable bytes written as Python escapes:
+    `\x1b`, `\n`, `\u202e`, and `\xff` for a byte `os.fsdecode` could not decode."""
+    return _UNPRINTABLE.sub(_escape, str(text))
+
+
+def escaped(text: object) -> str:
+    """`text` from outside gentool, to put into a console message: printable, and never markup."""
+    return escape(printable(text))
+
+
+def _escape(match: re.Match[str]) -> str:
+    character = match.group()
+    if "\udc80" <= character <= "\udcff":  # os.fsdecode's stand-in for the byte 0x80-0xff
+        return f"\\x{ord(character) - 0xDC00:02x}"
+    return character.encode("unicode_escape").decode("ascii")
+
+
+class StreamConsole(Console):
+    """A Rich console that drops its output, never the program, once its stream refuses it."""
+
+    lost: OSError | None = None  # why the stream stopped taking output, once it has
+
+    def _check_buffer(self) -> None:  # where Rich writes out what was printed, on any thread
+        try:
+            super()._check_buffer()
+        except OSError as error:
+            self._stop_writing(error)
+
+    def on_broken_pipe(self) -> None:
+        # Rich's own exits the program, which would end a training run mid-epoch.
+        self._stop_writing(BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE)))
+
+    def _stop_writing(self, error: OSError) -> None:
+        self.quiet = True
+        if self.lost is None:
+            self.lost = error
+        discard_output(self.file)
+
+
+def discard_output(stream: IO[str]) -> None:
+    """Send what `stream` still buffers, and whatever else writes there later (a plugin's print,
+    the interpreter's flush at exit), to /dev/null, where it cannot fail again."""
+    try:
+        descriptor = stream.fileno()
+    except (OSError, ValueError):  # not a stream of the process (a test's capture)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, descriptor)
+    os.close(devnull)
