@@ -16,10 +16,11 @@ import triton.language as tl
 
 from gentool.kernels.launches import launch
 from gentool.kernels.triton_batch_norm import (
-    chunk_offsets,
+    chunk_tile,
     pixel_strides,
     shares_for,
     tile_for,
+    tile_offsets,
 )
 
 SHARE_STEP = tl.constexpr(32)  # shares' partial sums loaded at a time by the second kernel
@@ -61,29 +62,12 @@ def _batch_norm_relu_grad_partials(
     sum_xhat = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
     for first in range(0, chunks, shares):  # this program's chunks: share, share + shares, …
         chunk = first + share
-        y_offset, ok = chunk_offsets(
-            chunk,
-            chunks,
-            channel,
-            channels,
-            pixels,
-            pixel_blocks,
-            y_stride_n,
-            y_stride_c,
-            y_stride_p,
-            BLOCK_P,
+        image, pixel, ok = chunk_tile(
+            chunk, chunks, channel, channels, pixels, pixel_blocks, BLOCK_P
         )
-        grad_offset, _ = chunk_offsets(
-            chunk,
-            chunks,
-            channel,
-            channels,
-            pixels,
-            pixel_blocks,
-            grad_stride_n,
-            grad_stride_c,
-            grad_stride_p,
-            BLOCK_P,
+        y_offset = tile_offsets(image, pixel, channel, y_stride_n, y_stride_c, y_stride_p)
+        grad_offset = tile_offsets(
+            image, pixel, channel, grad_stride_n, grad_stride_c, grad_stride_p
         )
         y = tl.load(y_ptr + y_offset, mask=ok, other=0.0).to(tl.float32)
         grad = tl.load(grad_out_ptr + grad_offset, mask=ok, other=0.0).to(tl.float32)
@@ -161,29 +145,12 @@ def _batch_norm_relu_grad_input(
     centre = mean_xhat[None, :]
     for first in range(0, chunks, shares):  # this program's chunks: share, share + shares, …
         chunk = first + share
-        y_offset, ok = chunk_offsets(
-            chunk,
-            chunks,
-            channel,
-            channels,
-            pixels,
-            pixel_blocks,
-            y_stride_n,
-            y_stride_c,
-            y_stride_p,
-            BLOCK_P,
+        image, pixel, ok = chunk_tile(
+            chunk, chunks, channel, channels, pixels, pixel_blocks, BLOCK_P
         )
-        grad_offset, _ = chunk_offsets(
-            chunk,
-            chunks,
-            channel,
-            channels,
-            pixels,
-            pixel_blocks,
-            grad_stride_n,
-            grad_stride_c,
-            grad_stride_p,
-            BLOCK_P,
+        y_offset = tile_offsets(image, pixel, channel, y_stride_n, y_stride_c, y_stride_p)
+        grad_offset = tile_offsets(
+            image, pixel, channel, grad_stride_n, grad_stride_c, grad_stride_p
         )
         y = tl.load(y_ptr + y_offset, mask=ok, other=0.0).to(tl.float32)
         grad = tl.load(grad_out_ptr + grad_offset, mask=ok, other=0.0).to(tl.float32)
