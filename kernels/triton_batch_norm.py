@@ -68,18 +68,10 @@ def _batch_norm_statistics(
     mean = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
     m2 = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
     for first in range(0, chunks, shares):  # this program's chunks: share, share + shares, …
-        offset, ok = chunk_offsets(
-            first + share,
-            chunks,
-            channel,
-            channels,
-            pixels,
-            pixel_blocks,
-            stride_n,
-            stride_c,
-            stride_p,
-            BLOCK_P,
+        image, pixel, ok = chunk_tile(
+            first + share, chunks, channel, channels, pixels, pixel_blocks, BLOCK_P
         )
+        offset = tile_offsets(image, pixel, channel, stride_n, stride_c, stride_p)
         y = tl.load(y_ptr + offset, mask=ok, other=0.0).to(tl.float32)
         count += ok.to(tl.float32)
         delta = y - mean
@@ -98,26 +90,20 @@ def _batch_norm_statistics(
 
 
 @triton.jit
-def chunk_offsets(
-    chunk,
-    chunks,
-    channel,
-    channels,
-    pixels,
-    pixel_blocks,
-    stride_n,
-    stride_c,
-    stride_p,
-    BLOCK_P: tl.constexpr,
-):
-    """Offsets and mask of a chunk: BLOCK_P pixels of one image, for the program's channels;
-    all masked for a chunk past the last."""
+def chunk_tile(chunk, chunks, channel, channels, pixels, pixel_blocks, BLOCK_P: tl.constexpr):
+    """A chunk's image, its BLOCK_P pixels and the mask of its (pixel, channel) tile; all masked
+    for a chunk past the last."""
     image = chunk // pixel_blocks
     pixel = (chunk % pixel_blocks) * BLOCK_P + tl.arange(0, BLOCK_P)
-    offset = image * stride_n + pixel[:, None] * stride_p + channel[None, :] * stride_c
     pixel_limit = tl.where(chunk < chunks, pixels, 0)
     ok = (pixel[:, None] < pixel_limit) & (channel[None, :] < channels)
-    return offset, ok
+    return image, pixel, ok
+
+
+@triton.jit
+def tile_offsets(image, pixel, channel, stride_n, stride_c, stride_p):
+    """Offsets of a chunk's (pixel, channel) tile in a tensor of these strides."""
+    return image * stride_n + pixel[:, None] * stride_p + channel[None, :] * stride_c
 
 
 @triton.jit(do_not_specialize=["partials", "columns_per_channel"])
@@ -211,30 +197,11 @@ def _scale_shift_relu(
     chunk = tl.program_id(0)
     channel = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     channel_ok = channel < channels
-    y_offset, ok = chunk_offsets(
-        chunk,
-        chunk + 1,
-        channel,
-        channels,
-        pixels,
-        pixel_blocks,
-        y_stride_n,
-        y_stride_c,
-        y_stride_p,
-        BLOCK_P,
+    image, pixel, ok = chunk_tile(
+        chunk, chunk + 1, channel, channels, pixels, pixel_blocks, BLOCK_P
     )
-    out_offset, _ = chunk_offsets(
-        chunk,
-        chunk + 1,
-        channel,
-        channels,
-        pixels,
-        pixel_blocks,
-        out_stride_n,
-        out_stride_c,
-        out_stride_p,
-        BLOCK_P,
-    )
+    y_offset = tile_offsets(image, pixel, channel, y_stride_n, y_stride_c, y_stride_p)
+    out_offset = tile_offsets(image, pixel, channel, out_stride_n, out_stride_c, out_stride_p)
     scale = tl.load(scale_ptr + channel, mask=channel_ok, other=0.0)
     shift = tl.load(shift_ptr + channel, mask=channel_ok, other=0.0)
     y = tl.load(y_ptr + y_offset, mask=ok, other=0.0).to(tl.float32)

@@ -16,10 +16,11 @@ import triton.language as tl
 
 from gentool.kernels.launches import launch
 from gentool.kernels.triton_batch_norm import (
-    chunk_offsets,
+    chunk_tile,
     pixel_strides,
     shares_for,
     tile_for,
+    tile_offsets,
 )
 
 SHARE_STEP = tl.constexpr(32)  # shares' partial sums loaded at a time by the second kernel
@@ -52,42 +53,21 @@ def _batch_norm_relu_grad_partials(
     channel = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     share = tl.program_id(1)
     channel_ok = channel < channels
-    mean = tl.load(mean_ptr + channel, mask=channel_ok, other=0.0)[None, :]
-    invstd = tl.load(invstd_ptr + channel, mask=channel_ok, other=0.0)[None, :]
-    scale = tl.load(scale_ptr + channel, mask=channel_ok, other=0.0)[None, :]
-    shift = tl.load(shift_ptr + channel, mask=channel_ok, other=0.0)[None, :]
+    mean, invstd, scale, shift = _normalisation_rows(
+        mean_ptr, invstd_ptr, scale_ptr, shift_ptr, channel, channel_ok
+    )
     sum_grad = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
     sum_grad_xhat = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
     sum_xhat = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
     for first in range(0, chunks, shares):  # this program's chunks: share, share + shares, …
-        chunk = first + share
-        y_offset, ok = chunk_offsets(
-            chunk,
-            chunks,
-            channel,
-            channels,
-            pixels,
-            pixel_blocks,
-            y_stride_n,
-            y_stride_c,
-            y_stride_p,
-            BLOCK_P,
+        image, pixel, ok = chunk_tile(
+            first + share, chunks, channel, channels, pixels, pixel_blocks, BLOCK_P
         )
-        grad_offset, _ = chunk_offsets(
-            chunk,
-            chunks,
-            channel,
-            channels,
-            pixels,
-            pixel_blocks,
-            grad_stride_n,
-            grad_stride_c,
-            grad_stride_p,
-            BLOCK_P,
+        y_offset = tile_offsets(image, pixel, channel, y_stride_n, y_stride_c, y_stride_p)
+        grad_offset = tile_offsets(
+            image, pixel, channel, grad_stride_n, grad_stride_c, grad_stride_p
         )
-        y = tl.load(y_ptr + y_offset, mask=ok, other=0.0).to(tl.float32)
-        grad = tl.load(grad_out_ptr + grad_offset, mask=ok, other=0.0).to(tl.float32)
-        grad = tl.where(y * scale + shift > 0.0, grad, 0.0)  # the forward's ReLU mask
+        y, grad = _y_and_relu_grad(y_ptr, y_offset, grad_out_ptr, grad_offset, ok, scale, shift)
         xhat = tl.where(ok, (y - mean) * invstd, 0.0)
         sum_grad += grad
         sum_grad_xhat += grad * xhat
@@ -150,47 +130,44 @@ def _batch_norm_relu_grad_input(
     first_share = channel < tl.where(share == 0, channels, 0)
     tl.store(grad_gamma_ptr + channel, grad_gamma, mask=first_share)
     tl.store(grad_beta_ptr + channel, sum_grad, mask=first_share)
-    mean = tl.load(mean_ptr + channel, mask=channel_ok, other=0.0)[None, :]
-    invstd = tl.load(invstd_ptr + channel, mask=channel_ok, other=0.0)[None, :]
-    scale = tl.load(scale_ptr + channel, mask=channel_ok, other=0.0)[None, :]
-    shift = tl.load(shift_ptr + channel, mask=channel_ok, other=0.0)[None, :]
+    mean, invstd, scale, shift = _normalisation_rows(
+        mean_ptr, invstd_ptr, scale_ptr, shift_ptr, channel, channel_ok
+    )
     gamma = tl.load(gamma_ptr + channel, mask=channel_ok, other=0.0).to(tl.float32)[None, :]
     # dy = γ/σ · (g − mean(g) − x̂·mean(g·x̂)), the batch-statistics BatchNorm backward.
     mean_grad = (sum_grad / per_channel)[None, :]
     mean_grad_xhat = (grad_gamma / per_channel)[None, :]
     centre = mean_xhat[None, :]
     for first in range(0, chunks, shares):  # this program's chunks: share, share + shares, …
-        chunk = first + share
-        y_offset, ok = chunk_offsets(
-            chunk,
-            chunks,
-            channel,
-            channels,
-            pixels,
-            pixel_blocks,
-            y_stride_n,
-            y_stride_c,
-            y_stride_p,
-            BLOCK_P,
+        image, pixel, ok = chunk_tile(
+            first + share, chunks, channel, channels, pixels, pixel_blocks, BLOCK_P
         )
-        grad_offset, _ = chunk_offsets(
-            chunk,
-            chunks,
-            channel,
-            channels,
-            pixels,
-            pixel_blocks,
-            grad_stride_n,
-            grad_stride_c,
-            grad_stride_p,
-            BLOCK_P,
+        y_offset = tile_offsets(image, pixel, channel, y_stride_n, y_stride_c, y_stride_p)
+        grad_offset = tile_offsets(
+            image, pixel, channel, grad_stride_n, grad_stride_c, grad_stride_p
         )
-        y = tl.load(y_ptr + y_offset, mask=ok, other=0.0).to(tl.float32)
-        grad = tl.load(grad_out_ptr + grad_offset, mask=ok, other=0.0).to(tl.float32)
-        grad = tl.where(y * scale + shift > 0.0, grad, 0.0)
+        y, grad = _y_and_relu_grad(y_ptr, y_offset, grad_out_ptr, grad_offset, ok, scale, shift)
         xhat = (y - mean) * invstd - centre
         grad_y = gamma * invstd * (grad - mean_grad - xhat * mean_grad_xhat)
         tl.store(grad_y_ptr + y_offset, grad_y.to(grad_y_ptr.dtype.element_ty), mask=ok)
+
+
+@triton.jit
+def _normalisation_rows(mean_ptr, invstd_ptr, scale_ptr, shift_ptr, channel, channel_ok):
+    """The forward pass's mean, 1/σ, scale and shift of these channels, as (1, BLOCK_C) rows."""
+    mean = tl.load(mean_ptr + channel, mask=channel_ok, other=0.0)[None, :]
+    invstd = tl.load(invstd_ptr + channel, mask=channel_ok, other=0.0)[None, :]
+    scale = tl.load(scale_ptr + channel, mask=channel_ok, other=0.0)[None, :]
+    shift = tl.load(shift_ptr + channel, mask=channel_ok, other=0.0)[None, :]
+    return mean, invstd, scale, shift
+
+
+@triton.jit
+def _y_and_relu_grad(y_ptr, y_offset, grad_out_ptr, grad_offset, ok, scale, shift):
+    """y and the output gradient through the forward's ReLU, its mask recomputed from y, float32."""
+    y = tl.load(y_ptr + y_offset, mask=ok, other=0.0).to(tl.float32)
+    grad = tl.load(grad_out_ptr + grad_offset, mask=ok, other=0.0).to(tl.float32)
+    return y, tl.where(y * scale + shift > 0.0, grad, 0.0)
 
 
 def backward(
