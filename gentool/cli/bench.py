@@ -151,7 +151,7 @@ def bench_train(
     from gentool.config import parse_assignment
     from gentool.devices import resolve_device
     from gentool.training.benchmark import TRAIN_VARIANTS, bench_training
-    from gentool.training.distributed import join_group, leave_group, ranks_from_environment
+    from gentool.training.distributed import process_group, ranks_from_environment
 
     entry = resolve(name)
     config = entry.plugin.parse_config(dict(map(parse_assignment, overrides)))
@@ -161,16 +161,14 @@ def bench_train(
     target = resolve_device(device)
     batch = batch_size or entry.plugin.default_batch_size
     ranks = ranks_from_environment()
-    if ranks.distributed:
-        target = join_group(ranks, target)
-    try:
-        with error_console.status(f"timing {escaped(entry.name)} training steps"):
-            results = bench_training(
-                entry.plugin, config, batch_size=batch, device=target, variants=chosen,
-                steps=steps, ranks=ranks,
-            )  # fmt: skip
-    finally:
-        leave_group()
+    with (
+        process_group(ranks, target) as target,
+        error_console.status(f"timing {escaped(entry.name)} training steps"),
+    ):
+        results = bench_training(
+            entry.plugin, config, batch_size=batch, device=target, variants=chosen,
+            steps=steps, ranks=ranks,
+        )  # fmt: skip
     if not ranks.main:
         return
     device_name = torch.cuda.get_device_name(target) if target.type == "cuda" else "cpu"

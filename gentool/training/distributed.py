@@ -13,7 +13,8 @@ Rank 0 alone writes the run folder and draws the progress bar.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -64,7 +65,24 @@ def ranks_from_environment() -> Ranks:
     return ranks
 
 
-def join_group(ranks: Ranks, device: torch.device) -> torch.device:
+@contextmanager
+def process_group(ranks: Ranks, device: torch.device) -> Iterator[torch.device]:
+    """This process's device, in torchrun's process group while the block runs (`device` as it
+    is outside torchrun). The group is left once every rank has finished the block: gloo may
+    abort a process whose peer tears the group down while its last exchange is under way. A
+    rank that failed leaves at once, as the others may never get that far."""
+    if not ranks.distributed:
+        yield device
+        return
+    device = _join_group(ranks, device)
+    try:
+        yield device
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def _join_group(ranks: Ranks, device: torch.device) -> torch.device:
     """Join the process group torchrun set up; return this rank's device (one GPU per process)."""
     if device.type == "cuda":
         if ranks.local_rank >= torch.cuda.device_count():
@@ -77,11 +95,6 @@ def join_group(ranks: Ranks, device: torch.device) -> torch.device:
     backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(backend, rank=ranks.rank, world_size=ranks.world_size)
     return device
-
-
-def leave_group() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
 
 
 def rank_seed(seed: int, rank: int, step: int = 0) -> int:

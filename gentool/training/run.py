@@ -10,7 +10,7 @@ from gentool.checkpoint import RunFolder
 from gentool.devices import resolve_device
 from gentool.kernels.dispatch import use_backend
 from gentool.kernels.preflight import preflight
-from gentool.training.distributed import join_group, leave_group, ranks_from_environment
+from gentool.training.distributed import process_group, ranks_from_environment
 from gentool.training.loop import TrainSummary, fit
 from gentool.training.request import TrainRequest, check_sync_bn, plan_training
 from gentool.training.session import open_session
@@ -26,12 +26,11 @@ def run_training(request: TrainRequest, console: Console) -> tuple[TrainSummary,
     ranks = ranks_from_environment()
     device = resolve_device(request.device)
     check_sync_bn(plan.acceleration, ranks, device.type)
-    if ranks.distributed:
-        device = join_group(ranks, device)
-    try:
-        with use_backend(plan.acceleration.kernels or "auto"), ExitStack() as files:
-            preflight(device)  # under --kernels triton: every fused kernel runs here, or fails
-            session = open_session(plan, device, ranks, console, files)
-            return fit(session), session.run
-    finally:
-        leave_group()
+    with (
+        process_group(ranks, device) as device,
+        use_backend(plan.acceleration.kernels or "auto"),
+        ExitStack() as files,
+    ):
+        preflight(device)  # under --kernels triton: every fused kernel runs here, or fails
+        session = open_session(plan, device, ranks, console, files)
+        return fit(session), session.run
