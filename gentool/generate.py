@@ -27,7 +27,7 @@ from gentool.images import save_grid
 from gentool.models import calling, image_size_of, load_trained
 from gentool.record import RunRecord
 from gentool.registry import PluginEntry
-from gentool.run_files import check_output
+from gentool.run_files import output_path
 from gentool.sampling import class_grid, device_of, draw, square_columns
 
 OutputFormat = Literal["png", "npz"]
@@ -61,7 +61,7 @@ def sample_images(
     """
     plugin = _plugin_of(entry)
     if out is not None:
-        check_output(out)
+        out = output_path(out)
     if not plugin.capabilities.sample:
         if plugin.capabilities.reconstruct:
             raise GentoolError(
@@ -106,7 +106,7 @@ def interpolate_images(
     """
     plugin = _plugin_of(entry)
     if out is not None:
-        check_output(out)
+        out = output_path(out)
     if (start_image is None) != (end_image is None):
         raise GentoolError("--from and --to go together: give both images or neither")
     model, record, run = load_trained(
@@ -170,7 +170,7 @@ def reconstruct_images(
     error of the reconstructions in [0, 1] pixel units."""
     plugin = _plugin_of(entry)
     if out is not None:
-        check_output(out)
+        out = output_path(out)
     if not plugin.capabilities.reconstruct:
         raise GentoolError(f"{plugin.name} does not reconstruct images")
     model, record, run = load_trained(entry, run_dir, resolve_device(device))
@@ -208,7 +208,7 @@ def encode_images(
     the data has them; returns the path, the image count and the shape of one code."""
     plugin = _plugin_of(entry)
     if out is not None:
-        check_output(out)
+        out = output_path(out)
     if not plugin.capabilities.encode:
         raise GentoolError(f"{plugin.name} does not encode images into codes")
     model, record, run = load_trained(entry, run_dir, resolve_device(device))

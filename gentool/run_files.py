@@ -116,10 +116,37 @@ def enclosing_run(path: Path) -> Path | None:
     return next((folder for folder in folders if (folder / RUN_FILE).is_file()), None)
 
 
-def check_output(path: Path, flag: str = "--out") -> None:
-    """Refuse an output path that is one of a run's own files: writing there would destroy the
-    run (its run.json, a checkpoint, its logs) or be destroyed with it (a checkpoint folder is
-    removed whole when the next one is committed)."""
+def output_path(path: Path, flag: str = "--out") -> Path:
+    """The file to write what the user asked to have at `path`: the one a link there points to,
+    as a link is the user's way of naming that file and replacing the link would break it for
+    everyone who follows it (`/dev/stdout` is such a link). Refused when it, or `path`, is one of
+    a run's own files: writing there would destroy the run (its run.json, a checkpoint, its logs)
+    or be destroyed with it (a checkpoint folder is removed whole when the next one is
+    committed)."""
+    path = Path(path)
+    target = _linked_file(path)
+    for named in dict.fromkeys((path, target)):
+        _refuse_a_file_of_a_run(named, flag)
+    return target
+
+
+def _linked_file(path: Path) -> Path:
+    """`path`, or the file it links to where that is a file in a folder: a link to a pipe or a
+    socket (/proc/self/fd/1 under `| cat`) is written into through the link."""
+    if not path.is_symlink():
+        return path
+    resolved = Path(os.path.realpath(path))
+    try:
+        linked = os.stat(path)
+    except FileNotFoundError:  # a dangling link names the file to create
+        return resolved
+    try:
+        return resolved if os.path.samestat(linked, os.stat(resolved)) else path
+    except OSError:
+        return path
+
+
+def _refuse_a_file_of_a_run(path: Path, flag: str) -> None:
     run = enclosing_run(path)
     if run is None:
         return

@@ -505,6 +505,34 @@ def test_output_to_a_device_writes_into_it_and_never_replaces_it(trained, in_tmp
     assert (in_tmp / "pipe.png").is_fifo()
 
 
+def test_output_through_a_link_lands_where_it_points_and_keeps_the_link(trained, in_tmp):
+    (in_tmp / "kept.png").symlink_to("real.png")  # dangling: names the file to create
+    assert invoke("sample", "dcgan", "--run", "run", "--device", "cpu", "--out",
+                  "kept.png").exit_code == 0  # fmt: skip
+    assert (in_tmp / "kept.png").is_symlink()
+    assert (in_tmp / "real.png").read_bytes().startswith(b"\x89PNG")
+    (in_tmp / "into-run.png").symlink_to("run/run.json")
+    before = every_file(trained)
+    refused = invoke("sample", "dcgan", "--run", "run", "--device", "cpu", "--out", "into-run.png")
+    assert f"{in_tmp / 'run' / 'run.json'} is a file of the run in" in one_line_error(refused)
+    assert every_file(trained) == before
+
+
+def test_output_to_dev_stdout_redirected_to_a_file_never_replaces_the_link(trained, in_tmp):
+    # /dev/stdout as gentool meets it when its output is redirected: a link to /proc/self/fd/1,
+    # which names the file the shell opened. Replacing the link breaks it for every process.
+    (in_tmp / "stdout.png").symlink_to("/proc/self/fd/1")
+    with open(in_tmp / "redirected.png", "wb") as redirected:
+        result = subprocess.run(
+            [sys.executable, "-m", "gentool", "sample", "dcgan", "--run", "run", "--device",
+             "cpu", "--out", "stdout.png"],
+            stdout=redirected, stderr=subprocess.PIPE, text=True, timeout=120,
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (in_tmp / "stdout.png").is_symlink()
+    assert (in_tmp / "redirected.png").read_bytes().startswith(b"\x89PNG")
+
+
 @pytest.mark.parametrize("name", ["metrics.jsonl", "epochs.jsonl"])
 def test_a_fifo_in_place_of_a_log_is_one_line_not_a_hang(trained, name):
     (trained / name).unlink()

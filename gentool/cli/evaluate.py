@@ -105,10 +105,10 @@ def report(
     """
     from gentool.checkpoint import RunFolder
     from gentool.report import write_report
-    from gentool.run_files import check_output
+    from gentool.run_files import output_path
 
     if out is not None:
-        check_output(out)
+        out = output_path(out)
     run = RunFolder(run_dir)
     record = run.read()
     entry = resolve(record.plugin.name)
