@@ -106,8 +106,9 @@ class RunFolder(RunFiles):
             record.checkpoint, record.checkpoint_sha256, record.optimizers = committed
             raise CheckpointError(self._save_failure(error, current)) from None
         for stale in self.path.glob(CHECKPOINT_PREFIX + "*"):
-            if stale.name != name:
-                shutil.rmtree(stale, ignore_errors=True)
+            # Only names gentool writes: a user's `checkpoint-best` beside them is theirs.
+            if stale.name != name and CHECKPOINT_NAME.fullmatch(stale.name):
+                _remove(stale)
         self.remove_leftovers()
 
     def delete(self) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -503,6 +504,17 @@ def test_output_to_a_device_writes_into_it_and_never_replaces_it(trained, in_tmp
     fifo = invoke("sample", "dcgan", "--run", "run", "--device", "cpu", "--out", "pipe.png")
     assert "pipe.png: No such device or address" in one_line_error(fifo)
     assert (in_tmp / "pipe.png").is_fifo()
+
+
+def test_a_resume_removes_only_the_checkpoint_folders_gentool_names(trained):
+    mine = ["checkpoint-00000003-best", "checkpoint-best", "checkpoint-0000001", "Checkpoint-x"]
+    for name in mine:
+        shutil.copytree(trained / "checkpoint-00000003", trained / name)
+    shutil.copytree(trained / "checkpoint-00000003", trained / "checkpoint-99999999")  # a kill's
+    result = invoke("train", "dcgan", "--resume", "--run-dir", "run", "--epochs", "2")
+    assert result.exit_code == 0, result.output
+    kept = {path.name for path in trained.iterdir() if "heckpoint" in path.name}
+    assert kept == {*mine, RunFolder(trained).read().checkpoint}
 
 
 def test_output_through_a_link_lands_where_it_points_and_keeps_the_link(trained, in_tmp):
