@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import sys
 from typing import IO
 
 from rich.console import Console
@@ -69,6 +70,23 @@ class StreamConsole(Console):
         if self.lost is None:
             self.lost = error
         discard_output(self.file)
+
+
+def reopen_closed_standard_streams() -> None:
+    """Point a standard descriptor that was closed (`>&-`) at /dev/null: otherwise the next file
+    gentool opens takes its number, and what is printed lands in that file."""
+    for descriptor, name in enumerate(("stdin", "stdout", "stderr")):
+        try:
+            os.fstat(descriptor)
+        except OSError:
+            devnull = os.open(os.devnull, os.O_RDWR)  # the lowest free number: this one
+            if devnull != descriptor:
+                os.dup2(devnull, descriptor)
+                os.close(devnull)
+        if getattr(sys, name) is None:  # how Python starts without the descriptor
+            # The process's own stream, open until it ends, as the one Python would have made.
+            stream = open(descriptor, "w" if descriptor else "r", closefd=False)  # noqa: SIM115
+            setattr(sys, name, stream)
 
 
 def discard_output(stream: IO[str]) -> None:

@@ -11,12 +11,13 @@ from gentool.cli import evaluate  # isort: skip
 from gentool.cli import catalog  # isort: skip
 from gentool.cli import bench  # isort: skip
 from gentool.cli.app import EXIT_USER_ERROR, app, error_console
-from gentool.terminal import discard_output
+from gentool.terminal import discard_output, reopen_closed_standard_streams
 
 __all__ = ["app", "bench", "catalog", "evaluate", "generate", "main", "train"]
 
 
 def main() -> None:
+    reopen_closed_standard_streams()
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):  # an ASCII terminal shows `–` as \u2013, not a crash
             stream.reconfigure(errors="backslashreplace")

@@ -57,6 +57,20 @@ def test_a_command_ends_quietly_when_the_reader_of_its_output_is_gone(args):
     assert (result.returncode, result.stderr) == (141, "")
 
 
+def test_a_closed_standard_output_trains_as_if_it_were_dev_null(tmp_path):
+    # `>&-`: the next file opened would take descriptor 1, and what is printed would land in it.
+    result = subprocess.run(
+        [sys.executable, "-m", "gentool", *TRAIN_TWO_EPOCHS], capture_output=True, text=True,
+        cwd=tmp_path, timeout=300,
+        preexec_fn=lambda: os.close(1),
+    )  # fmt: skip
+    assert (result.returncode, result.stderr) == (0, "")
+    record = RunFolder(tmp_path / "run").read()
+    assert record.progress.epoch == 2
+    files = [path for path in (tmp_path / "run").rglob("*") if path.is_file()]
+    assert not any(b"done: 2 epochs" in path.read_bytes() for path in files)
+
+
 @needs_dev_full
 @pytest.mark.parametrize("args", [["list"], ["info", "dcgan"], ["--version"], ["--help"]])
 def test_output_to_a_full_disk_is_one_line_on_stderr_not_a_traceback(args):
