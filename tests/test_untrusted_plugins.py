@@ -270,3 +270,45 @@ def test_a_plugin_time_limit_that_is_no_number_of_seconds_is_one_line(monkeypatc
     result = runner.invoke(app, ["list"])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert f"GENTOOL_PLUGIN_TIMEOUT={seconds!r} is not a number of seconds" in result.output
+
+
+SWALLOWS_CTRL_C = """
+def build(config, spec):
+    import os, signal, time
+    try:  # as numpy's import can, under torch's: the KeyboardInterrupt never reaches gentool
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(10)
+    except KeyboardInterrupt:
+        pass
+    {then}
+"""
+
+
+@pytest.mark.parametrize(
+    ("then", "exit_code", "said"),
+    [
+        ("return dcgan.build(config, spec)", 130, "stopped: SIGINT: stopped at epoch 1, step 1/"),
+        ("raise ImportError('cannot load module more than once per process')", 130, "aborted"),
+    ],
+    ids=["then-trains", "then-fails"],
+)
+def test_a_ctrl_c_something_swallowed_still_ends_the_command_as_interrupted(
+    tmp_path, then, exit_code, said
+):
+    site = tmp_path / "site"
+    monkeypatch = pytest.MonkeyPatch()
+    body = SWALLOWS_CTRL_C.format(then=then)
+    install_fake_distribution(
+        site, monkeypatch, module="deaf", source=plugin_source(body),
+        entry_points={"rogue": "deaf:plugin"},
+    )  # fmt: skip
+    monkeypatch.undo()
+    result = subprocess.run(
+        [sys.executable, "-m", "gentool", "train", "rogue", *TINY, "--epochs", "5",
+         "--run-dir", "run"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(site)},
+    )  # fmt: skip
+    assert result.returncode == exit_code, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(said)

@@ -29,7 +29,7 @@ from types import SimpleNamespace
 import torch
 
 from gentool import atomic, checkpoint, run_files
-from gentool.cli import main
+from gentool.__main__ import main
 from gentool.training import logbook, session
 
 PAUSE_POINT, _, PAUSE_COUNT = os.environ.get("GENTOOL_TEST_PAUSE", "").partition(":")

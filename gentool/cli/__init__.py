@@ -1,6 +1,6 @@
 """The `gentool` command line: one module per group of commands, each a thin caller of the
 package that does the work (training, generation, evaluation, kernels). `app` is the Typer
-application, `main` the console script."""
+application, `run_commands` what the console script runs (see gentool.__main__)."""
 
 import sys
 
@@ -10,14 +10,15 @@ from gentool.cli import generate  # isort: skip
 from gentool.cli import evaluate  # isort: skip
 from gentool.cli import catalog  # isort: skip
 from gentool.cli import bench  # isort: skip
-from gentool.cli.app import EXIT_USER_ERROR, app, error_console
-from gentool.terminal import discard_output, reopen_closed_standard_streams
+from gentool.cli.app import EXIT_USER_ERROR, abort, app, error_console
+from gentool.interrupts import interrupted
+from gentool.terminal import discard_output
 
-__all__ = ["app", "bench", "catalog", "evaluate", "generate", "main", "train"]
+__all__ = ["app", "bench", "catalog", "evaluate", "generate", "run_commands", "train"]
 
 
-def main() -> None:
-    reopen_closed_standard_streams()
+def run_commands() -> None:
+    """The command line asked for, with its output made safe for any terminal or stream."""
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):  # an ASCII terminal shows `–` as \u2013, not a crash
             stream.reconfigure(errors="backslashreplace")
@@ -30,3 +31,8 @@ def main() -> None:
             highlight=False,
         )
         sys.exit(EXIT_USER_ERROR)
+    except Exception:
+        if not interrupted():
+            raise
+        # What an import that swallowed the Ctrl-C broke on later is not the user's concern.
+        abort()

@@ -10,14 +10,16 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import sys
 import warnings
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import typer
 
 from gentool import __version__
 from gentool.errors import GentoolError, Interrupted
+from gentool.interrupts import EXIT_INTERRUPTED, interrupted
 from gentool.terminal import StreamConsole, escaped
 
 app = typer.Typer(
@@ -43,7 +45,6 @@ error_console = StreamConsole(stderr=True, soft_wrap=True)
 Command = TypeVar("Command", bound=Callable[..., Any])
 
 EXIT_USER_ERROR = 1
-EXIT_INTERRUPTED = 130
 EXIT_READER_GONE = 141  # 128 + SIGPIPE: how a shell reports a tool whose pipe's reader left
 
 
@@ -57,25 +58,29 @@ def user_errors(command: Command) -> Command:
             warnings.showwarning = _show_warning
             try:
                 result = command(*args, **kwargs)
-            except GentoolError as error:
-                from_signal = isinstance(error, Interrupted)
-                if from_signal and os.environ.get("RANK", "0") != "0":  # rank 0 says it once
-                    raise typer.Exit(EXIT_INTERRUPTED) from None
-                style = "yellow" if from_signal else "red"
-                label = "stopped" if from_signal else "error"
-                error_console.print(f"[{style}]{label}:[/] {escaped(error)}", highlight=False)
-                raise typer.Exit(EXIT_INTERRUPTED if from_signal else EXIT_USER_ERROR) from None
-            except KeyboardInterrupt:  # a second Ctrl-C: stop at once; saved checkpoints are intact
-                error_console.print("[yellow]aborted[/]")
+            except Interrupted as error:  # training stopped by a signal, its checkpoint saved
+                if os.environ.get("RANK", "0") == "0":  # rank 0 says it once
+                    error_console.print(f"[yellow]stopped:[/] {escaped(error)}", highlight=False)
                 raise typer.Exit(EXIT_INTERRUPTED) from None
-            except OSError as error:  # the file system refused: a full disk, a read-only folder
-                shown = escaped(describe_os_error(error))
-                error_console.print(f"[red]error:[/] {shown}", highlight=False)
+            except KeyboardInterrupt:  # a second Ctrl-C: stop at once; saved checkpoints are intact
+                abort()
+            except (GentoolError, OSError) as error:
+                if interrupted():  # what a Ctrl-C that an import swallowed broke later
+                    abort()
+                # An OSError: the file system refused (a full disk, a read-only folder).
+                shown = describe_os_error(error) if isinstance(error, OSError) else str(error)
+                error_console.print(f"[red]error:[/] {escaped(shown)}", highlight=False)
                 raise typer.Exit(EXIT_USER_ERROR) from None
             exit_if_output_lost()
             return result
 
     return wrapper  # type: ignore[return-value]
+
+
+def abort() -> NoReturn:
+    """End the command at once, as Ctrl-C asked: saved checkpoints are intact."""
+    error_console.print("[yellow]aborted[/]")
+    sys.exit(EXIT_INTERRUPTED)  # not typer.Exit: also said where Typer no longer runs
 
 
 def describe_os_error(error: OSError) -> str:

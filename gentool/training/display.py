@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Column
 
+from gentool.interrupts import interrupted
 from gentool.terminal import escaped
 
 
@@ -31,6 +32,8 @@ class StopRequest:
 def stop_on_signals() -> Iterator[StopRequest]:
     """SIGINT and SIGTERM ask the loop to finish its step and save; a second SIGINT aborts."""
     request = StopRequest()
+    if interrupted():  # a Ctrl-C at start-up that something swallowed still stops training
+        request.signal_name = signal.SIGINT.name
 
     def request_stop(number: int, frame: FrameType | None) -> None:
         if request.signal_name and number == signal.SIGINT:

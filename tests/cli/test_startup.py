@@ -9,7 +9,7 @@ import pytest
 
 PROBE = """
 import sys
-from gentool.cli import main
+from gentool.__main__ import main
 sys.argv = ["gentool", *{args!r}]
 try:
     main()
