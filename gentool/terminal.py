@@ -20,7 +20,7 @@ import errno
 import os
 import re
 import sys
-from typing import IO
+from typing import IO, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -54,6 +54,11 @@ class StreamConsole(Console):
     """A Rich console that drops its output, never the program, once its stream refuses it."""
 
     lost: OSError | None = None  # why the stream stopped taking output, once it has
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self._width == 0:  # COLUMNS=0, which Rich takes as no room to print anything in
+            self._width = None
 
     def _check_buffer(self) -> None:  # where Rich writes out what was printed, on any thread
         try:

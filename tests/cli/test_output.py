@@ -57,6 +57,12 @@ def test_a_command_ends_quietly_when_the_reader_of_its_output_is_gone(args):
     assert (result.returncode, result.stderr) == (141, "")
 
 
+def test_a_terminal_width_of_zero_columns_still_shows_errors_and_output():
+    unknown = gentool("info", "nosuch", COLUMNS="0")
+    assert unknown.returncode == 1 and unknown.stderr.startswith("error: unknown model 'nosuch'")
+    assert "dcgan" in gentool("list", COLUMNS="0").stdout
+
+
 def test_a_closed_standard_output_trains_as_if_it_were_dev_null(tmp_path):
     # `>&-`: the next file opened would take descriptor 1, and what is printed would land in it.
     result = subprocess.run(
