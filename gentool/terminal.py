@@ -53,12 +53,16 @@ def _escape(match: re.Match[str]) -> str:
 class StreamConsole(Console):
     """A Rich console that drops its output, never the program, once its stream refuses it."""
 
-    lost: OSError | None = None  # why the stream stopped taking output, once it has
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._lost: OSError | None = None
         if self._width == 0:  # COLUMNS=0, which Rich takes as no room to print anything in
             self._width = None
+
+    @property
+    def lost(self) -> OSError | None:
+        """Why the stream stopped taking output, once it has (here, or in a GuardedOutput)."""
+        return self._lost or getattr(self.file, "lost", None)
 
     def _check_buffer(self) -> None:  # where Rich writes out what was printed, on any thread
         try:
@@ -72,9 +76,41 @@ class StreamConsole(Console):
 
     def _stop_writing(self, error: OSError) -> None:
         self.quiet = True
-        if self.lost is None:
-            self.lost = error
+        if self._lost is None:
+            self._lost = error
         discard_output(self.file)
+
+
+class GuardedOutput:
+    """Standard output or error that drops, never raises, once its descriptor refuses what is
+    written: a plugin's print() in training_step must not end a training whose pipe's reader
+    left. Everything but writing is the wrapped stream's."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        self.lost: OSError | None = None  # why the stream stopped taking output, once it has
+
+    def write(self, text: str) -> int:
+        if self.lost is None:
+            try:
+                return self._stream.write(text)
+            except OSError as error:
+                self._stop_writing(error)
+        return len(text)
+
+    def flush(self) -> None:
+        if self.lost is None:
+            try:
+                self._stream.flush()
+            except OSError as error:
+                self._stop_writing(error)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    def _stop_writing(self, error: OSError) -> None:
+        self.lost = error
+        discard_output(self._stream)
 
 
 def reopen_closed_standard_streams() -> None:

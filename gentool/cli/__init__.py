@@ -10,9 +10,9 @@ from gentool.cli import generate  # isort: skip
 from gentool.cli import evaluate  # isort: skip
 from gentool.cli import catalog  # isort: skip
 from gentool.cli import bench  # isort: skip
-from gentool.cli.app import EXIT_USER_ERROR, abort, app, error_console
+from gentool.cli.app import abort, app, exit_if_output_lost
 from gentool.interrupts import interrupted
-from gentool.terminal import discard_output
+from gentool.terminal import GuardedOutput
 
 __all__ = ["app", "bench", "catalog", "evaluate", "generate", "run_commands", "train"]
 
@@ -22,15 +22,13 @@ def run_commands() -> None:
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):  # an ASCII terminal shows `–` as \u2013, not a crash
             stream.reconfigure(errors="backslashreplace")
+    sys.stdout, sys.stderr = GuardedOutput(sys.stdout), GuardedOutput(sys.stderr)
     try:
         app()
-    except OSError as error:  # Typer's own output (help, a usage error) to a stream refusing it
-        discard_output(sys.stdout)
-        error_console.print(
-            f"[red]error:[/] could not write to standard output: {error.strerror or error}",
-            highlight=False,
-        )
-        sys.exit(EXIT_USER_ERROR)
+    except SystemExit as ending:
+        if not ending.code:  # done; Typer's own help and usage errors say so too
+            exit_if_output_lost()
+        raise
     except Exception:
         if not interrupted():
             raise

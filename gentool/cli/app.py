@@ -100,12 +100,12 @@ def exit_if_output_lost() -> None:
     if lost is None:
         return
     if lost.errno == errno.EPIPE:
-        raise typer.Exit(EXIT_READER_GONE)
+        sys.exit(EXIT_READER_GONE)
     error_console.print(
         f"[red]error:[/] could not write to standard output: {lost.strerror or lost}",
         highlight=False,
     )
-    raise typer.Exit(EXIT_USER_ERROR)
+    sys.exit(EXIT_USER_ERROR)  # not typer.Exit: also said where Typer no longer runs
 
 
 def _show_warning(

@@ -104,6 +104,36 @@ def test_training_goes_on_and_checkpoints_when_its_output_cannot_be_written(
     assert (tmp_path / "run" / "checkpoint-00000004").is_dir()
 
 
+CHATTY_PLUGIN = """
+from dataclasses import replace
+from gentool.plugins.dcgan import plugin as dcgan
+from gentool.plugins.dcgan.model import DCGAN
+
+class Chatty(DCGAN):
+    def training_step(self, batch, context):
+        print("a plugin's progress note")
+        return super().training_step(batch, context)
+
+plugin = replace(dcgan, name="chatty", build=lambda config, spec: Chatty(config, spec))
+"""
+
+
+@pytest.mark.parametrize("kind", ["reader gone", "full disk"])
+def test_a_plugin_printing_to_output_that_stopped_keeps_training(tmp_path, kind):
+    monkeypatch = pytest.MonkeyPatch()
+    install_fake_distribution(
+        tmp_path / "site", monkeypatch, module="chatty", source=CHATTY_PLUGIN,
+        entry_points={"chatty": "chatty:plugin"},
+    )  # fmt: skip
+    monkeypatch.undo()
+    arguments = ["train", "chatty", *TRAIN_TWO_EPOCHS[2:]]
+    with refusing_output(kind) as stdout:
+        result = gentool(*arguments, stdout=stdout, cwd=tmp_path, PYTHONPATH=str(tmp_path / "site"))
+    assert result.returncode == (141 if kind == "reader gone" else 1), result.stderr
+    assert "raised" not in result.stderr
+    assert RunFolder(tmp_path / "run").read().progress.epoch == 2
+
+
 class VanishedTerminal(io.StringIO):
     def write(self, text: str) -> int:
         raise OSError(errno.EIO, os.strerror(errno.EIO))
