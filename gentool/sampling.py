@@ -112,8 +112,11 @@ def _check_samples(plugin: ModelPlugin, images: object, shape: tuple[int, ...]) 
 
 def class_grid(num_classes: int, count: int) -> tuple[torch.Tensor, int]:
     """Labels for a grid with one row per class, and its columns: `count` images in all,
-    rounded down to whole rows (at least one image per class)."""
-    per_class = max(1, count // num_classes)
+    rounded down to whole rows; with fewer images than classes, one of each of the first
+    `count` classes, in a square grid (never more images than asked for)."""
+    if count < num_classes:
+        return torch.arange(count), square_columns(count)
+    per_class = count // num_classes
     return torch.arange(num_classes).repeat_interleave(per_class), per_class
 
 

@@ -24,7 +24,14 @@ ImagesToReadOption = Annotated[
 def sample(
     name: Annotated[str, typer.Argument(help="Model whose run to sample from.")],
     count: Annotated[
-        int, typer.Option("--n", "-n", min=1, max=4096, help="Number of images.")
+        int,
+        typer.Option(
+            "--n",
+            "-n",
+            min=1,
+            max=4096,
+            help="Number of images (conditional models, by class: rounded down to whole rows).",
+        ),
     ] = 64,
     label: Annotated[
         str | None,

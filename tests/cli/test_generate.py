@@ -193,6 +193,14 @@ def test_conditional_models_draw_one_row_per_class_by_default(cgan_run):
     assert "wrote 12 samples (2 per row)" in grid.output
 
 
+def test_fewer_images_than_classes_draw_one_of_each_of_the_first_classes(cgan_run):
+    result = invoke("sample", "cgan", "--run", str(cgan_run), "--n", "5", "--format", "npz",
+                    "--out", "five.npz")  # fmt: skip
+    assert "wrote 5 samples" in result.output, result.output
+    with np.load(cgan_run.parent / "five.npz") as arrays:
+        assert arrays["labels"].tolist() == [0, 1, 2, 3, 4]
+
+
 def test_a_label_is_chosen_by_name_or_index(cgan_run):
     by_name = invoke("sample", "cgan", "--run", str(cgan_run), "--n", "4", "--label", "ring",
                      "--format", "npz", "--out", "ring.npz")  # fmt: skip
