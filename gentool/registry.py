@@ -206,7 +206,8 @@ def import_timeout() -> float:
         seconds = math.nan
     if not 0 < seconds <= MAX_TIMEOUT_SECONDS:
         raise PluginError(
-            f"{TIMEOUT_ENV}={text!r} is not a number of seconds from 0 to {MAX_TIMEOUT_SECONDS:g}"
+            f"{TIMEOUT_ENV}={text!r} is not a number of seconds above 0 and up to "
+            f"{MAX_TIMEOUT_SECONDS:g}"
         )
     return seconds
 
