@@ -83,6 +83,19 @@ def install_fake_distribution(
     monkeypatch.syspath_prepend(str(site))
 
 
+def install_for_subprocess(
+    site: Path, *, module: str, source: str, entry_points: dict[str, str]
+) -> dict[str, str]:
+    """Lay out a distribution in `site` for a gentool run in another process, leaving this one's
+    sys.path as it was; the environment that process needs to see it."""
+    monkeypatch = pytest.MonkeyPatch()
+    install_fake_distribution(
+        site, monkeypatch, module=module, source=source, entry_points=entry_points
+    )
+    monkeypatch.undo()
+    return {**os.environ, "PYTHONPATH": str(site)}
+
+
 def disk_full_on_call(number: int, write):
     """`write`, except that its `number`th call (from 1) fails as on a full disk."""
     calls = []

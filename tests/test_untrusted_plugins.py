@@ -4,7 +4,6 @@ it breaks itself only, and gentool says so in one line."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -15,7 +14,7 @@ from typer.testing import CliRunner
 
 from gentool.checkpoint import RunFolder
 from gentool.cli import app
-from tests.conftest import TINY_DCGAN_ARGS, install_fake_distribution
+from tests.conftest import TINY_DCGAN_ARGS, install_fake_distribution, install_for_subprocess
 
 runner = CliRunner()
 TINY = [*TINY_DCGAN_ARGS, "--limit", "48", "-b", "16", "--device", "cpu"]
@@ -60,16 +59,11 @@ def test_a_plugin_that_exits_or_raises_at_import_breaks_itself_only(
 
 
 def test_a_plugin_whose_import_hangs_is_left_behind_after_the_time_limit(tmp_path):
-    site = tmp_path / "site"
-    monkeypatch = pytest.MonkeyPatch()
-    install_fake_distribution(
-        site, monkeypatch, module="sleepy", source=plugin_source("import time; time.sleep(3600)"),
+    environment = install_for_subprocess(
+        tmp_path / "site", module="sleepy", source=plugin_source("import time; time.sleep(3600)"),
         entry_points={"rogue": "sleepy:plugin"},
     )  # fmt: skip
-    monkeypatch.undo()
-    environment = {
-        **os.environ, "PYTHONPATH": str(site), "GENTOOL_PLUGIN_TIMEOUT": "1",
-    }  # fmt: skip
+    environment["GENTOOL_PLUGIN_TIMEOUT"] = "1"
     started = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-m", "gentool", "list", "--json"],
@@ -248,16 +242,13 @@ def test_a_plugin_broken_at_import_in_odd_ways_breaks_itself_only(
 
 
 def test_what_a_plugin_writes_to_descriptor_1_at_import_leaves_list_json_valid(tmp_path):
-    site = tmp_path / "site"
-    monkeypatch = pytest.MonkeyPatch()
-    install_fake_distribution(
-        site, monkeypatch, module="loud", source=plugin_source("import os; os.write(1, b'hi!\\n')"),
+    environment = install_for_subprocess(
+        tmp_path / "site", module="loud", source=plugin_source("import os; os.write(1, b'hi!\\n')"),
         entry_points={"rogue": "loud:plugin"},
     )  # fmt: skip
-    monkeypatch.undo()
     result = subprocess.run(
         [sys.executable, "-m", "gentool", "list", "--json"], capture_output=True, text=True,
-        env={**os.environ, "PYTHONPATH": str(site)}, timeout=120,
+        env=environment, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert any(row["name"] == "rogue" for row in json.loads(result.stdout))
@@ -295,19 +286,14 @@ def build(config, spec):
 def test_a_ctrl_c_something_swallowed_still_ends_the_command_as_interrupted(
     tmp_path, then, exit_code, said
 ):
-    site = tmp_path / "site"
-    monkeypatch = pytest.MonkeyPatch()
-    body = SWALLOWS_CTRL_C.format(then=then)
-    install_fake_distribution(
-        site, monkeypatch, module="deaf", source=plugin_source(body),
+    environment = install_for_subprocess(
+        tmp_path / "site", module="deaf", source=plugin_source(SWALLOWS_CTRL_C.format(then=then)),
         entry_points={"rogue": "deaf:plugin"},
     )  # fmt: skip
-    monkeypatch.undo()
     result = subprocess.run(
         [sys.executable, "-m", "gentool", "train", "rogue", *TINY, "--epochs", "5",
          "--run-dir", "run"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=300,
-        env={**os.environ, "PYTHONPATH": str(site)},
+        capture_output=True, text=True, cwd=tmp_path, timeout=300, env=environment,
     )  # fmt: skip
     assert result.returncode == exit_code, result.stdout + result.stderr
     assert "Traceback" not in result.stderr

@@ -20,7 +20,7 @@ from gentool.checkpoint import RunFolder
 from gentool.cli import app
 from gentool.terminal import StreamConsole
 from gentool.training.display import TrainingDisplay
-from tests.conftest import TINY_DCGAN_ARGS, install_fake_distribution
+from tests.conftest import TINY_DCGAN_ARGS, install_fake_distribution, install_for_subprocess
 
 TRAIN_TINY = ["train", "dcgan", *TINY_DCGAN_ARGS, "--limit", "32", "-b", "16", "--device", "cpu"]
 TRAIN_TWO_EPOCHS = [*TRAIN_TINY, "--epochs", "2", "--run-dir", "run"]  # 2 steps an epoch
@@ -120,15 +120,15 @@ plugin = replace(dcgan, name="chatty", build=lambda config, spec: Chatty(config,
 
 @pytest.mark.parametrize("kind", ["reader gone", "full disk"])
 def test_a_plugin_printing_to_output_that_stopped_keeps_training(tmp_path, kind):
-    monkeypatch = pytest.MonkeyPatch()
-    install_fake_distribution(
-        tmp_path / "site", monkeypatch, module="chatty", source=CHATTY_PLUGIN,
+    environment = install_for_subprocess(
+        tmp_path / "site", module="chatty", source=CHATTY_PLUGIN,
         entry_points={"chatty": "chatty:plugin"},
     )  # fmt: skip
-    monkeypatch.undo()
     arguments = ["train", "chatty", *TRAIN_TWO_EPOCHS[2:]]
     with refusing_output(kind) as stdout:
-        result = gentool(*arguments, stdout=stdout, cwd=tmp_path, PYTHONPATH=str(tmp_path / "site"))
+        result = gentool(
+            *arguments, stdout=stdout, cwd=tmp_path, PYTHONPATH=environment["PYTHONPATH"]
+        )
     assert result.returncode == (141 if kind == "reader gone" else 1), result.stderr
     assert "raised" not in result.stderr
     assert RunFolder(tmp_path / "run").read().progress.epoch == 2
