@@ -308,6 +308,16 @@ def test_images_above_the_pixel_limit_are_skipped_before_decoding(tmp_path):
         load_image(tmp_path / "big.png", DataSpec(3, 8, 8))
 
 
+def test_a_file_that_is_no_image_is_named_as_such_by_its_path(tmp_path):
+    (tmp_path / "notes.png").write_text("not an image")
+    with pytest.raises(DataError) as refused:
+        load_image(tmp_path / "notes.png", DataSpec(3, 8, 8))
+    assert str(refused.value) == (
+        f"{tmp_path / 'notes.png'} is not an image in a format gentool reads "
+        "(PNG, JPEG, BMP, GIF, WEBP, TIFF)"
+    )
+
+
 def test_symlinked_folders_are_followed_once_and_link_loops_end(tmp_path):
     root = tmp_path / "data"
     write_png(root / "cats" / "a.png")

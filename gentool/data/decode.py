@@ -9,7 +9,7 @@ from typing import BinaryIO
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from gentool.api import DataSpec
 from gentool.errors import DataError
@@ -40,6 +40,9 @@ def load_image(path: Path, spec: DataSpec) -> torch.Tensor:
             pixels = np.array(image)
     except FileNotFoundError:
         raise DataError(f"image {path} does not exist") from None
+    except UnidentifiedImageError:  # Pillow's message names the file by its descriptor
+        formats = ", ".join(IMAGE_FORMATS)
+        raise DataError(f"{path} is not an image in a format gentool reads ({formats})") from None
     except Exception as error:  # a file that decodes wrongly fails in any way Pillow has
         raise DataError(f"cannot read image {path}: {error or type(error).__name__}") from None
     if pixels.ndim == 2:
