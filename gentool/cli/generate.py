@@ -19,20 +19,23 @@ ImagesToReadOption = Annotated[
 ]
 
 
+SampleCountOption = Annotated[
+    int,
+    typer.Option(
+        "--n",
+        "-n",
+        min=1,
+        max=4096,
+        help="Number of images (conditional models, by class: rounded down to whole rows).",
+    ),
+]
+
+
 @app.command()
 @user_errors
 def sample(
     name: Annotated[str, typer.Argument(help="Model whose run to sample from.")],
-    count: Annotated[
-        int,
-        typer.Option(
-            "--n",
-            "-n",
-            min=1,
-            max=4096,
-            help="Number of images (conditional models, by class: rounded down to whole rows).",
-        ),
-    ] = 64,
+    count: SampleCountOption = 64,
     label: Annotated[
         str | None,
         typer.Option("--label", help="Conditional models: the class to draw, by index or name."),
