@@ -4,7 +4,9 @@ showing names gentool did not choose.
 Every command prints through a `StreamConsole`. When its stream refuses output (the reader of
 a pipe is gone, as after `| head`; the disk behind `> log` is full; the terminal went away) it
 stops writing instead of raising: a training run goes on training and checkpointing without
-its display, and the command, once done, asks `lost` how to end.
+its display, and the command, once done, asks `lost` how to end. The console script also wraps
+the standard streams themselves in `GuardedOutput`, for whatever else prints (a plugin's
+print(), Typer's help), and reopens one the shell closed on /dev/null.
 
 `printable` writes what a reader could be misled or a writer tripped by as escapes: control
 characters, and the bytes of a file name that are not UTF-8, which Python holds as lone
