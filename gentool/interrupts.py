@@ -16,7 +16,10 @@ _received: list[int] = []  # the signal numbers noted, in order
 
 
 def note_interrupts() -> None:
-    """From now on, Ctrl-C is remembered as well as raised as KeyboardInterrupt."""
+    """From now on, Ctrl-C is remembered as well as raised as KeyboardInterrupt (unless the
+    process was started with it ignored, as a shell starts a background job)."""
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return
 
     def interrupt(number: int, frame: FrameType | None) -> None:
         _received.append(number)

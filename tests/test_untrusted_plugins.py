@@ -4,6 +4,7 @@ it breaks itself only, and gentool says so in one line."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import textwrap
@@ -263,6 +264,11 @@ def test_a_plugin_time_limit_that_is_no_number_of_seconds_is_one_line(monkeypatc
     assert f"GENTOOL_PLUGIN_TIMEOUT={seconds!r} is not a number of seconds" in result.output
 
 
+def signal_ctrl_c_as_a_terminal_does() -> None:
+    """Undo the ignored SIGINT a suite run in the background passes on to its processes."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 SWALLOWS_CTRL_C = """
 def build(config, spec):
     import os, signal, time
@@ -294,6 +300,7 @@ def test_a_ctrl_c_something_swallowed_still_ends_the_command_as_interrupted(
         [sys.executable, "-m", "gentool", "train", "rogue", *TINY, "--epochs", "5",
          "--run-dir", "run"],
         capture_output=True, text=True, cwd=tmp_path, timeout=300, env=environment,
+        preexec_fn=signal_ctrl_c_as_a_terminal_does,
     )  # fmt: skip
     assert result.returncode == exit_code, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
