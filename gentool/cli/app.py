@@ -49,15 +49,15 @@ EXIT_READER_GONE = 141  # 128 + SIGPIPE: how a shell reports a tool whose pipe's
 
 
 def user_errors(command: Command) -> Command:
-    """Print a GentoolError as one line and exit 1 (130 for an interruption), never a traceback;
-    end a command whose standard output was lost as `exit_if_output_lost` says."""
+    """Print a GentoolError as one line and exit 1 (130 for an interruption), never a traceback.
+    How a command whose standard output was lost ends is `run_commands`' to say, once."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
             try:
-                result = command(*args, **kwargs)
+                return command(*args, **kwargs)
             except Interrupted as error:  # training stopped by a signal, its checkpoint saved
                 if os.environ.get("RANK", "0") == "0":  # rank 0 says it once
                     error_console.print(f"[yellow]stopped:[/] {escaped(error)}", highlight=False)
@@ -71,8 +71,6 @@ def user_errors(command: Command) -> Command:
                 shown = describe_os_error(error) if isinstance(error, OSError) else str(error)
                 error_console.print(f"[red]error:[/] {escaped(shown)}", highlight=False)
                 raise typer.Exit(EXIT_USER_ERROR) from None
-            exit_if_output_lost()
-            return result
 
     return wrapper  # type: ignore[return-value]
 
@@ -117,7 +115,6 @@ def _show_warning(
 def _version(value: bool) -> None:
     if value:
         console.print(f"gentool {__version__}")
-        exit_if_output_lost()
         raise typer.Exit()
 
 
