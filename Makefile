@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 		echo "no GPU found: installing PyTorch's CPU build ($(CPU_TORCH))"; \
 		$(BIN)/python -m pip install --quiet "$(CPU_TORCH)"; \
 	fi
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,inception]"
 	touch $@
 
 # 32×32 faces keep the demo to a few minutes on a laptop CPU; drop -o image_size=32 for the

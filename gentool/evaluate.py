@@ -36,11 +36,12 @@ from gentool.data import (
 )
 from gentool.devices import resolve_device
 from gentool.errors import GentoolError
-from gentool.features import FeatureExtractor, load_extractor
+from gentool.features import FeatureExtractor, Tracker, load_extractor
 from gentool.jsonl import append_line
 from gentool.limits import check_allocation
 from gentool.metrics import (
     GaussianStatistics,
+    feature_frechet_distance,
     frechet_distance,
     gaussian_statistics,
     kernel_inception_distance,
@@ -120,6 +121,7 @@ def evaluate_run(
     settings: EvalSettings,
     device: str,
     raw_weights: bool = False,
+    track: Tracker | None = None,
 ) -> EvalResult:
     """Measure a trained run and append the values to its metrics.jsonl.
 
@@ -143,6 +145,7 @@ def evaluate_run(
         image_size=image_size_of(config),
         settings=settings,
         held_out_from=held_out_from,
+        track=track,
     )
     values = {"event": "eval", **evaluation.values}
     epoch, step = record.progress.epoch, record.progress.global_step
@@ -165,6 +168,7 @@ def measure(
     image_size: int | None,
     settings: EvalSettings,
     held_out_from: int | None,
+    track: Tracker | None = None,
 ) -> Measurement:
     """The chosen metrics of `model` against `source`.
 
@@ -186,10 +190,12 @@ def measure(
         )
         real = load_dataset(source, image_size=image_size, limit=settings.n)
         check_fits(real.spec, spec, source)
-        real_stats, cache_hit = real_statistics(real, extractor)
+        real_stats, cache_hit = real_statistics(real, extractor, track=track)
         fake_images = draw_uint8(model, plugin, spec, settings.n, seed=settings.seed)
-        fake = extractor(fake_images, device)
+        fake = statistics_of(extractor(fake_images, device, track=track, description="generated"))
         values.update(compare_features(real_stats, fake, settings.metrics, seed=settings.seed))
+        values["diversity"] = mean_pairwise_distance(fake.features[:DIVERSITY_COUNT])
+        values["diversity_real"] = mean_pairwise_distance(real_stats.features[:DIVERSITY_COUNT])
     if "recon" in settings.metrics:
         originals, held_out = recon_images(source, image_size, settings.n, held_out_from)
         check_fits(_spec_of(originals), spec, source)
@@ -199,14 +205,21 @@ def measure(
 
 
 @dataclass(frozen=True)
-class RealStatistics:
-    features: torch.Tensor  # (n, d) float32
+class FeatureStatistics:
+    """An image set's features and the Gaussian fitted to them. A statistics file saved by
+    other tools may hold only the Gaussian: then `features` is None, and only FID applies."""
+
+    features: torch.Tensor | None  # (n, d) float32
     gaussian: GaussianStatistics
 
 
+def statistics_of(features: torch.Tensor) -> FeatureStatistics:
+    return FeatureStatistics(features, gaussian_statistics(features))
+
+
 def real_statistics(
-    dataset: ImageDataset, extractor: FeatureExtractor
-) -> tuple[RealStatistics, bool]:
+    dataset: ImageDataset, extractor: FeatureExtractor, *, track: Tracker | None = None
+) -> tuple[FeatureStatistics, bool]:
     """The real images' features and Gaussian, from the cache when it has them; and whether
     it did. A damaged entry is recomputed; a cache that cannot be written costs a warning."""
     key = statistics_key(dataset, extractor)
@@ -215,7 +228,7 @@ def real_statistics(
     stored = _cached_statistics(tensors_path, key, len(dataset))
     if stored is not None:
         return stored, True
-    features = extractor(dataset.images)
+    features = extractor(dataset.images, track=track, description="real")
     gaussian = gaussian_statistics(features)
     description = {
         "source": dataset.source,
@@ -237,10 +250,10 @@ def real_statistics(
             "computed again next time",
             stacklevel=2,
         )
-    return RealStatistics(features, gaussian), False
+    return FeatureStatistics(features, gaussian), False
 
 
-def _cached_statistics(path: Path, key: str, count: int) -> RealStatistics | None:
+def _cached_statistics(path: Path, key: str, count: int) -> FeatureStatistics | None:
     """The cache entry `key` of `count` images' statistics, checked; None when missing or
     damaged, or when it is another entry's content copied under this key."""
     try:
@@ -258,7 +271,7 @@ def _cached_statistics(path: Path, key: str, count: int) -> RealStatistics | Non
             return None
     except (OSError, SafetensorError, KeyError, GentoolError):
         return None
-    return RealStatistics(features, GaussianStatistics(mean, covariance))
+    return FeatureStatistics(features, GaussianStatistics(mean, covariance))
 
 
 def _digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -283,24 +296,38 @@ def stats_dir() -> Path:
 
 
 def compare_features(
-    real: RealStatistics, fake: torch.Tensor, metrics: Iterable[str], *, seed: int
+    real: FeatureStatistics, fake: FeatureStatistics, metrics: Iterable[str], *, seed: int
 ) -> dict[str, float]:
-    """FID, KID and precision/recall of generated features against real statistics, and the
-    diversity (mean pairwise feature distance) of both."""
+    """FID, KID and precision/recall of generated features against real ones. FID and KID are
+    symmetric; precision is the share of `fake` inside `real`'s manifold, recall the reverse."""
     chosen = set(metrics)
     values: dict[str, float] = {}
     if "fid" in chosen:
-        values["fid"] = frechet_distance(real.gaussian, gaussian_statistics(fake))
+        values["fid"] = _fid(real, fake)
+    if chosen & {"kid", "pr"} and (real.features is None or fake.features is None):
+        raise GentoolError(
+            "statistics saved with only a mean and covariance give FID alone: use --metrics fid, "
+            "or give the images"
+        )
     if "kid" in chosen:
         generator = torch.Generator().manual_seed(seed)
         values["kid"], values["kid_std"] = kernel_inception_distance(
-            real.features, fake, generator=generator
+            real.features, fake.features, generator=generator
         )
     if "pr" in chosen:
-        values["precision"], values["recall"] = precision_recall(real.features, fake)
-    values["diversity"] = mean_pairwise_distance(fake[:DIVERSITY_COUNT])
-    values["diversity_real"] = mean_pairwise_distance(real.features[:DIVERSITY_COUNT])
+        values["precision"], values["recall"] = precision_recall(real.features, fake.features)
     return values
+
+
+def _fid(real: FeatureStatistics, fake: FeatureStatistics) -> float:
+    """From the features where there are fewer pairs of images than entries of a covariance
+    (then the covariances are singular, and the features give FID exactly), else from the
+    Gaussians."""
+    if real.features is not None and fake.features is not None:
+        pairs = real.features.shape[0] * fake.features.shape[0]
+        if pairs <= real.features.shape[1] ** 2:
+            return feature_frechet_distance(real.features, fake.features)
+    return frechet_distance(real.gaussian, fake.gaussian)
 
 
 def recon_images(

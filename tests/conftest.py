@@ -11,6 +11,7 @@ import os
 import subprocess
 import textwrap
 from dataclasses import replace
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -119,6 +120,33 @@ def static_rows():
     from gentool.kernels.compiled import TARGETS
 
     return static_report(list(TARGETS))
+
+
+@pytest.fixture(scope="session")
+def inception():
+    """The Inception-v3 feature extractor; the test skips with the reason where it cannot be
+    loaded (the `inception` extra is not installed), and fails where GENTOOL_REQUIRE_INCEPTION
+    is set (CI installs the extra, so there a skip would hide a broken install)."""
+    from gentool.features import FeatureError, load_extractor
+
+    try:
+        return load_extractor("inception")
+    except FeatureError as error:
+        if os.environ.get("GENTOOL_REQUIRE_INCEPTION"):
+            pytest.fail(f"GENTOOL_REQUIRE_INCEPTION is set, and: {error}")
+        pytest.skip(str(error))
+
+
+@pytest.fixture
+def no_inception_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As if the `inception` extra were not installed and no weights were pointed at."""
+    from gentool import features
+
+    def not_installed(name: str):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.delenv(features.INCEPTION_WEIGHTS_VARIABLE, raising=False)
+    monkeypatch.setattr(features.metadata, "distribution", not_installed)
 
 
 @pytest.fixture

@@ -104,7 +104,7 @@ def test_unusable_sources_are_clear_errors(tmp_path, layout, message):
 def test_mixed_sizes_need_a_model_size(tmp_path):
     write_png(tmp_path / "a.png", size=(8, 8))
     write_png(tmp_path / "b.png", size=(9, 9))
-    with pytest.raises(DataError, match=r"different sizes \(8×8, 9×9\) and the model does not fix"):
+    with pytest.raises(DataError, match=r"different sizes \(8×8, 9×9\) and no size was set"):
         load_dataset(str(tmp_path), image_size=None)
 
 

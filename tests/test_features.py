@@ -110,13 +110,6 @@ def test_builtin_features_accept_grey_and_other_sizes(builtin, faces):
     assert builtin(large).shape == (4, 128)
 
 
-def test_inception_without_torch_fidelity_says_what_to_install(monkeypatch):
-    monkeypatch.setitem(sys.modules, "torch_fidelity", None)  # import now fails
-    monkeypatch.setitem(sys.modules, "torch_fidelity.feature_extractor_inceptionv3", None)
-    with pytest.raises(FeatureError, match="pip install torch-fidelity"):
-        load_extractor("inception")
-
-
 def test_an_unknown_feature_name_is_refused():
     with pytest.raises(FeatureError, match="builtin or inception"):
         load_extractor("vgg")

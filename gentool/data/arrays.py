@@ -31,7 +31,7 @@ _HEADER_READERS = {
 
 
 def load_npz(path: Path, source: str, image_size: int | None, limit: int | None) -> ImageDataset:
-    arrays = _read_arrays(path, source)
+    arrays = read_arrays(path, source, MEMBERS)
     if "images" not in arrays:
         raise DataError(f"{source!r} has no 'images' array (found: {', '.join(arrays) or 'none'})")
     images = _images(arrays["images"], source)
@@ -61,13 +61,24 @@ def load_npz(path: Path, source: str, image_size: int | None, limit: int | None)
     return cached(fingerprint, source, build)
 
 
-def _read_arrays(path: Path, source: str) -> dict[str, np.ndarray]:
-    """The members gentool reads, each checked by its header before it is loaded."""
+def array_names(path: Path, source: str) -> set[str]:
+    """The names of the arrays in an .npz file, read from its directory alone."""
+    try:
+        with open_untrusted(path) as file, zipfile.ZipFile(file) as archive:
+            names = archive.namelist()
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise DataError(f"cannot read {source!r} as .npz: {_first_line(error)}") from None
+    return {name.removesuffix(".npy") for name in names if name.endswith(".npy")}
+
+
+def read_arrays(path: Path, source: str, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The arrays called `names` that the file holds, each checked by its header before it is
+    loaded."""
     try:
         with open_untrusted(path) as file:
             with zipfile.ZipFile(file) as archive:
                 members = {info.filename: info for info in archive.infolist()}
-                wanted = {name: members.get(f"{name}.npy") for name in MEMBERS}
+                wanted = {name: members.get(f"{name}.npy") for name in names}
                 for name, info in wanted.items():
                     if info is not None:
                         _check_header(archive, info, name, source)

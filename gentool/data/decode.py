@@ -107,8 +107,8 @@ def stack_images(images: list[Image.Image], source: str) -> torch.Tensor:
     if len(sizes) > 1:
         shown = ", ".join(f"{w}×{h}" for w, h in sorted(sizes)[:4])
         raise DataError(
-            f"images in {source!r} have different sizes ({shown}) and the model does not fix one: "
-            "set the model's image_size"
+            f"images in {source!r} have different sizes ({shown}) and no size was set to fit "
+            "them to: set the model's image_size (gentool fid: --image-size)"
         )
     # Colour wins: one RGB image makes the whole set RGB (grey images are replicated to 3 channels).
     mode = "L" if all(image.mode == "L" for image in images) else "RGB"
