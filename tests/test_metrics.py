@@ -10,6 +10,7 @@ import scipy.linalg
 import torch
 
 from gentool.metrics import (
+    feature_frechet_distance,
     frechet_distance,
     gaussian_statistics,
     kernel_inception_distance,
@@ -63,6 +64,26 @@ def test_fid_handles_singular_covariances_like_scipy():
         gaussian_statistics(torch.from_numpy(first)), gaussian_statistics(torch.from_numpy(second))
     )
     assert ours == pytest.approx(reference_fid(first, second), rel=1e-4)
+
+
+@pytest.mark.parametrize(("rows", "other_rows"), [(20, 20), (25, 40), (300, 200)])
+def test_fid_from_features_matches_scipy_sqrtm_and_the_gaussian_route(rows, other_rows):
+    rng = np.random.default_rng(rows)
+    first = rng.normal(size=(rows, 64)) @ rng.normal(size=(64, 64))
+    second = rng.normal(0.5, 1.2, size=(other_rows, 64)) @ rng.normal(size=(64, 64))
+    ours = feature_frechet_distance(torch.from_numpy(first), torch.from_numpy(second))
+    assert ours == pytest.approx(reference_fid(first, second), rel=1e-4)
+    through_gaussians = frechet_distance(
+        gaussian_statistics(torch.from_numpy(first)), gaussian_statistics(torch.from_numpy(second))
+    )
+    assert ours == pytest.approx(through_gaussians, rel=1e-6)
+
+
+def test_fid_from_features_of_a_set_with_itself_is_zero_where_covariances_are_singular():
+    features = torch.from_numpy(np.random.default_rng(4).normal(size=(30, 256)))
+    assert abs(feature_frechet_distance(features, features)) < 1e-9
+    singular = gaussian_statistics(features)
+    assert abs(frechet_distance(singular, singular)) > 1e-9  # what the route above avoids
 
 
 def test_fid_of_a_set_with_itself_is_zero_and_against_noise_large():
