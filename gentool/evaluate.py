@@ -311,9 +311,11 @@ def compare_features(
         )
     if "kid" in chosen:
         generator = torch.Generator().manual_seed(seed)
-        values["kid"], values["kid_std"] = kernel_inception_distance(
+        values["kid"], spread = kernel_inception_distance(
             real.features, fake.features, generator=generator
         )
+        if spread is not None:
+            values["kid_std"] = spread
     if "pr" in chosen:
         values["precision"], values["recall"] = precision_recall(real.features, fake.features)
     return values

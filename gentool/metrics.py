@@ -93,12 +93,14 @@ def kernel_inception_distance(
     subsets: int = KID_SUBSETS,
     subset_size: int = KID_SUBSET_SIZE,
     generator: torch.Generator | None = None,
-) -> tuple[float, float]:
+) -> tuple[float, float | None]:
     """Mean and standard deviation over random subsets of the unbiased squared MMD (the KID).
 
     Subsets are drawn without replacement within each subset, of min(subset_size, n) features,
     and computed a batch of subsets at a time (a few hundred MB at most): with one product per
-    subset, small sets cost more in per-call overhead than in arithmetic.
+    subset, small sets cost more in per-call overhead than in arithmetic. Where both sets are no
+    larger than a subset, every subset is the whole of both and they cannot differ: the standard
+    deviation is then None, not a rounding error that looks like a measured spread.
     """
     size = min(subset_size, real.shape[0], fake.shape[0])
     if size < 2:
@@ -120,8 +122,8 @@ def kernel_inception_distance(
         f = torch.stack([fake_pick for _, fake_pick in chunk])
         estimates.append(_unbiased_mmd2(real64[r], fake64[f]))  # (B, size, d) each
     values = torch.cat(estimates)
-    spread = float(values.std()) if subsets > 1 else 0.0
-    return float(values.mean()), spread
+    subsets_differ = subsets > 1 and max(real.shape[0], fake.shape[0]) > size
+    return float(values.mean()), float(values.std()) if subsets_differ else None
 
 
 def unbiased_mmd2(x: torch.Tensor, y: torch.Tensor) -> float:

@@ -193,3 +193,17 @@ def test_kid_is_the_same_whether_subsets_are_batched_or_not(monkeypatch):
     monkeypatch.setattr(gentool.metrics, "_KID_BATCH_VALUES", 1)  # one subset at a time
     one_by_one = kernel_inception_distance(real, fake, subsets=7, subset_size=40)
     assert one_by_one == pytest.approx(batched, rel=1e-12)
+
+
+def test_kid_has_no_standard_deviation_where_every_subset_is_the_whole_of_both_sets():
+    rng = np.random.default_rng(9)
+    real, fake = (
+        torch.from_numpy(rng.normal(size=(50, 6))),
+        torch.from_numpy(rng.normal(size=(50, 6))),
+    )
+    mean, spread = kernel_inception_distance(real, fake, subsets=10, subset_size=1000)
+    assert spread is None  # each subset is a permutation of all 50: the same estimate
+    assert mean == pytest.approx(unbiased_mmd2(real, fake), rel=1e-9)
+    _, spread_of_halves = kernel_inception_distance(real, fake, subsets=10, subset_size=25)
+    _, spread_of_more = kernel_inception_distance(real, fake[:40], subsets=10, subset_size=1000)
+    assert spread_of_halves > 0 and spread_of_more > 0
