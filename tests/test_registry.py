@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -8,7 +10,7 @@ from typer.testing import CliRunner
 from gentool.cli import app
 from gentool.errors import PluginError
 from gentool.registry import discover, resolve
-from tests.conftest import install_fake_distribution
+from tests.conftest import install_fake_distribution, install_for_subprocess
 
 PLUGIN_SOURCE = """
 from dataclasses import replace
@@ -143,3 +145,21 @@ def test_load_plugins_limits_third_party_plugins(tmp_path, monkeypatch):
     for allowed in ("fakegan", "fake-models", "fake_models, other"):
         monkeypatch.setenv("GENTOOL_LOAD_PLUGINS", allowed)
         assert "fakegan" in {entry.name for entry in discover()}, allowed
+
+
+def test_list_never_cuts_a_model_name_in_a_narrow_terminal(tmp_path):
+    name = "contractive-autoencoder-with-tied-weights"
+    environment = install_for_subprocess(
+        tmp_path / "site",
+        module="fake_long_name_plugin",
+        source=PLUGIN_SOURCE.format(name=name, api_version=1),
+        entry_points={name: "fake_long_name_plugin:plugin"},
+    )
+    listed = subprocess.run(
+        [sys.executable, "-m", "gentool", "list"], capture_output=True, text=True, timeout=300,
+        env={**environment, "COLUMNS": "80"},
+    )  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    assert max(map(len, listed.stdout.splitlines())) <= 80
+    for model in (name, "contractive-ae", "denoising-ae"):
+        assert model in listed.stdout, model  # whole, on one line: what users type

@@ -34,8 +34,15 @@ def list_models(
     if as_json:
         console.print_json(json.dumps(rows))
         return
-    table = Table("name", "summary", "from", "API", "capabilities")
-    table.add_column("status", overflow="fold")
+    table = Table()
+    # Names are what users type: never cut or wrapped; the other columns wrap around them.
+    longest = max((len(row["name"]) for row in rows), default=4)
+    table.add_column("name", no_wrap=True, min_width=longest)
+    table.add_column("summary", ratio=3)
+    table.add_column("from", ratio=1)
+    table.add_column("API", no_wrap=True)
+    table.add_column("capabilities", ratio=1)
+    table.add_column("status", overflow="fold", ratio=1)
     for row in rows:
         status = "[green]ok[/]" if row["status"] == "ok" else f"[red]{escaped(row['status'])}[/]"
         table.add_row(
