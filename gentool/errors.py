@@ -21,6 +21,11 @@ class PluginError(GentoolError):
     """A model plugin is unknown, ambiguous, broken or incompatible."""
 
 
+class CapabilityError(GentoolError):
+    """A model was asked for something it cannot do (sample, encode, decode, reconstruct); the
+    message says what it can do instead."""
+
+
 class CheckpointError(GentoolError):
     """A run folder or checkpoint is missing, corrupt, or belongs to something else."""
 

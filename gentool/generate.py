@@ -1,4 +1,8 @@
-"""Generating images from a trained run: sample grids, class grids and latent walks."""
+"""Files from a trained run: sample grids, class grids, latent walks, reconstructions and codes.
+
+The computing is `gentool.trained`'s (the Python API); this module checks the command line's
+options, calls it, and writes what it returns.
+"""
 
 from __future__ import annotations
 
@@ -11,27 +15,19 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from gentool.api import DataSpec, ModelPlugin
+from gentool.api import ModelPlugin
 from gentool.atomic import atomic_write
-from gentool.data import (
-    ImageDataset,
-    check_fits,
-    load_dataset,
-    load_image,
-    to_uint8,
-    to_value_range,
-)
+from gentool.data import ImageDataset, check_fits, load_dataset, to_uint8
 from gentool.devices import resolve_device
-from gentool.errors import GentoolError, PluginError
+from gentool.errors import GentoolError
 from gentool.images import save_grid
-from gentool.models import calling, image_size_of, load_trained
-from gentool.record import RunRecord
+from gentool.models import image_size_of
 from gentool.registry import PluginEntry
 from gentool.run_files import output_path
-from gentool.sampling import class_grid, device_of, draw, square_columns
+from gentool.sampling import class_grid, square_columns
+from gentool.trained import Interpolation, TrainedModel
 
 OutputFormat = Literal["png", "npz"]
-Interpolation = Literal["lerp", "slerp"]
 
 
 @dataclass(frozen=True)
@@ -69,15 +65,11 @@ def sample_images(
                 f"ones; use `gentool reconstruct {plugin.name}`"
             )
         raise GentoolError(f"{plugin.name} does not generate new images, so it cannot sample")
-    model, record, run = load_trained(
-        entry, run_dir, resolve_device(device), averaged=not raw_weights
-    )
-    spec = record.data.spec
-    labels, columns = _sample_labels(plugin, spec, count, label, grid_by_class)
+    model = _load(entry, run_dir, device, raw_weights)
+    labels, columns = _sample_labels(model, count, label, grid_by_class)
     total = count if labels is None else len(labels)
-    images = draw(model, plugin, spec, total, seed=seed, labels=labels)
-    _check_images(plugin, images, total, spec)
-    path = out or run.sample_file(seed, total, output_format)
+    images = model.sample(total, seed=seed, labels=labels, output="float")
+    path = out or model.run.sample_file(seed, total, output_format)
     if output_format == "npz":
         _save_npz(path, images, labels, plugin.value_range)
     else:
@@ -109,52 +101,26 @@ def interpolate_images(
         out = output_path(out)
     if (start_image is None) != (end_image is None):
         raise GentoolError("--from and --to go together: give both images or neither")
-    model, record, run = load_trained(
-        entry, run_dir, resolve_device(device), averaged=not raw_weights
-    )
-    if not hasattr(model, "decode"):
+    model = _load(entry, run_dir, device, raw_weights)
+    if not hasattr(model.module, "decode"):
         raise GentoolError(f"{plugin.name} cannot decode codes into images, so it cannot walk")
-    if start_image is None and not hasattr(model, "sample_latent"):
+    if start_image is None and not hasattr(model.module, "sample_latent"):
         raise GentoolError(
             f"{plugin.name} has no prior to draw random codes from: walk between two images "
             "with --from and --to"
         )
-    spec = record.data.spec
-    labels = None
-    if start_image is not None and end_image is not None:
-        start, end = _image_codes(model, plugin, spec, (start_image, end_image))
-    else:
-        generator = torch.Generator(device=device_of(model)).manual_seed(seed)
-        if plugin.capabilities.conditional:
-            labels = torch.arange(rows, device=device_of(model)) % spec.num_classes
-        with calling(plugin, "sample_latent"):
-            start = model.sample_latent(rows, labels=labels, generator=generator)
-            end = model.sample_latent(rows, labels=labels, generator=generator)
-    walk = torch.stack([_interpolate(start, end, t, method) for t in _fractions(steps)], dim=1)
-    flat = walk.flatten(0, 1)  # (rows·steps, latent): row by row
-    row_labels = None if labels is None else labels.repeat_interleave(steps)
-    with torch.no_grad(), calling(plugin, "decode"):
-        images = model.decode(flat, labels=row_labels)
-    _check_images(plugin, images, flat.shape[0], spec)
-    path = out or run.interpolation_file(method, seed)
-    save_grid(to_uint8(images, plugin.value_range), path, columns=steps)
-    return Written(path, images.shape[0], steps)
-
-
-def _image_codes(
-    model: torch.nn.Module, plugin: ModelPlugin, spec: DataSpec, paths: tuple[Path, Path]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The codes of two image files, each (1, ...), to walk between."""
-    if not plugin.capabilities.encode:
+    if start_image is not None and not plugin.capabilities.encode:
         raise GentoolError(
             f"{plugin.name} cannot encode images, so it cannot walk between two of them; "
             "drop --from/--to to walk between random codes"
         )
-    pixels = torch.stack([load_image(path, spec) for path in paths])
-    images = to_value_range(pixels, plugin.value_range).to(device_of(model))
-    with torch.no_grad(), calling(plugin, "encode"):
-        codes = model.encode(images)
-    return codes[:1], codes[1:]
+    walk = model.interpolate(
+        steps, rows=rows if start_image is None else 1, seed=seed, method=method,
+        start=start_image, end=end_image,
+    )  # fmt: skip
+    path = out or model.run.interpolation_file(method, seed)
+    save_grid(walk.flatten(0, 1), path, columns=steps)
+    return Written(path, walk.shape[0] * steps, steps)
 
 
 def reconstruct_images(
@@ -165,6 +131,7 @@ def reconstruct_images(
     count: int,
     out: Path | None,
     device: str,
+    raw_weights: bool = False,
 ) -> tuple[Written, float]:
     """A grid of images (odd rows) above their reconstructions (even rows), and the mean squared
     error of the reconstructions in [0, 1] pixel units."""
@@ -173,26 +140,19 @@ def reconstruct_images(
         out = output_path(out)
     if not plugin.capabilities.reconstruct:
         raise GentoolError(f"{plugin.name} does not reconstruct images")
-    model, record, run = load_trained(entry, run_dir, resolve_device(device))
-    dataset = _run_data(plugin, record, data, limit=count)
-    originals = to_value_range(dataset.images[:count], plugin.value_range).to(device_of(model))
-    with torch.no_grad(), calling(plugin, "reconstruct"):
-        reconstructions = model.reconstruct(originals)
-    _check_images(plugin, reconstructions, originals.shape[0], record.data.spec)
-    before, after = (
-        to_uint8(originals, plugin.value_range),
-        to_uint8(reconstructions, plugin.value_range),
-    )
+    model = _load(entry, run_dir, device, raw_weights)
+    before = _run_data(model, data, limit=count).images[:count]
+    after = model.reconstruct(before).cpu()
     error = ((before.float() - after.float()) / 255).square().mean().item()
-    columns = min(8, originals.shape[0])
+    columns = min(8, before.shape[0])
     rows = []
-    for start in range(0, originals.shape[0], columns):
+    for start in range(0, before.shape[0], columns):
         for images in (before[start : start + columns], after[start : start + columns]):
             blank = torch.full((columns - len(images), *images.shape[1:]), 255, dtype=torch.uint8)
-            rows.append(torch.cat([images, blank.to(images.device)]))  # a short last row, padded
-    path = out or run.reconstruction_file(originals.shape[0])
+            rows.append(torch.cat([images, blank]))  # a short last row, padded
+    path = out or model.run.reconstruction_file(before.shape[0])
     save_grid(torch.cat(rows), path, columns=columns)
-    return Written(path, originals.shape[0], columns), error
+    return Written(path, before.shape[0], columns), error
 
 
 def encode_images(
@@ -203,6 +163,7 @@ def encode_images(
     out: Path,
     batch_size: int,
     device: str,
+    raw_weights: bool = False,
 ) -> tuple[Path, int, tuple[int, ...]]:
     """Codes of every image of `data` (default: the run's data) as safetensors, with labels when
     the data has them; returns the path, the image count and the shape of one code."""
@@ -211,21 +172,15 @@ def encode_images(
         out = output_path(out)
     if not plugin.capabilities.encode:
         raise GentoolError(f"{plugin.name} does not encode images into codes")
-    model, record, run = load_trained(entry, run_dir, resolve_device(device))
-    dataset = _run_data(plugin, record, data, limit=None)
-    codes = []
-    with torch.no_grad():
-        for start in range(0, len(dataset), batch_size):
-            images = dataset.images[start : start + batch_size]
-            batch = to_value_range(images, plugin.value_range).to(device_of(model))
-            with calling(plugin, "encode"):
-                codes.append(model.encode(batch).float().cpu())
-    tensors = {"codes": torch.cat(codes).contiguous()}
+    model = _load(entry, run_dir, device, raw_weights)
+    dataset = _run_data(model, data, limit=None)
+    codes = model.encode(dataset.images, batch_size=batch_size)
+    tensors = {"codes": codes.float().cpu().contiguous()}
     if dataset.labels is not None:
         tensors["labels"] = dataset.labels.contiguous()
     metadata = {
         "model": plugin.name,
-        "run": str(run),
+        "run": str(model.run),
         "source": dataset.source,
         "class_names": json.dumps(dataset.class_names),
     }
@@ -234,82 +189,39 @@ def encode_images(
     return out, len(dataset), tuple(tensors["codes"].shape[1:])
 
 
-def _run_data(
-    plugin: ModelPlugin, record: RunRecord, data: str | None, *, limit: int | None
-) -> ImageDataset:
+def _load(entry: PluginEntry, run_dir: Path | None, device: str, raw_weights: bool) -> TrainedModel:
+    return TrainedModel.from_run(entry, run_dir, resolve_device(device), averaged=not raw_weights)
+
+
+def _run_data(model: TrainedModel, data: str | None, *, limit: int | None) -> ImageDataset:
     """`data`, or the run's own data, fitted to the run's model."""
-    config = plugin.parse_config(record.config)
-    source = data or record.data.source
+    config = model.plugin.parse_config(model.record.config)
+    source = data or model.record.data.source
     if limit is None and data is None:
-        limit = record.data.limit
+        limit = model.record.data.limit
     dataset = load_dataset(source, image_size=image_size_of(config), limit=limit)
-    check_fits(dataset.spec, record.data.spec, source)
+    check_fits(dataset.spec, model.spec, source)
     return dataset
 
 
-def slerp(start: torch.Tensor, end: torch.Tensor, t: float) -> torch.Tensor:
-    """Spherical interpolation of each row pair (White 2016): keeps norms typical of a Gaussian."""
-    start_flat, end_flat = start.flatten(1), end.flatten(1)
-    cosine = torch.nn.functional.cosine_similarity(start_flat, end_flat, dim=1).clamp(-1, 1)
-    omega = torch.arccos(cosine)[:, None]  # (rows, 1)
-    sin_omega = torch.sin(omega)
-    nearly_parallel = sin_omega.abs() < 1e-6
-    safe = torch.where(nearly_parallel, torch.ones_like(sin_omega), sin_omega)
-    spherical = (torch.sin((1 - t) * omega) * start_flat + torch.sin(t * omega) * end_flat) / safe
-    linear = torch.lerp(start_flat, end_flat, t)
-    return torch.where(nearly_parallel, linear, spherical).view_as(start)
-
-
-def _interpolate(start: torch.Tensor, end: torch.Tensor, t: float, method: Interpolation):
-    if t == 0.0:
-        return start  # exact endpoints: an image walk starts at the image's own code
-    if t == 1.0:
-        return end
-    return slerp(start, end, t) if method == "slerp" else torch.lerp(start, end, t)
-
-
-def _fractions(steps: int) -> list[float]:
-    return [index / (steps - 1) for index in range(steps)]
-
-
 def _sample_labels(
-    plugin: ModelPlugin,
-    spec: DataSpec,
-    count: int,
-    label: str | None,
-    grid_by_class: bool | None,
+    model: TrainedModel, count: int, label: str | None, grid_by_class: bool | None
 ) -> tuple[torch.Tensor | None, int]:
     """The labels to sample with (None for unconditional models) and the grid's columns."""
     square = square_columns(count)
-    if not plugin.capabilities.conditional:
+    if not model.capabilities.conditional:
         if label is not None or grid_by_class:
             raise GentoolError(
-                f"{plugin.name} is not conditional: --label and --grid-by-class need a model "
+                f"{model.name} is not conditional: --label and --grid-by-class need a model "
                 "trained with class labels"
             )
         return None, square
     if label is not None:
-        return torch.full((count,), _class_index(label, spec), dtype=torch.int64), square
+        index = model.class_index(label, called="--label")
+        return torch.full((count,), index, dtype=torch.int64), square
     if grid_by_class is False:
-        return torch.arange(count) % spec.num_classes, square
-    return class_grid(spec.num_classes, count)
-
-
-def _class_index(label: str, spec: DataSpec) -> int:
-    if label in spec.class_names:
-        return spec.class_names.index(label)
-    if label.isdigit() and int(label) < spec.num_classes:
-        return int(label)
-    names = ", ".join(f"{index}={name}" for index, name in enumerate(spec.class_names))
-    raise GentoolError(f"unknown --label {label!r}; the classes are {names}")
-
-
-def _check_images(plugin: ModelPlugin, images: torch.Tensor, count: int, spec: DataSpec) -> None:
-    expected = (count, spec.channels, spec.height, spec.width)
-    if tuple(images.shape) != expected:
-        raise PluginError(
-            f"{plugin.name} returned images of shape {tuple(images.shape)}, expected {expected}"
-        )
+        return model.class_labels(count), square
+    return class_grid(model.spec.num_classes, count)
 
 
 def _save_npz(

@@ -170,6 +170,7 @@ def reconstruct(
         typer.Option("--out", help="PNG to write (default: RUN/samples/reconstruct_nN.png)"),
     ] = None,
     device: DeviceOption = "auto",
+    raw_weights: RawWeightsOption = False,
 ) -> None:
     """Show images above their reconstructions, and print the mean reconstruction error.
 
@@ -178,8 +179,9 @@ def reconstruct(
     from gentool.generate import reconstruct_images
 
     written, error = reconstruct_images(
-        resolve(name), run_dir=run_dir, data=data, count=count, out=out, device=device
-    )
+        resolve(name), run_dir=run_dir, data=data, count=count, out=out, device=device,
+        raw_weights=raw_weights,
+    )  # fmt: skip
     console.print(
         f"mean squared error {error:.5f} (pixels in [0, 1]) over {written.count} images; "
         f"originals above reconstructions in {escaped(written.path)}",
@@ -198,6 +200,7 @@ def encode(
         int, typer.Option("--batch-size", "-b", min=1, help="Images per batch")
     ] = 256,
     device: DeviceOption = "auto",
+    raw_weights: RawWeightsOption = False,
 ) -> None:
     """Encode a dataset into codes (and its labels), as features for other tools.
 
@@ -209,7 +212,8 @@ def encode(
     from gentool.generate import encode_images
 
     path, count, shape = encode_images(
-        resolve(name), run_dir=run_dir, data=data, out=out, batch_size=batch_size, device=device
-    )
+        resolve(name), run_dir=run_dir, data=data, out=out, batch_size=batch_size, device=device,
+        raw_weights=raw_weights,
+    )  # fmt: skip
     shown = "×".join(map(str, shape))
     console.print(f"wrote {count} codes of shape ({shown}) to {escaped(path)}", highlight=False)

@@ -11,10 +11,10 @@ from typer.testing import CliRunner
 
 from gentool.cli import app
 from gentool.data import load_dataset, load_image, to_uint8, to_value_range
-from gentool.generate import slerp
 from gentool.images import image_grid
 from gentool.models import load_trained
 from gentool.registry import resolve
+from gentool.trained import slerp
 from tests.conftest import TINY_DCGAN_ARGS
 
 runner = CliRunner()
