@@ -287,7 +287,9 @@ def _run_torchrun(nproc: int) -> int:
         elif not argument.startswith("--nproc="):
             forwarded.append(argument)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    command += ["--nproc-per-node", str(nproc), "-m", "gentool", "train", *forwarded]
+    # "--": torchrun's parser reads no further. It takes an option of gentool's that begins one
+    # of its own for an abbreviation, and refuses --log as ambiguous (--log-dir, --logs-specs).
+    command += ["--nproc-per-node", str(nproc), "-m", "--", "gentool", "train", *forwarded]
     process = subprocess.Popen(command)
     try:
         return process.wait()
