@@ -15,6 +15,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from gentool.cli import app
+from gentool.config import toml_loads
 from gentool.registry import resolve
 from gentool.training import TrainRequest, logbook, run_training
 from tests.conftest import (
@@ -25,6 +26,7 @@ from tests.conftest import (
     one_line_error,
 )
 
+ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()
 TINY = [*TINY_DCGAN_ARGS, "--limit", "32", "-b", "16", "--device", "cpu", "--epochs", "2"]
 LOGGERS_GROUP = "gentool.loggers"
@@ -294,3 +296,21 @@ def test_only_the_main_process_logs(tmp_path):
     calls = recorded(tmp_path / "run")
     assert [call["rank"] for call in calls if call["call"] == "start"] == ["0"]
     assert [step["step"] for step in sent_steps(tmp_path / "run")] == [1, 2]
+
+
+def test_the_logger_in_the_plugin_guide_works_as_shown(tmp_path, monkeypatch, in_tmp):
+    guide = (ROOT / "docs" / "plugins.md").read_text()
+    pyproject = toml_loads(guide.split("# pyproject.toml\n", 1)[1].split("```", 1)[0])
+    module = guide.split("# gentool_best_values.py\n", 1)[1].split("```", 1)[0]
+    install_fake_distribution(
+        tmp_path / "site", monkeypatch, dist=pyproject["project"]["name"],
+        module="gentool_best_values", source=module,
+        entry_points=pyproject["project"]["entry-points"][LOGGERS_GROUP], group=LOGGERS_GROUP,
+    )  # fmt: skip
+    result = runner.invoke(app, ["train", "dcgan", *TINY, "--run-dir", "run", "--log", "best"])
+    assert result.exit_code == 0, result.output
+    assert warnings_in(result.output) == []
+    lines = logged_lines(in_tmp / "run")
+    best = json.loads((in_tmp / "run" / "best.json").read_text())
+    lowest = min(lines, key=lambda line: line["loss_d"])
+    assert best["loss_d"] == {"value": lowest["loss_d"], "step": lowest["step"]}
