@@ -52,13 +52,15 @@ class DataInfo:
 
 @dataclass
 class TrainingSettings:
-    """How the run trains; fixed for its lifetime except `epochs`, which a resume may extend."""
+    """How the run trains; fixed for its lifetime except `epochs`, which a resume may extend,
+    and `loggers`, which a resume keeps unless --log names others."""
 
     seed: int
     batch_size: int  # the global batch, whatever the number of processes
     epochs: int
     device: str
     ema: float | None = None  # decay of the moving average of the weights, when kept
+    loggers: list[str] = field(default_factory=list)  # --log's names (gentool.loggers)
 
 
 @dataclass
@@ -207,12 +209,16 @@ def _training(raw: Mapping[str, Any]) -> TrainingSettings:
     ema = raw.get("ema")
     if ema is not None and not (isinstance(ema, float) and math.isfinite(ema) and 0.0 < ema < 1.0):
         raise ValueError(f"'training.ema' must be a number between 0 and 1 or null, got {ema!r}")
+    loggers = raw.get("loggers", [])
+    if not isinstance(loggers, list) or not all(isinstance(name, str) and name for name in loggers):
+        raise ValueError(f"'training.loggers' must be a list of logger names, got {loggers!r}")
     return TrainingSettings(
         seed=_integer(raw, "seed", "training"),
         batch_size=_integer(raw, "batch_size", "training", least=1),
         epochs=_integer(raw, "epochs", "training", least=1),
         device=_string(raw, "device", "training"),
         ema=ema,
+        loggers=loggers,
     )
 
 

@@ -69,11 +69,11 @@ def discover() -> list[PluginEntry]:
     entries: dict[tuple[str, str], PluginEntry] = {}
     for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
         distribution = entry_point.dist
-        dist_name = _normalize(distribution.name) if distribution else "unknown"
+        dist_name = normalize_distribution(distribution.name) if distribution else "unknown"
         if (
             allowed is not None
             and dist_name != BUILT_IN_DISTRIBUTION
-            and not {_normalize(entry_point.name), dist_name} & allowed
+            and not {normalize_distribution(entry_point.name), dist_name} & allowed
         ):
             continue
         key = (dist_name, entry_point.name)
@@ -92,7 +92,7 @@ def resolve(reference: str, entries: list[PluginEntry] | None = None) -> PluginE
         entry
         for entry in entries
         if entry.name == name
-        and (not distribution or entry.distribution == _normalize(distribution))
+        and (not distribution or entry.distribution == normalize_distribution(distribution))
     ]
     if not matches:
         names = sorted({entry.name for entry in entries})
@@ -131,7 +131,8 @@ def _allowed_third_party() -> set[str] | None:
     """The third-party names GENTOOL_LOAD_PLUGINS admits, or None when it is not set."""
     if LOAD_ENV not in os.environ:
         return None
-    return {_normalize(name.strip()) for name in os.environ[LOAD_ENV].split(",") if name.strip()}
+    names = os.environ[LOAD_ENV].split(",")
+    return {normalize_distribution(name.strip()) for name in names if name.strip()}
 
 
 def _load(
@@ -248,5 +249,6 @@ def strict_plugins() -> bool:
     return os.environ.get(STRICT_ENV, "").lower() in {"1", "true", "yes"}
 
 
-def _normalize(distribution_name: str) -> str:
+def normalize_distribution(distribution_name: str) -> str:
+    """A distribution name as packaging compares them: lower case, runs of -_. as one -."""
     return re.sub(r"[-_.]+", "-", distribution_name).lower()

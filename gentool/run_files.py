@@ -8,6 +8,8 @@ runs/dcgan/2026-11-27_10-32-00/
         ema.safetensors            the moving average of the weights, when trained with --ema
     metrics.jsonl                  one line of logged scalars per step, and evaluations
     epochs.jsonl                   per epoch: wall time, sample diversity
+    metrics.csv                    the logged values as a table, with `train --log csv`
+    tb/                            TensorBoard event files, with `train --log tensorboard`
     loss.png                       loss and metric curves, redrawn as training goes
     report.html                    written by `gentool report`
     samples/epoch_0001.png         a sample grid per epoch; `gentool sample` and co. write
@@ -25,6 +27,8 @@ from gentool.errors import GentoolError
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
 EPOCHS_FILE = "epochs.jsonl"
+METRICS_CSV_FILE = "metrics.csv"
+TENSORBOARD_DIR = "tb"
 LOSS_PLOT_FILE = "loss.png"
 REPORT_FILE = "report.html"
 SAMPLES_DIR = "samples"
@@ -152,7 +156,8 @@ def _refuse_a_file_of_a_run(path: Path, flag: str) -> None:
         return
     first = Path(os.path.abspath(path)).relative_to(os.path.abspath(run)).parts[0]
     owned = (
-        first in (RUN_FILE, METRICS_FILE, EPOCHS_FILE, LOSS_PLOT_FILE)
+        first
+        in (RUN_FILE, METRICS_FILE, EPOCHS_FILE, LOSS_PLOT_FILE, METRICS_CSV_FILE, TENSORBOARD_DIR)
         or first.startswith((CHECKPOINT_PREFIX, "."))
         or (first == SAMPLES_DIR and EPOCH_GRID_NAME.fullmatch(Path(path).name) is not None)
     )

@@ -72,27 +72,36 @@ def install_fake_distribution(
     module: str,
     source: str,
     entry_points: dict[str, str],
+    group: str = "gentool.models",
 ) -> None:
-    """Lay out an installed distribution (module + dist-info) on a sys.path entry."""
+    """Lay out an installed distribution (module + dist-info) on a sys.path entry, its
+    `entry_points` in the entry point `group`."""
     site.mkdir(exist_ok=True)
     (site / f"{module}.py").write_text(textwrap.dedent(source))
     info = site / f"{dist.replace('-', '_')}-1.2.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.2\n")
     lines = "".join(f"{name} = {target}\n" for name, target in entry_points.items())
-    (info / "entry_points.txt").write_text(f"[gentool.models]\n{lines}")
+    (info / "entry_points.txt").write_text(f"[{group}]\n{lines}")
     monkeypatch.syspath_prepend(str(site))
 
 
 def install_for_subprocess(
-    site: Path, *, module: str, source: str, entry_points: dict[str, str]
+    site: Path,
+    *,
+    module: str,
+    source: str,
+    entry_points: dict[str, str],
+    dist: str = "fake-models",
+    group: str = "gentool.models",
 ) -> dict[str, str]:
     """Lay out a distribution in `site` for a gentool run in another process, leaving this one's
     sys.path as it was; the environment that process needs to see it."""
     monkeypatch = pytest.MonkeyPatch()
     install_fake_distribution(
-        site, monkeypatch, module=module, source=source, entry_points=entry_points
-    )
+        site, monkeypatch, dist=dist, module=module, source=source, entry_points=entry_points,
+        group=group,
+    )  # fmt: skip
     monkeypatch.undo()
     return {**os.environ, "PYTHONPATH": str(site)}
 

@@ -264,6 +264,7 @@ def test_nproc_runs_the_same_command_under_torchrun(exit_code, interrupted, monk
     assert command[1:] == [
         *launcher,
         "-m",
+        "--",
         "gentool",
         "train",
         "dcgan",

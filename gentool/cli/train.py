@@ -13,6 +13,7 @@ import typer
 from gentool.cli.app import EXIT_INTERRUPTED, app, console, user_errors
 from gentool.cli.options import DeviceOption, ModelOverridesOption
 from gentool.errors import GentoolError
+from gentool.loggers import installed_loggers
 from gentool.registry import resolve
 from gentool.terminal import escaped
 
@@ -81,6 +82,19 @@ LogEveryOption = Annotated[
         min=1,
         help="Copy the steps' logged values from the device every N steps (and at each epoch's "
         "end, and at least once a second in a single process)",
+        rich_help_panel=TRAINING,
+    ),
+]
+# Read from the loggers' entry points, which nothing imports until a training uses them.
+INSTALLED_LOGGERS = ", ".join(sorted({entry.name for entry in installed_loggers()})) or "none"
+LogOption = Annotated[
+    str | None,
+    typer.Option(
+        "--log",
+        metavar="NAMES",
+        help="Also send the logged values, evaluations, sample grids and config to these "
+        f"loggers, comma-separated; installed: {INSTALLED_LOGGERS} (default: none; on --resume, "
+        "the run's own; --log none for none)",
         rich_help_panel=TRAINING,
     ),
 ]
@@ -212,6 +226,7 @@ def train(
     device: DeviceOption = "auto",
     kernels: KernelsOption = None,
     log_every: LogEveryOption = 50,
+    log: LogOption = None,
     lr: LrOption = None,
     overrides: ModelOverridesOption = [],  # noqa: B006 - Typer's declaration, never mutated
     config_file: ConfigOption = None,
@@ -236,7 +251,8 @@ def train(
       gentool train dcgan --limit 2000 -o image_size=32 --epochs 3
       gentool train dcgan --resume --epochs 30
       gentool train dcgan --nproc 2 --batch-size 128 --ema 0.999
-      gentool train vae --eval-every 2 --eval-metrics fid,recon[/]
+      gentool train vae --eval-every 2 --eval-metrics fid,recon
+      gentool train dcgan --log tensorboard,csv[/]
     """
     from gentool.config import parse_assignment
     from gentool.training import Acceleration, TrainRequest, run_training
@@ -249,7 +265,7 @@ def train(
         config_file=config_file, lr=lr, data=data, limit=limit, epochs=epochs,
         batch_size=batch_size, seed=seed, device=device, run_dir=run_dir, resume=resume,
         overwrite=overwrite, ema=ema, eval_every=eval_every, eval_n=eval_n,
-        eval_metrics=eval_metrics, eval_features=eval_features, log_every=log_every,
+        eval_metrics=eval_metrics, eval_features=eval_features, log_every=log_every, log=log,
         acceleration=Acceleration(amp, compile_networks, channels_last, sync_bn, kernels),
     )  # fmt: skip
     if nproc is not None:  # each process checks the rest, and rank 0 says what it found
@@ -287,7 +303,9 @@ def _run_torchrun(nproc: int) -> int:
         elif not argument.startswith("--nproc="):
             forwarded.append(argument)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    command += ["--nproc-per-node", str(nproc), "-m", "gentool", "train", *forwarded]
+    # "--": torchrun's parser reads no further. It takes an option of gentool's that begins one
+    # of its own for an abbreviation, and refuses --log as ambiguous (--log-dir, --logs-specs).
+    command += ["--nproc-per-node", str(nproc), "-m", "--", "gentool", "train", *forwarded]
     process = subprocess.Popen(command)
     try:
         return process.wait()

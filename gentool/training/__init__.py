@@ -6,6 +6,7 @@
     step          the step contract: StepContext, train_step, optimizers and phases
     loop          fit → train_epoch → end_epoch, checkpoints and epoch grids
     logbook       logged values kept on the device, copied to the CPU at an interval
+    tracking      --log: the loggers those values also go to, each kept apart from training
     display       the progress bar, and the signals that stop training
     speed         --amp, --compile, --channels-last, --sync-bn
     faults        a plugin's failure or a non-finite value, said in one line

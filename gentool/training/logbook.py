@@ -19,8 +19,10 @@ import torch
 
 from gentool.errors import PluginError
 from gentool.jsonl import JsonLinesWriter
+from gentool.loggers import StepValues
 from gentool.training.display import TrainingDisplay
 from gentool.training.distributed import Ranks, sum_over_ranks
+from gentool.training.tracking import Trackers
 
 LOG_SECONDS = 1.0  # a single process copies its logged values to the CPU at least this often
 FiniteCheck = Callable[[Mapping[str, float], int, int], None]  # (values, epoch, step in epoch)
@@ -56,6 +58,7 @@ class StepLog:
         self.ranks = ranks
         self.device = device
         self.check = check  # raises on a non-finite value; the session sets it
+        self.trackers: Trackers | None = None  # --log's loggers, on rank 0; the session sets them
         self.plugin_name = plugin_name
         self.pending: list[LoggedStep] = []
         self.copied_at = time.perf_counter()
@@ -101,7 +104,7 @@ class StepLog:
         return stop
 
     def _record(self, steps: list[LoggedStep], numbers: list[float]) -> None:
-        lines, shown, start = [], [], 0
+        lines, shown, logged, start = [], [], [], 0
         try:
             for step in steps:
                 values = dict(
@@ -113,7 +116,10 @@ class StepLog:
                 phase = {"phase": step.phase} if step.phase else {}
                 lines.append({"epoch": step.epoch + 1, "step": step.global_step, **phase, **values})
                 shown.append(values)
+                logged.append(StepValues(step.global_step, step.epoch + 1, values, step.phase))
         finally:  # the lines before a non-finite one are kept, as they were logged
             if self.writer is not None:
                 self.writer.write(lines)
             self.display.show_values(shown)
+            if self.trackers is not None:
+                self.trackers.scalars(logged)

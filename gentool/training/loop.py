@@ -3,7 +3,10 @@
     fit:          step 0's checkpoint, then for each epoch: train_epoch, end_epoch
     train_epoch:  a batch → the model's training step → the moving average → the step's logged
                   values kept on the device (gentool.training.logbook) → stop when asked
-    end_epoch:    the epoch's sample grid → a checkpoint → the epoch monitor
+    end_epoch:    a checkpoint → the epoch's sample grid → the epoch monitor
+
+Logged values, sample grids and evaluations also reach the loggers --log chose
+(gentool.training.tracking), at the same moments as they reach the run folder.
 
 A checkpoint is written after every epoch and when a signal stops training, so a run resumes
 from where it was saved, exactly (`gentool.training.session` restores it).
@@ -24,13 +27,13 @@ from gentool import rng
 from gentool.api import Batch
 from gentool.checkpoint import RunFolder
 from gentool.errors import CheckpointError, Interrupted, TrainingError
-from gentool.images import save_grid
+from gentool.images import image_grid, save_png
 from gentool.sampling import class_grid, draw_uint8
 from gentool.training.display import StopRequest, stop_on_signals
 from gentool.training.distributed import all_agree, broadcast_from_main, gather_to_all
 from gentool.training.faults import check_finite_weights, kept, plugin_code
 from gentool.training.logbook import LoggedStep
-from gentool.training.session import Session, open_run_logs
+from gentool.training.session import Session, open_run_logs, start_trackers
 from gentool.training.speed import compile_failures
 from gentool.training.step import phase_at, train_step
 
@@ -159,7 +162,8 @@ def _write_missing_grid(session: Session) -> None:
 
 def write_epoch_grid(session: Session, epoch: int) -> Path:
     """Samples from a fixed seed, so grids of successive epochs show the same latent points;
-    conditional models draw one row per class."""
+    conditional models draw one row per class. The loggers get the grid at the epoch's last
+    step."""
     spec, plugin = session.dataset.spec, session.plugin
     labels, columns = None, math.ceil(math.sqrt(SAMPLE_GRID_SIZE))
     if plugin.capabilities.conditional:
@@ -169,7 +173,11 @@ def write_epoch_grid(session: Session, epoch: int) -> Path:
         images = draw_uint8(
             session.model, plugin, spec, count, seed=session.record.training.seed, labels=labels
         )
-    return save_grid(images, session.run.epoch_grid(epoch), columns=columns)
+    grid = image_grid(images, columns=columns)
+    path = save_png(grid, session.run.epoch_grid(epoch))
+    if session.trackers is not None:
+        session.trackers.image(session.progress.global_step, "samples", grid)
+    return path
 
 
 def save_checkpoint(session: Session, *, first: bool = False) -> None:
@@ -200,6 +208,7 @@ def save_checkpoint(session: Session, *, first: bool = False) -> None:
         session.run = claim.take_place()  # --overwrite: the new run has trained; it replaces
         if session.monitor is not None:
             session.monitor.run = session.run
+        start_trackers(session)
 
 
 def _saved_tensors(session: Session) -> dict[str, torch.Tensor]:

@@ -35,6 +35,7 @@ from gentool.plots import read_history, write_loss_plot
 from gentool.run_files import RunFiles
 from gentool.sampling import draw_uint8
 from gentool.terminal import escaped
+from gentool.training.tracking import Trackers
 
 DIVERSITY_SAMPLES = 64  # generated (and real) images whose feature spread is logged each epoch
 TRAINING_EVAL_IMAGES = 500  # per `train --eval-every` evaluation: cheap, a rough number
@@ -56,6 +57,7 @@ class MonitorLogs:
 
     epochs: JsonLinesWriter  # epochs.jsonl
     metrics: JsonLinesWriter  # metrics.jsonl, for evaluations
+    trackers: Trackers | None = None  # --log's loggers, for evaluations
 
 
 class EpochMonitor:
@@ -149,6 +151,8 @@ class EpochMonitor:
         )
         values = {"epoch": epoch, "step": step, "event": "eval", **measurement.values}
         self.logs.metrics.write([values])
+        if self.logs.trackers is not None:
+            self.logs.trackers.evaluation(step, epoch, measurement.values)
         shown = "  ".join(
             f"{key} {value:.4g}"
             for key, value in measurement.values.items()

@@ -27,6 +27,7 @@ from gentool.training.distributed import Ranks, shard_size
 from gentool.training.ema import check_decay
 from gentool.training.monitor import TRAINING_EVAL_IMAGES, EvalSchedule
 from gentool.training.speed import Acceleration
+from gentool.training.tracking import LoggerChoice, load_loggers, parse_logger_names
 
 DEFAULT_LOG_EVERY = 50  # steps whose logged values wait on the device before one copy to the CPU
 
@@ -37,7 +38,7 @@ class TrainRequest:
 
     Each field is the command line option of the same name: `config_values` is `-o KEY=VALUE`,
     `config_file` is `--config`, `acceleration` gathers --amp, --compile, --channels-last,
-    --sync-bn and --kernels, and `eval_*` are the --eval-* options.
+    --sync-bn and --kernels, `eval_*` are the --eval-* options, and `log` is --log.
     """
 
     entry: PluginEntry
@@ -60,6 +61,7 @@ class TrainRequest:
     eval_metrics: str | Sequence[str] | None = None
     eval_features: str | None = None
     log_every: int = DEFAULT_LOG_EVERY  # steps between copies of the logged values to the CPU
+    log: str | Sequence[str] | None = None  # None: none for a new run, a resumed run's own
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ class TrainingPlan:
     config_values: dict[str, Any]  # the new run's config fields; empty on resume
     acceleration: Acceleration  # with `kernels` settled
     eval_schedule: EvalSchedule | None
+    loggers: LoggerChoice | None  # those --log named, imported; None when it was not given
 
 
 def plan_training(request: TrainRequest, *, world_size: int | None = None) -> TrainingPlan:
@@ -87,8 +90,9 @@ def plan_training(request: TrainRequest, *, world_size: int | None = None) -> Tr
     config_values = {} if request.resume else merged_config(request, plugin)
     if world_size is not None and not request.resume:
         shard_size(request.batch_size or plugin.default_batch_size, Ranks(world_size=world_size))
+    loggers = None if request.log is None else load_loggers(parse_logger_names(request.log))
     return TrainingPlan(
-        request, plugin, config_values, acceleration, _eval_schedule(request, plugin)
+        request, plugin, config_values, acceleration, _eval_schedule(request, plugin), loggers
     )
 
 

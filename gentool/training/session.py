@@ -7,10 +7,11 @@ average), the speed options, and the files and display it writes to.
 
 from __future__ import annotations
 
+import copy
 import shlex
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, ExitStack
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from gentool.data import BatchLoader, ImageDataset
 from gentool.errors import CheckpointError, ConfigError
 from gentool.jsonl import JsonLinesWriter
 from gentool.kernels import fused_blocks_running_plain
+from gentool.loggers import RunInfo
 from gentool.models import build_model
 from gentool.record import Progress, RunRecord
 from gentool.run_files import checkpoint_name
@@ -50,6 +52,7 @@ from gentool.training.setup import (
 )
 from gentool.training.speed import Acceleration, compile_networks, mixed_precision, prepare_model
 from gentool.training.step import StepContext, optimizers_of, phases_of
+from gentool.training.tracking import LoggerChoice, Trackers, warn
 
 
 @dataclass
@@ -73,6 +76,7 @@ class Session:
     claim: RunClaim | None  # rank 0's hold on the run folder
     files: ExitStack  # the files held open while training writes them
     monitor: EpochMonitor | None = None  # rank 0's, once the run folder exists
+    trackers: Trackers | None = None  # rank 0's, when --log chose loggers
     config: Any = None  # the model's config
     advice: str = ""  # what to try when training diverges
     steps: int = 0  # optimisation steps taken in this invocation
@@ -166,6 +170,7 @@ def open_session(
         console, display, log, start.claim, files, config=start.config, advice=advice,
     )  # fmt: skip
     log.check = session.check_finite
+    session.trackers = log.trackers = _trackers(start.loggers, record, plan, ranks, console, files)
     return session
 
 
@@ -248,6 +253,44 @@ def _moving_average(
     return ema
 
 
+def _trackers(
+    choice: LoggerChoice,
+    record: RunRecord,
+    plan: TrainingPlan,
+    ranks: Ranks,
+    console: Console,
+    files: ExitStack,
+) -> Trackers | None:
+    """The chosen loggers as one, on the main process, closed with the run's files; what failed
+    to import said now."""
+    if not ranks.main:
+        return None
+    for message in choice.failed:
+        warn(console, message)
+    if not choice.factories:
+        return None
+    run = RunInfo(
+        model=record.plugin.name,
+        config=copy.deepcopy(record.config),  # a logger's to keep: run.json's stays as it is
+        data=asdict(record.data),
+        seed=record.training.seed,
+        batch_size=record.training.batch_size,
+        epochs=record.training.epochs,
+        resumed=plan.request.resume,
+        start_step=record.progress.global_step,
+    )
+    trackers = Trackers(choice, run, console)
+    files.callback(trackers.close)
+    return trackers
+
+
+def start_trackers(session: Session) -> None:
+    """Start the loggers once the run folder is in place: a replacement (--overwrite) that has
+    not taken the old run's place yet may still be dropped, and its folder with it."""
+    if session.trackers is not None and not isinstance(session.run, StagedRun):
+        session.trackers.start(session.run.path)
+
+
 def open_run_logs(session: Session) -> None:
     """metrics.jsonl and epochs.jsonl held open (trimmed back to the checkpoint on resume), and
     the epoch monitor that writes with them; rank 0's alone, once the run folder exists."""
@@ -264,7 +307,8 @@ def open_run_logs(session: Session) -> None:
         session.dataset,
         run,
         session.console,
-        MonitorLogs(epochs=epochs, metrics=metrics),
+        MonitorLogs(epochs=epochs, metrics=metrics, trackers=session.trackers),
         session.plan.eval_schedule,
         seed=session.record.training.seed,
     )
+    start_trackers(session)

@@ -22,6 +22,7 @@ from gentool.record import DataInfo, PluginInfo, RunRecord, TrainingSettings
 from gentool.run_files import enclosing_run
 from gentool.training.claim import RunClaim, remove_stale_replacements
 from gentool.training.request import TrainingPlan
+from gentool.training.tracking import LoggerChoice, load_loggers
 
 DEFAULT_EPOCHS = 5
 DEFAULT_SEED = 0
@@ -36,6 +37,7 @@ class RunStart:
     dataset: ImageDataset
     record: RunRecord | None  # the resumed run's; a new run's is made once its model is built
     claim: RunClaim | None  # None in processes that do not write the run (ranks other than 0)
+    loggers: LoggerChoice  # what --log named or, when it was not given, a resumed run's own
 
 
 def start_new_run(plan: TrainingPlan, claims: ExitStack | None) -> RunStart:
@@ -54,7 +56,8 @@ def start_new_run(plan: TrainingPlan, claims: ExitStack | None) -> RunStart:
         needs_labels=plugin.capabilities.conditional,
         limit=request.limit,
     )
-    return RunStart(run, config, dataset, record=None, claim=claim)
+    loggers = plan.loggers if plan.loggers is not None else LoggerChoice(names=())
+    return RunStart(run, config, dataset, record=None, claim=claim, loggers=loggers)
 
 
 def new_record(plan: TrainingPlan, start: RunStart, phases: list[Phase], device: str) -> RunRecord:
@@ -82,6 +85,7 @@ def new_record(plan: TrainingPlan, start: RunStart, phases: list[Phase], device:
             epochs=epochs,
             device=device,
             ema=request.ema,
+            loggers=list(start.loggers.names),
         ),
     )
 
@@ -109,6 +113,11 @@ def start_resumed_run(plan: TrainingPlan, claims: ExitStack | None) -> RunStart:
             f"pass --epochs N with N > {record.progress.epoch} to train further"
         )
     record.training.epochs = epochs
+    if plan.loggers is not None:  # --log replaces the loggers the run had
+        loggers = plan.loggers
+        record.training.loggers = list(loggers.names)
+    else:
+        loggers = load_loggers(record.training.loggers, recorded=True)
     source = request.data or record.data.source
     dataset = load_dataset(
         source,
@@ -121,7 +130,7 @@ def start_resumed_run(plan: TrainingPlan, claims: ExitStack | None) -> RunStart:
             f"the data at {source!r} differs from what {run} was trained on; "
             "an exact resume needs the same data"
         )
-    return RunStart(run, config, dataset, record, claim)
+    return RunStart(run, config, dataset, record, claim, loggers)
 
 
 def _fresh_run_folder(run_dir: Path | None, model_name: str, *, overwrite: bool) -> RunFolder:
