@@ -285,6 +285,10 @@ def test_a_decoder_that_branches_on_values_is_refused_by_every_exporter(
         where = f"site/branchy.py:{branch + 1}"  # shown from the working folder
         assert f"(at {where}); GENTOOL_STRICT_PLUGINS=1 shows" in error
         assert not (in_tmp / "exports").exists()
+    monkeypatch.setenv("GENTOOL_STRICT_PLUGINS", "1")  # the exporter's own exception, whole
+    result = export("branchy", in_tmp / "run", "--format", "exported", "--out", "decoder.pt2")
+    assert type(result.exception).__name__ == "GuardOnDataDependentSymNode"
+    assert not (in_tmp / "decoder.pt2").exists()
 
 
 def test_a_file_that_fails_on_another_batch_is_an_error_and_not_written(
