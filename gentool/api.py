@@ -101,6 +101,9 @@ class ModelPlugin:
     build: Callable[[Any, DataSpec], Any]
     capabilities: Capabilities = field(default_factory=Capabilities)
     value_range: tuple[float, float] = (-1.0, 1.0)  # the data layer scales pixels into this range
+    # How `sample_latent` draws codes, in words ("standard normal"), for those who use an exported
+    # decoder without gentool; None leaves its description silent on it.
+    latent_distribution: str | None = None
     default_batch_size: int = 64
     api_version: int = API_VERSION
     # A tiny configuration (a few thousand parameters, small images) that the conformance kit

@@ -230,6 +230,11 @@ def _checked(loaded: object, name: str, dist_name: str) -> ModelPlugin:
     low, high = _value_range(loaded.value_range)
     if not low < high:
         raise PluginError(f"value_range {loaded.value_range!r} must be two numbers, low < high")
+    if not isinstance(loaded.latent_distribution, str | None):
+        raise PluginError(
+            f"latent_distribution {loaded.latent_distribution!r} must be words, such as "
+            "'standard normal', or None"
+        )
     return loaded
 
 

@@ -75,6 +75,7 @@ plugin = ModelPlugin(
     build=build,
     capabilities=Capabilities(sample=True, reconstruct=True, encode=True),
     value_range=(0.0, 1.0),
+    latent_distribution="standard normal",
     test_config={"image_size": 8, "hidden": 16, "latent_dim": 4},
 )
 ''')

@@ -123,8 +123,10 @@ class ConvTransposeBNReLU(nn.Sequential):
         return self[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or not self.layers_are_plain() or torch.compiler.is_compiling():
-            # torch.compile sees through the composition, but not through the Triton kernels.
+        traced = torch.compiler.is_compiling() or torch.jit.is_tracing()
+        if x.dim() != 4 or not self.layers_are_plain() or traced:
+            # torch.compile, torch.export and torch.jit.trace see through the composition, but
+            # not through the Triton kernels (nor the checks that pick them).
             return super().forward(x)
         conv, bn = self.conv, self.bn
         momentum = 0.0 if bn.momentum is None else bn.momentum

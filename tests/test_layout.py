@@ -124,7 +124,13 @@ def test_the_cycle_finder_finds_a_circle():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
-BELOW_TRAINING = ["gentool.generate", "gentool.evaluate", "gentool.models", "gentool.sampling"]
+BELOW_TRAINING = [
+    "gentool.generate",
+    "gentool.evaluate",
+    "gentool.export",
+    "gentool.models",
+    "gentool.sampling",
+]
 
 
 @pytest.mark.parametrize("module", [*BELOW_TRAINING, "gentool.report", "gentool.checkpoint"])
@@ -136,7 +142,7 @@ def test_generation_and_evaluation_sit_below_training(module):
 
 def test_importing_generation_loads_no_training_code():
     probe = (
-        "import sys, gentool.generate, gentool.evaluate\n"
+        "import sys, gentool.generate, gentool.evaluate, gentool.export\n"
         "print(sorted(name for name in sys.modules if name.startswith('gentool.training')))"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)

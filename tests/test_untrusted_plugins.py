@@ -224,8 +224,9 @@ def test_samples_of_the_wrong_shape_are_one_line_naming_the_plugin(tmp_path, mon
         ("raise KeyboardInterrupt", "", "its import raised KeyboardInterrupt"),
         ("", "value_range=(0.0, float('nan'))", "must be two finite numbers"),
         ("", "value_range=(1.0, -1.0)", "must be two numbers, low < high"),
+        ("", "latent_distribution=object()", "must be words, such as 'standard normal'"),
     ],
-    ids=["keyboard-interrupt", "nan-range", "reversed-range"],
+    ids=["keyboard-interrupt", "nan-range", "reversed-range", "latent-distribution"],
 )
 def test_a_plugin_broken_at_import_in_odd_ways_breaks_itself_only(
     tmp_path, monkeypatch, body, replaced, error

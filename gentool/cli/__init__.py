@@ -7,6 +7,7 @@ import sys
 # Imported in the order `gentool --help` lists their commands.
 from gentool.cli import train  # isort: skip
 from gentool.cli import generate  # isort: skip
+from gentool.cli import export  # isort: skip
 from gentool.cli import evaluate  # isort: skip
 from gentool.cli import catalog  # isort: skip
 from gentool.cli import bench  # isort: skip
@@ -14,7 +15,16 @@ from gentool.cli.app import abort, app, exit_if_output_lost
 from gentool.interrupts import interrupted
 from gentool.terminal import GuardedOutput
 
-__all__ = ["app", "bench", "catalog", "evaluate", "generate", "run_commands", "train"]
+__all__ = [
+    "app",
+    "bench",
+    "catalog",
+    "evaluate",
+    "export",
+    "generate",
+    "run_commands",
+    "train",
+]
 
 
 def run_commands() -> None:

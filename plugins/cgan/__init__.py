@@ -52,6 +52,7 @@ plugin = ModelPlugin(
     build=build,
     capabilities=Capabilities(sample=True, conditional=True),
     value_range=(-1.0, 1.0),
+    latent_distribution="standard normal",  # sample_latent: torch.randn
     default_batch_size=64,  # as gan; the paper used 100
     test_config={
         "image_size": 16,

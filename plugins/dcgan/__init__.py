@@ -42,6 +42,7 @@ plugin = ModelPlugin(
     build=build,
     capabilities=Capabilities(sample=True),
     value_range=(-1.0, 1.0),
+    latent_distribution="standard normal",  # sample_latent: torch.randn
     default_batch_size=128,
     test_config={"image_size": 16, "latent_dim": 8, "g_features": 8, "d_features": 8},
 )

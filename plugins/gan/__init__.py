@@ -51,6 +51,7 @@ plugin = ModelPlugin(
     build=build,
     capabilities=Capabilities(sample=True),
     value_range=(-1.0, 1.0),
+    latent_distribution="standard normal",  # sample_latent: torch.randn
     default_batch_size=64,  # the API default; the paper's code used 100, any size near it works
     test_config={"image_size": 16, "latent_dim": 8, "g_hidden": (16, 32), "d_hidden": (32, 16)},
 )

@@ -45,6 +45,7 @@ plugin = ModelPlugin(
     build=build,
     capabilities=Capabilities(sample=True, reconstruct=True, encode=True),
     value_range=(0.0, 1.0),
+    latent_distribution="standard normal",  # sample_latent: torch.randn
     default_batch_size=64,
     test_config={"image_size": 16, "latent_dim": 4, "features": 4},
 )

@@ -106,6 +106,34 @@ BAD_INPUT: list[tuple[list[str], int, str]] = [
         1,
         "unknown --eval-features 'nope': use builtin or inception",
     ),
+    (["export", "dcgan", "--out", "g.onnx"], 2, "Missing option '--format'"),
+    (["export", "dcgan", "--format", "onnx"], 2, "Missing option '--out'"),
+    (
+        ["export", "dcgan", "--format", "tflite", "--out", "g"],
+        1,
+        "--format must be one of onnx, exported, torchscript; got 'tflite'",
+    ),
+    (
+        ["export", "dcgan", "--format", "onnx", "--part", "generator", "--out", "g"],
+        1,
+        "--part must be decoder or encoder; got 'generator'",
+    ),
+    (
+        ["export", "dcgan", "--format", "onnx", "--part", "encoder", "--out", "g"],
+        1,
+        "dcgan does not encode images, so it has no encoder to export; its decoder can be "
+        "(--part decoder)",
+    ),
+    (
+        ["export", "dcgan", "--format", "onnx", "--out", "damaged/run.json"],
+        1,
+        "--out damaged/run.json is a file of the run in damaged, which it would destroy",
+    ),
+    (
+        ["export", "dcgan", "--format", "onnx", "--out", "damaged/run"],
+        1,
+        "--out's description damaged/run.json is a file of the run in damaged, which it would",
+    ),
     (["bench", "kernels", "--op", "matmul"], 1, "--op must be one of reparam_kl, convt_bn_relu"),
     (["bench", "kernels", "--dtype", "int8"], 1, "--dtype must be one of float32, bfloat16"),
     (["bench", "train", "dcgan", "--variants", "turbo"], 1, "--variants must be one of eager"),

@@ -26,7 +26,15 @@ sys.exit(code)
 
 
 @pytest.mark.parametrize(
-    "args", [["--help"], ["list"], ["list", "--json"], ["info", "dcgan"], ["train", "--help"]]
+    "args",
+    [
+        ["--help"],
+        ["list"],
+        ["list", "--json"],
+        ["info", "dcgan"],
+        ["train", "--help"],
+        ["export", "--help"],
+    ],
 )
 def test_metadata_commands_do_not_import_torch(args):
     result = subprocess.run(

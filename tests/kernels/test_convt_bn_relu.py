@@ -16,6 +16,8 @@ orders of magnitude more (the variance is lost entirely).
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -349,6 +351,23 @@ def test_replaced_batch_norm_runs_as_the_composition(monkeypatch, kernel_calls):
     x = random_input(case, seed=23)
     with torch.no_grad():
         torch.testing.assert_close(converted(x), unfused(block).eval().float()(x))
+    assert kernel_calls == {"training_forward": 0, "eval_forward": 0, "backward": 0}
+
+
+def test_a_traced_block_is_its_layers_and_keeps_a_dynamic_batch(monkeypatch, kernel_calls):
+    """torch.jit.trace (TorchScript export) records the composition, without the Python checks
+    that pick a backend: those would warn that the trace may not generalise."""
+    monkeypatch.setenv("GENTOOL_KERNELS", "triton")
+    case = CASES["dcgan-8x8"]
+    block = make_block(case, seed=26).eval().requires_grad_(False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", r"`torch\.jit\.trace", DeprecationWarning)
+        traced = torch.jit.trace(block, random_input(case, seed=27))
+    kernel_calls.update(dict.fromkeys(kernel_calls, 0))  # the trace's check ran the block eagerly
+    other_batch = torch.randn(5, *random_input(case, seed=28).shape[1:], device=DEVICE)
+    with torch.no_grad():
+        torch.testing.assert_close(traced(other_batch), unfused(block).eval().float()(other_batch))
     assert kernel_calls == {"training_forward": 0, "eval_forward": 0, "backward": 0}
 
 
