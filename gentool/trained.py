@@ -274,9 +274,10 @@ class TrainedModel:
         return first, last, class_labels
 
     def _decoded(self, codes: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        on_device = None if labels is None else labels.to(self.device)
+        # Labels go only to conditional models: an autoencoder's decode(code) may take none.
+        by_class = {} if labels is None else {"labels": labels.to(self.device)}
         with evaluating(self.module), calling(self.plugin, "decode"):
-            images = self.module.decode(codes, labels=on_device)
+            images = self.module.decode(codes, **by_class)
         _check_images(self.plugin, images, codes.shape[0], self.spec)
         return images
 

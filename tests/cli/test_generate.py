@@ -292,3 +292,8 @@ def test_an_autoencoder_run_reconstructs_encodes_and_refuses_to_sample(in_tmp):
     assert "wrote 32 codes of shape (4) to codes.safetensors" in encoded.output
     walked = invoke("interpolate", "ae", "--run", "ae-run")
     assert walked.exit_code == 1 and "walk between two images with --from and --to" in walked.output
+    first, second = load_dataset("builtin:faces", image_size=8, limit=2).images
+    for name, pixels in (("a.png", first), ("b.png", second)):
+        Image.fromarray(pixels.permute(1, 2, 0).numpy()).save(in_tmp / name)
+    between = invoke("interpolate", "ae", "--run", "ae-run", "--from", "a.png", "--to", "b.png")
+    assert between.exit_code == 0, between.output  # its decode takes no labels: none are passed
