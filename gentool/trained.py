@@ -5,30 +5,29 @@ load a `TrainedModel`, call one method, and write a file. So a script gets what 
 gets: the same seeded sampling, the same checks of what the plugin returns, and the same errors,
 raised as gentool's own exception types (`gentool.errors`) instead of printed.
 
-Images go in as uint8 pixels (torch tensors (N, C, H, W) or (C, H, W); NumPy arrays (N, H, W, C),
-(H, W, C) or (H, W), as Pillow and imageio lay them out), as float tensors already in the model's
-value range (what `output="float"` gives back), as PIL images or image files (fitted to the
-model's size as training data is). Images come out as uint8 (N, C, H, W) by default, or as floats
-in the model's value range with `output="float"`, on the model's device.
+Images go in as uint8 pixels, float tensors in the model's value range, PIL images, image files
+or lists of them (`gentool.image_inputs`), and come out as uint8 (N, C, H, W) by default, or as
+floats in the model's value range with `output="float"`, on the model's device.
 """
 
 from __future__ import annotations
 
+import operator
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
-from PIL import Image
 
 from gentool.api import Capabilities, DataSpec, ModelPlugin
 from gentool.checkpoint import RunFolder
-from gentool.data import load_image, to_uint8, to_value_range
-from gentool.data.decode import fit_to_spec
+from gentool.data import to_uint8
 from gentool.devices import resolve_device
-from gentool.errors import CapabilityError, DataError, GentoolError, PluginError
+from gentool.errors import CapabilityError, GentoolError, PluginError
+from gentool.image_inputs import ImageInput, model_inputs
+from gentool.limits import check_allocation
 from gentool.models import calling, load_trained
 from gentool.record import RunRecord
 from gentool.registry import PluginEntry, resolve
@@ -36,7 +35,6 @@ from gentool.sampling import device_of, draw, evaluating
 
 Output = Literal["uint8", "float"]
 Interpolation = Literal["lerp", "slerp"]
-ImageInput = Any  # a tensor, a NumPy array, a PIL image, a path, or a sequence of them
 BATCH = 256  # images a call of the model's encode/reconstruct: bounds the memory of large inputs
 
 
@@ -46,16 +44,29 @@ def load(
     """The trained model of `run`: a run folder, or a model's name for its newest run under
     ./runs. Runs trained with --ema load their moving average, the weights that sample, unless
     `raw_weights` (or take `.raw` / `.ema` of the loaded model)."""
-    path = Path(run).expanduser()
-    folder = RunFolder(path)
-    if folder.exists():
-        entry = resolve(folder.read().plugin.name)
-        run_dir: Path | None = path
-    elif "/" in str(run) or os.sep in str(run):
+    if not isinstance(run, (str, os.PathLike)) or not isinstance(device, str):
+        raise GentoolError(
+            f"load(run, device=...) takes a run folder or a model's name, and a device name; got "
+            f"{type(run).__name__} and {type(device).__name__}"
+        )
+    bare_name = isinstance(run, str) and "/" not in run and os.sep not in run
+    folder = RunFolder(Path(run).expanduser())
+    if bare_name and (is_model_name(run) or not folder.exists()):
+        # A name means its newest run, as on the command line, even where a folder has the name.
+        entry, run_dir = resolve(run), None
+    elif folder.exists():
+        entry, run_dir = resolve(folder.read().plugin.name), folder.path
+    else:
         raise GentoolError(f"{str(run)!r} is not a run folder (it holds no run.json)")
-    else:  # a name, even where a folder has it too (a plugin's package folder, say)
-        entry, run_dir = resolve(str(run)), None
     return TrainedModel.from_run(entry, run_dir, resolve_device(device), averaged=not raw_weights)
+
+
+def is_model_name(name: str) -> bool:
+    try:
+        resolve(name)
+    except PluginError:
+        return False
+    return True
 
 
 class TrainedModel:
@@ -152,12 +163,22 @@ class TrainedModel:
         draw `label` (a class name or index), or one label per image in `labels`, or else the
         classes in turn."""
         self._require(self.capabilities.sample, "sample new images")
-        count = _count(n, "n")
+        count = self._images_that_fit(_count(n, "n"))
         images = draw(
-            self.module, self.plugin, self.spec, count, seed=seed,
+            self.module, self.plugin, self.spec, count, seed=_seed(seed),
             labels=self.class_labels(count, label, labels),
         )  # fmt: skip
         return self._output(images, output)
+
+    def _images_that_fit(self, count: int) -> int:
+        """`count`, once that many float images fit in this machine's memory."""
+        spec = self.spec
+        check_allocation(
+            count * spec.channels * spec.height * spec.width * 4,
+            f"{count} images of {spec.height}×{spec.width}",
+            "ask for fewer",
+        )
+        return count
 
     def class_labels(
         self,
@@ -174,6 +195,8 @@ class TrainedModel:
         if label is not None and labels is not None:
             raise GentoolError("give label (one class for all) or labels (one per image), not both")
         if labels is not None:
+            if isinstance(labels, (str, bytes)) or getattr(labels, "ndim", 1) != 1:
+                raise GentoolError("labels is one label per image: a list or a 1-d tensor")
             values = labels.tolist() if isinstance(labels, torch.Tensor) else list(labels)
             if len(values) != count:
                 raise GentoolError(f"labels has {len(values)} entries for {count} images")
@@ -187,7 +210,9 @@ class TrainedModel:
         names = self.class_names
         if isinstance(label, str) and label in names:
             return names.index(label)
-        index = int(label) if isinstance(label, int) or str(label).isdigit() else None
+        index = _whole_number(label)
+        if index is None and isinstance(label, str) and label.isdigit():
+            index = int(label)
         if index is None or not 0 <= index < len(names):
             listed = ", ".join(f"{position}={name}" for position, name in enumerate(names))
             raise GentoolError(f"unknown {called} {label!r}; the classes are {listed}")
@@ -209,11 +234,36 @@ class TrainedModel:
     ) -> torch.Tensor:
         """Images from codes (N, ...), as `encode` or the model's prior make them."""
         self._require(hasattr(self.module, "decode"), "decode codes into images")
+        codes = self._checked_codes(codes)
+        class_labels = self.class_labels(codes.shape[0], label, labels)
+        images = self._decoded(codes, class_labels)
+        return self._output(images, output)
+
+    def _checked_codes(self, codes: torch.Tensor) -> torch.Tensor:
         if not isinstance(codes, torch.Tensor) or codes.ndim < 2 or not codes.is_floating_point():
             raise GentoolError("codes must be a float tensor (N, ...), as encode returns them")
-        class_labels = self.class_labels(codes.shape[0], label, labels)
-        images = self._decoded(codes.to(self.device), class_labels)
-        return self._output(images, output)
+        shape = self.code_shape()
+        if shape is not None and tuple(codes.shape[1:]) != shape:
+            expected = ", ".join(map(str, shape))
+            raise GentoolError(
+                f"codes of shape {tuple(codes.shape)} do not fit {self.name}, whose codes are "
+                f"(N, {expected})"
+            )
+        self._images_that_fit(codes.shape[0])
+        if not bool(torch.isfinite(codes).all()):
+            raise GentoolError("codes hold values that are not finite (NaN or infinity)")
+        return codes.to(self.device, torch.float32)
+
+    def code_shape(self) -> tuple[int, ...] | None:
+        """The shape of one code, as the model's prior draws it; None for models without one."""
+        if not hasattr(self.module, "sample_latent"):
+            return None
+        generator = torch.Generator(device=self.device).manual_seed(0)
+        with evaluating(self.module), calling(self.plugin, "sample_latent"):
+            labels = self.class_labels(1)
+            on_device = None if labels is None else labels.to(self.device)
+            one = self.module.sample_latent(1, labels=on_device, generator=generator)
+        return tuple(one.shape[1:])
 
     def reconstruct(
         self, images: ImageInput, *, output: Output = "uint8", batch_size: int = BATCH
@@ -244,18 +294,29 @@ class TrainedModel:
         if method not in ("lerp", "slerp"):
             raise GentoolError(f"method must be lerp or slerp, got {method!r}")
         steps, rows = _count(steps, "steps", least=2), _count(rows, "rows")
+        self._images_that_fit(steps * rows)
         if (start is None) != (end is None):
             raise GentoolError("start and end go together: give both images or neither")
         if start is not None:
-            first, last = (self.encode(image)[:1] for image in (start, end))
+            if rows != 1:
+                raise GentoolError("rows is for walks between random codes; two images make one")
+            first, last = (
+                self._one_code(image, called) for image, called in ((start, "start"), (end, "end"))
+            )
             class_labels = self.class_labels(1, label)
         else:
-            first, last, class_labels = self._prior_pairs(rows, seed, label)
+            first, last, class_labels = self._prior_pairs(rows, _seed(seed), label)
         walk = torch.stack([_walk_point(first, last, t, method) for t in _fractions(steps)], 1)
         flat = walk.flatten(0, 1)  # (rows·steps, ...): row by row
         row_labels = None if class_labels is None else class_labels.repeat_interleave(steps)
         images = self._decoded(flat, row_labels)
         return self._output(images, output).unflatten(0, (walk.shape[0], steps))
+
+    def _one_code(self, image: ImageInput, called: str) -> torch.Tensor:
+        codes = self.encode(image)
+        if codes.shape[0] != 1:
+            raise GentoolError(f"{called} is one image; got {codes.shape[0]}")
+        return codes
 
     def _prior_pairs(
         self, rows: int, seed: int, label: str | int | None
@@ -283,25 +344,33 @@ class TrainedModel:
 
     def _batched(self, method: str, inputs: torch.Tensor, batch_size: int) -> torch.Tensor:
         outputs = []
+        batch_size = _count(batch_size, "batch_size")
         with evaluating(self.module):
-            for start in range(0, inputs.shape[0], _count(batch_size, "batch_size")):
+            for start in range(0, inputs.shape[0], batch_size):
                 batch = inputs[start : start + batch_size].to(self.device)
                 with calling(self.plugin, method):
-                    outputs.append(getattr(self.module, method)(batch))
+                    result = getattr(self.module, method)(batch)
+                if not isinstance(result, torch.Tensor) or result.shape[:1] != batch.shape[:1]:
+                    got = tuple(result.shape) if isinstance(result, torch.Tensor) else type(result)
+                    raise PluginError(
+                        f"{self.name}: {method} of {batch.shape[0]} images returned {got}, "
+                        "expected one result per image"
+                    )
+                outputs.append(result.detach())
         return torch.cat(outputs)
 
     def model_inputs(self, images: ImageInput) -> torch.Tensor:
         """`images` in any accepted form as (N, C, H, W) floats in the model's value range."""
-        if isinstance(images, torch.Tensor) and images.is_floating_point():
-            return _checked_floats(images, self.spec, self.value_range)
-        return to_value_range(as_pixels(images, self.spec), self.value_range)
+        return model_inputs(images, self.spec, self.value_range)
 
     def _output(self, images: torch.Tensor, output: Output) -> torch.Tensor:
+        if output not in ("uint8", "float"):
+            raise GentoolError(f"output must be 'uint8' or 'float', got {output!r}")
+        if not bool(torch.isfinite(images).all()):
+            raise PluginError(f"{self.name} returned images that are not finite (NaN or infinity)")
         if output == "float":
             return images
-        if output == "uint8":
-            return to_uint8(images, self.value_range)
-        raise GentoolError(f"output must be 'uint8' or 'float', got {output!r}")
+        return to_uint8(images, self.value_range)
 
     def _require(self, able: bool, what: str) -> None:
         if not able:
@@ -323,69 +392,6 @@ def can_do(model: TrainedModel) -> str:
     return f"it can {', '.join(able)}" if able else "it only trains"
 
 
-def as_pixels(images: ImageInput, spec: DataSpec) -> torch.Tensor:
-    """uint8 (N, C, H, W) pixels of `spec`'s shape from a uint8 tensor or array, PIL images
-    and image files (fitted to the size, as training data is), or a sequence of them."""
-    if isinstance(images, (str, os.PathLike)):
-        return load_image(Path(images), spec)[None]
-    if isinstance(images, Image.Image):
-        return fit_to_spec(images, spec)[None]
-    if isinstance(images, np.ndarray):
-        return _checked_pixels(_array_pixels(images), spec)
-    if isinstance(images, torch.Tensor):
-        if images.dtype != torch.uint8:
-            raise DataError(f"image tensors must be uint8 pixels or floats, not {images.dtype}")
-        return _checked_pixels(images[None] if images.ndim == 3 else images, spec)
-    if isinstance(images, Sequence) and images and not isinstance(images, bytes):
-        return torch.cat([as_pixels(image, spec) for image in images])
-    raise DataError(
-        "images must be a uint8 or float torch tensor, a uint8 NumPy array, a PIL image or an "
-        f"image file's path, or a list of them; got {type(images).__name__}"
-    )
-
-
-def _array_pixels(array: np.ndarray) -> torch.Tensor:
-    """A NumPy image or batch, (N, H, W, C), (H, W, C) or (H, W), as a (N, C, H, W) tensor."""
-    if array.dtype != np.uint8:
-        raise DataError(
-            f"NumPy images must be uint8 pixels (0-255), not {array.dtype}: convert with "
-            "(x * 255).round().astype(np.uint8), or pass a float torch tensor in the model's range"
-        )
-    if array.ndim == 2:
-        array = array[..., None]
-    if array.ndim == 3:
-        array = array[None]
-    if array.ndim != 4:
-        raise DataError(f"a NumPy image is (H, W, C) or a batch (N, H, W, C), not {array.shape}")
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(0, 3, 1, 2)))
-
-
-def _checked_pixels(pixels: torch.Tensor, spec: DataSpec) -> torch.Tensor:
-    _check_shape(pixels, spec)
-    return pixels
-
-
-def _checked_floats(
-    images: torch.Tensor, spec: DataSpec, value_range: tuple[float, float]
-) -> torch.Tensor:
-    images = images[None] if images.ndim == 3 else images
-    _check_shape(images, spec)
-    low, high = value_range
-    if images.numel() and not (images.min() >= low - 1e-3 and images.max() <= high + 1e-3):
-        raise DataError(
-            f"float images are taken to be in the model's value range [{low:g}, {high:g}]; these "
-            f"span [{float(images.min()):g}, {float(images.max()):g}]: pass uint8 pixels instead"
-        )
-    return images.float()
-
-
-def _check_shape(images: torch.Tensor, spec: DataSpec) -> None:
-    expected = (spec.channels, spec.height, spec.width)
-    if images.ndim != 4 or tuple(images.shape[1:]) != expected or images.shape[0] == 0:
-        shape = ", ".join(map(str, expected))
-        raise DataError(f"expected images of shape (N, {shape}), got {tuple(images.shape)}")
-
-
 def _check_images(plugin: ModelPlugin, images: object, count: int, spec: DataSpec) -> None:
     expected = (count, spec.channels, spec.height, spec.width)
     if not isinstance(images, torch.Tensor) or tuple(images.shape) != expected:
@@ -393,10 +399,29 @@ def _check_images(plugin: ModelPlugin, images: object, count: int, spec: DataSpe
         raise PluginError(f"{plugin.name} returned images of shape {got}, expected {expected}")
 
 
+def _whole_number(value: object) -> int | None:
+    """`value` as an int when it is a whole number (Python, NumPy or a 0-d integer tensor), not
+    a bool."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
 def _count(value: int, name: str, *, least: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+    number = _whole_number(value)
+    if number is None or number < least:
         raise GentoolError(f"{name} must be a whole number of at least {least}, got {value!r}")
-    return value
+    return number
+
+
+def _seed(value: int) -> int:
+    number = _whole_number(value)
+    if number is None or not 0 <= number < 2**63:
+        raise GentoolError(f"seed must be a whole number from 0 to 2**63 - 1, got {value!r}")
+    return number
 
 
 def slerp(start: torch.Tensor, end: torch.Tensor, t: float) -> torch.Tensor:

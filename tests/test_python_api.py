@@ -4,6 +4,7 @@ command that calls it, and every input it accepts gives the same answer."""
 from __future__ import annotations
 
 import doctest
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -155,6 +156,17 @@ def test_mistakes_are_gentools_own_errors(inside):
         (lambda: cgan.sample(2, label=6), "unknown label 6"),
         (lambda: cgan.sample(2, label=0, labels=[0, 1]), "not both"),
         (lambda: dcgan.decode(torch.zeros(2, 3, dtype=torch.int64)), "codes must be a float"),
+        (lambda: dcgan.decode(torch.zeros(2, 7)), "codes of shape (2, 7) do not fit dcgan"),
+        (lambda: dcgan.decode(torch.full((1, 100), float("nan"))), "not finite"),
+        (lambda: dcgan.sample(2, seed=2**64), "seed must be a whole number from 0 to 2**63 - 1"),
+        (lambda: dcgan.sample(2, seed=-1), "seed must be a whole number"),
+        (lambda: dcgan.sample(2, seed=1.5), "seed must be a whole number"),
+        (lambda: dcgan.sample(10**12), "would take"),
+        (lambda: dcgan.interpolate(steps=10**6, rows=10**6), "would take"),
+        (lambda: gentool.load(3), "takes a run folder or a model's name"),
+        (lambda: gentool.load("dcgan", device=None), "takes a run folder or a model's name"),
+        (lambda: cgan.sample(3, labels=torch.tensor(1)), "one label per image"),
+        (lambda: cgan.sample(3, labels="abc"), "one label per image"),
     ]
     for call, message in cases:
         with pytest.raises(GentoolError) as caught:
@@ -179,3 +191,63 @@ def test_a_walk_between_images_ends_at_the_second_image(inside):
     walk = vae.interpolate(steps=4, start=faces[0], end=faces[1], method="lerp", output="float")
     torch.testing.assert_close(walk[0, -1], vae.decode(codes[1:], output="float")[0])
     assert walk.shape == (1, 4, 3, 32, 32)
+
+
+def test_whole_numbers_of_numpy_and_torch_count_as_numbers(inside):
+    dcgan, cgan = gentool.load("dcgan"), gentool.load("cgan")
+    assert torch.equal(dcgan.sample(np.int64(2), seed=np.int32(4)), dcgan.sample(2, seed=4))
+    assert torch.equal(cgan.sample(2, label=torch.tensor(3)), cgan.sample(2, label="cross"))
+
+
+def test_a_name_means_the_newest_run_even_where_a_folder_has_it(inside):
+    import shutil
+
+    shutil.copytree(next((inside / "runs" / "vae").iterdir()), inside / "dcgan")
+    try:
+        assert gentool.load("dcgan").name == "dcgan"
+        assert gentool.load(Path("dcgan")).name == "vae"  # a path is a folder
+    finally:
+        shutil.rmtree(inside / "dcgan")
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: Image.new("RGB", (0, 5)), "holds no picture"),
+        (lambda: Image.new("La", (4, 4)), "cannot read the PIL image (La)"),
+        (lambda: torch.zeros(1, 3, 32, 32, device="meta"), "dense tensors holding their values"),
+        (lambda: torch.zeros(1, 3, 32, 32).to_sparse(), "dense tensors holding their values"),
+    ],
+)
+def test_images_torch_or_pillow_cannot_read_are_one_line_errors(inside, make, message):
+    with pytest.raises(DataError, match=re.escape(message)):
+        gentool.load("vae").encode(make())
+
+
+def test_a_list_may_mix_pixels_and_floats(inside):
+    vae = gentool.load("vae")
+    faces = vae.sample(2, seed=3)
+    mixed = vae.encode([faces[0], faces[1].float() / 255])
+    torch.testing.assert_close(mixed, vae.encode(faces))
+
+
+def test_a_walk_between_images_takes_one_image_at_each_end(inside):
+    vae = gentool.load("vae")
+    faces = vae.sample(3, seed=3)
+    with pytest.raises(GentoolError, match="start is one image; got 2"):
+        vae.interpolate(start=faces[:2], end=faces[2])
+    with pytest.raises(GentoolError, match="rows is for walks between random codes"):
+        vae.interpolate(rows=2, start=faces[0], end=faces[1])
+
+
+def test_what_a_plugin_returns_is_checked(inside, monkeypatch):
+    from gentool.errors import PluginError
+
+    vae = gentool.load("vae")
+    faces = vae.sample(2, seed=3)
+    monkeypatch.setattr(vae.module, "encode", lambda x: x[:1].flatten(1))
+    with pytest.raises(PluginError, match="encode of 2 images returned"):
+        vae.encode(faces)
+    monkeypatch.setattr(vae.module, "sample", lambda n, **_: torch.full((n, 3, 32, 32), torch.nan))
+    with pytest.raises(PluginError, match="vae returned images that are not finite"):
+        vae.sample(2)
