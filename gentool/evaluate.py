@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from gentool.features import FeatureExtractor, Tracker, load_extractor
 from gentool.jsonl import append_line
 from gentool.limits import check_allocation
 from gentool.metrics import (
+    PR_NEIGHBOURS,
     GaussianStatistics,
     feature_frechet_distance,
     frechet_distance,
@@ -246,7 +248,7 @@ def real_statistics(
     except (OSError, SafetensorError) as error:
         reason = getattr(error, "strerror", None) or str(error)
         warnings.warn(
-            f"could not cache the real images' statistics in {folder} ({reason}); they are "
+            f"could not cache the images' statistics in {folder} ({reason}); they are "
             "computed again next time",
             stacklevel=2,
         )
@@ -302,13 +304,22 @@ def compare_features(
     symmetric; precision is the share of `fake` inside `real`'s manifold, recall the reverse."""
     chosen = set(metrics)
     values: dict[str, float] = {}
-    if "fid" in chosen:
-        values["fid"] = _fid(real, fake)
     if chosen & {"kid", "pr"} and (real.features is None or fake.features is None):
         raise GentoolError(
             "statistics saved with only a mean and covariance give FID alone: use --metrics fid, "
             "or give the images"
         )
+    if "pr" in chosen:
+        fewest = min(real.features.shape[0], fake.features.shape[0])
+        if fewest <= PR_NEIGHBOURS:
+            raise GentoolError(
+                f"precision/recall needs more than {PR_NEIGHBOURS} images in each set (the k of "
+                f"its k-NN radii); one set has {fewest}"
+            )
+    if "fid" in chosen:
+        values["fid"] = _fid(real, fake)
+        if not math.isfinite(values["fid"]):
+            raise GentoolError("FID is not finite: the features are too large to be compared")
     if "kid" in chosen:
         generator = torch.Generator().manual_seed(seed)
         values["kid"], spread = kernel_inception_distance(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +21,14 @@ import torch
 from gentool.atomic import atomic_write
 from gentool.checkpoint import RunFolder
 from gentool.data import BUILTIN_PREFIX, load_dataset
-from gentool.data.arrays import array_names, read_arrays
+from gentool.data.arrays import HeaderCheck, array_names, read_arrays
 from gentool.errors import DataError, GentoolError
 from gentool.evaluate import FeatureStatistics, compare_features, real_statistics, statistics_of
 from gentool.features import FeatureExtractor, Tracker, load_extractor
-from gentool.metrics import GaussianStatistics
+from gentool.metrics import GaussianStatistics, gaussian_statistics
 from gentool.models import load_trained
 from gentool.registry import resolve
+from gentool.run_files import CHECKPOINT_PREFIX, METRICS_FILE
 from gentool.sampling import draw_uint8
 
 FID_METRICS = ("fid", "kid", "pr")
@@ -94,6 +95,11 @@ def compare_sets(
     extractor = load_extractor(settings.features, device)
     sources = [first] if second is None else [first, second]
     kinds = [set_kind(source) for source in sources]
+    if settings.image_size is None and "run" in kinds:
+        # Images set beside a run's are fitted to the size its model draws, as gentool eval does.
+        run_source = sources[kinds.index("run")]
+        spec = RunFolder(Path(run_source).expanduser()).read().data.spec
+        settings = replace(settings, image_size=spec.height if spec.height == spec.width else None)
     measured: dict[int, ImageSet] = {}
     # Sets with images of their own first: a run draws as many images as the other set holds.
     for index in sorted(range(len(sources)), key=lambda index: kinds[index] == "run"):
@@ -103,13 +109,13 @@ def compare_sets(
             sources[index], kinds[index], extractor, settings, device, draws, track
         )
     sets = tuple(measured[index] for index in range(len(sources)))
-    if save_statistics is not None:
-        write_statistics(save_statistics, sets[0], extractor)
     values: dict[str, float] = {}
-    if len(sets) == 2:
+    if len(sets) == 2:  # compared before anything is saved: a comparison that fails saves nothing
         values = compare_features(
             sets[0].statistics, sets[1].statistics, settings.metrics, seed=settings.seed
         )
+    if save_statistics is not None:
+        write_statistics(save_statistics, sets[0], extractor)
     return Comparison(values, sets)
 
 
@@ -119,7 +125,14 @@ def set_kind(source: str) -> str:
         return "images"
     path = Path(source).expanduser()
     if path.is_dir():
-        return "run" if RunFolder(path).exists() else "images"
+        if RunFolder(path).exists():
+            return "run"
+        if (path / METRICS_FILE).exists() or any(path.glob(f"{CHECKPOINT_PREFIX}*")):
+            raise DataError(
+                f"{source!r} looks like a run folder (it has a checkpoint or {METRICS_FILE}) but "
+                "holds no run.json: it is damaged; to compare its images, copy them elsewhere"
+            )
+        return "images"
     if not path.exists():
         raise DataError(f"{source!r} does not exist")
     if path.suffix.lower() != ".npz" or not path.is_file():
@@ -202,24 +215,60 @@ def write_statistics(path: Path, image_set: ImageSet, extractor: FeatureExtracto
 
 
 def read_statistics(source: str, extractor: FeatureExtractor) -> ImageSet:
-    """A statistics .npz, checked against the extractor in use: statistics of other features
-    are refused; a file that does not say which features it holds (pytorch-fid's) is taken at
-    its word when its dimension fits, with a warning."""
-    arrays = read_arrays(Path(source).expanduser(), source, _STATISTICS_ARRAYS)
+    """A statistics .npz, checked against the extractor in use and against itself: statistics
+    of other features are refused; a file that does not say which features it holds
+    (pytorch-fid's) is taken at its word when its dimension fits, with a warning."""
     dimension = extractor.dimension
+    path = Path(source).expanduser()
+    arrays = read_arrays(path, source, _STATISTICS_ARRAYS, _fitting(dimension, source))
+    _check_format(arrays.get("format"), source)
     _check_extractor(arrays.get("extractor"), extractor, source)
-    mean = _float_array(arrays["mu"], (dimension,), "mu", source)
-    covariance = _float_array(arrays["sigma"], (dimension, dimension), "sigma", source)
+    gaussian = GaussianStatistics(
+        _float_array(arrays["mu"], "mu", source), _float_array(arrays["sigma"], "sigma", source)
+    )
+    _check_covariance(gaussian.covariance, source)
     features = None
     if "features" in arrays:
-        rows = arrays["features"].shape[0] if arrays["features"].ndim == 2 else 0
-        features = _float_array(arrays["features"], (rows, dimension), "features", source)
-        if rows < 2:
-            raise DataError(f"'features' in {source!r} holds {rows} rows: at least 2 are needed")
+        features = _float_array(arrays["features"], "features", source).float()
+        if features.shape[0] < 2:
+            raise DataError(f"'features' in {source!r} holds 1 row: at least 2 are needed")
+        _check_agreement(gaussian, features, source)
     count = _count(arrays.get("count"), features, source)
-    gaussian = GaussianStatistics(mean.to(torch.float64), covariance.to(torch.float64))
-    statistics = FeatureStatistics(None if features is None else features.float(), gaussian)
-    return ImageSet(source, "statistics", count, statistics, None)
+    return ImageSet(source, "statistics", count, FeatureStatistics(features, gaussian), None)
+
+
+def _fitting(dimension: int, source: str) -> HeaderCheck:
+    """A check of each array's header against the features' dimension, before the array is
+    read: a file that declares another shape is refused without inflating it."""
+
+    def check(name: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        expected = {"mu": (dimension,), "sigma": (dimension, dimension)}.get(name)
+        if name == "features":
+            fits = len(shape) == 2 and shape[1] == dimension
+            expected_text = f"(N, {dimension})"
+        else:
+            fits = expected is None or shape == expected
+            expected_text = str(expected)
+        if not fits:
+            raise DataError(
+                f"{name!r} in {source!r} has shape {shape}; {expected_text} fits these features"
+            )
+        if name in ("mu", "sigma", "features") and (dtype.kind != "f" or dtype.itemsize > 8):
+            raise DataError(f"{name!r} in {source!r} is {dtype}; expected float16, 32 or 64")
+
+    return check
+
+
+def _check_format(saved: np.ndarray | None, source: str) -> None:
+    if saved is None:
+        return
+    if saved.ndim != 0 or saved.dtype.kind not in "iu":
+        raise DataError(f"'format' in {source!r} is not a format number: it is damaged")
+    if int(saved) > STATISTICS_FORMAT:
+        raise DataError(
+            f"{source!r} is in statistics format {int(saved)}, newer than this gentool's "
+            f"{STATISTICS_FORMAT}: upgrade gentool to read it"
+        )
 
 
 def _check_extractor(saved: np.ndarray | None, extractor: FeatureExtractor, source: str) -> None:
@@ -237,25 +286,53 @@ def _check_extractor(saved: np.ndarray | None, extractor: FeatureExtractor, sour
         identity = None
     if not isinstance(identity, dict):
         raise DataError(f"'extractor' in {source!r} is damaged: save the statistics again")
-    if identity != json.loads(extractor.identity):
-        name = identity.get("name", "unknown")
+    if identity == json.loads(extractor.identity):
+        return
+    name, weights = identity.get("name", "unknown"), identity.get("weights", "unknown")
+    if name == extractor.name:
         raise DataError(
-            f"{source!r} holds statistics of other features ({name}, weights "
-            f"{identity.get('weights', 'unknown')}) than --features {extractor.name} computes: "
-            f"use --features {name}, or save the statistics again"
+            f"{source!r} holds {name} statistics made with other weights or preprocessing "
+            f"(weights {weights}) than this gentool's: save the statistics again"
         )
+    raise DataError(
+        f"{source!r} holds statistics of other features ({name}, weights {weights}) than "
+        f"--features {extractor.name} computes: use --features {name}"
+    )
 
 
-def _float_array(array: np.ndarray, shape: tuple[int, ...], name: str, source: str) -> torch.Tensor:
-    if array.dtype.kind != "f" or array.shape != shape:
-        raise DataError(
-            f"{name!r} in {source!r} is {array.dtype} of shape {array.shape}; expected floats of "
-            f"shape {shape} for these features"
-        )
-    tensor = torch.from_numpy(np.ascontiguousarray(array))
+def _float_array(array: np.ndarray, name: str, source: str) -> torch.Tensor:
+    """`array` as float64 in this machine's byte order, once every value is finite."""
+    tensor = torch.from_numpy(array.astype(np.float64))
     if not bool(torch.isfinite(tensor).all()):
         raise DataError(f"{name!r} in {source!r} holds values that are not finite: it is damaged")
     return tensor
+
+
+def _check_covariance(covariance: torch.Tensor, source: str) -> None:
+    """A covariance is symmetric and positive semi-definite: anything else gives a FID that
+    means nothing (negative, say). Cholesky of Σ + εI succeeds exactly for those, up to ε."""
+    scale = float(covariance.abs().max()) or 1.0
+    symmetric = float((covariance - covariance.T).abs().max()) <= 1e-6 * scale
+    jitter = 1e-6 * scale * torch.eye(covariance.shape[0], dtype=covariance.dtype)
+    semi_definite = int(torch.linalg.cholesky_ex(covariance + jitter).info) == 0
+    if not (symmetric and semi_definite):
+        shape = "not symmetric" if not symmetric else "not positive semi-definite"
+        raise DataError(f"'sigma' in {source!r} is {shape}, so it is no covariance: it is damaged")
+
+
+def _check_agreement(gaussian: GaussianStatistics, features: torch.Tensor, source: str) -> None:
+    """The mean and covariance a file holds are those of the features it holds: FID reads the
+    one, KID and precision/recall the other."""
+    own = gaussian_statistics(features)
+    for name, saved, computed in (
+        ("mu", gaussian.mean, own.mean),
+        ("sigma", gaussian.covariance, own.covariance),
+    ):
+        if float((saved - computed).abs().max()) > 1e-4 * (1 + float(computed.abs().max())):
+            raise DataError(
+                f"'{name}' in {source!r} is not that of the features the file holds: it is "
+                "damaged; save the statistics again"
+            )
 
 
 def _count(saved: np.ndarray | None, features: torch.Tensor | None, source: str) -> int | None:

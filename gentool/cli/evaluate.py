@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -45,7 +46,7 @@ FeaturesOption = Annotated[
     typer.Option(
         "--features",
         help="builtin (a small network for the built-in data) or inception (Inception-v3, "
-        'the features papers quote FID in: pip install "gentool[inception]")',
+        'the features papers quote FID in: pip install "gentool\\[inception]")',
     ),
 ]
 
@@ -110,7 +111,7 @@ SetFeaturesOption = Annotated[
     str,
     typer.Option(
         "--features",
-        help='inception (the features papers quote FID in: pip install "gentool[inception]") '
+        help='inception (the features papers quote FID in: pip install "gentool\\[inception]") '
         "or builtin (a small network for the built-in data)",
     ),
 ]
@@ -177,14 +178,11 @@ def fid(
     """
     from gentool.devices import resolve_device
     from gentool.fid import FidSettings, compare_sets, parse_fid_metrics
-    from gentool.run_files import output_path
 
     if second is None and save_stats is None:
         raise GentoolError("give two image sets to compare, or --save-stats FILE.npz to keep one")
     if save_stats is not None:
-        if save_stats.suffix.lower() != ".npz":
-            raise GentoolError(f"--save-stats writes an .npz file: name it {save_stats}.npz")
-        save_stats = output_path(save_stats, "--save-stats")
+        save_stats = statistics_path(save_stats, [first, second])
     settings = FidSettings(
         metrics=parse_fid_metrics(metrics), features=features, n=count, image_size=image_size,
         seed=seed, raw_weights=raw_weights,
@@ -195,6 +193,39 @@ def fid(
             track=track,
         )  # fmt: skip
     _say_comparison(comparison, features, save_stats, as_json)
+
+
+def statistics_path(path: Path, sources: list[str | None]) -> Path:
+    """Where --save-stats writes: a regular .npz file that is none of the sets compared."""
+    from gentool.run_files import output_path
+
+    if path.suffix.lower() != ".npz":
+        raise GentoolError(f"--save-stats writes an .npz file: name it {path}.npz")
+    for hop in _links_from(path):
+        if str(hop).startswith(("/dev/", "/proc/")):
+            raise GentoolError(f"--save-stats {path} leads to {hop}: statistics go to a file")
+    target = output_path(path, "--save-stats")
+    if target.exists() and not target.is_file():
+        raise GentoolError(f"--save-stats {path} is not a regular file: name a file")
+    for source in filter(None, sources):
+        named = Path(source).expanduser()
+        if target.exists() and named.exists() and os.path.samefile(target, named):
+            raise GentoolError(
+                f"--save-stats {path} is {source}, a set being compared: saving there would "
+                "destroy it; name another file"
+            )
+    return target
+
+
+def _links_from(path: Path) -> Iterator[Path]:
+    """`path` and every path its chain of symbolic links leads through (a loop ends it)."""
+    seen: set[Path] = set()
+    while path not in seen:
+        seen.add(path)
+        yield path
+        if not path.is_symlink():
+            return
+        path = path.parent / os.readlink(path)
 
 
 def _say_comparison(
@@ -234,7 +265,8 @@ def feature_progress() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
     columns = (
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
     )  # fmt: skip
-    with Progress(*columns, console=error_console, transient=True) as progress:
+    shown = error_console.is_terminal  # elsewhere a bar is noise, and its last frame a blank line
+    with Progress(*columns, console=error_console, transient=True, disable=not shown) as progress:
 
         def track(description: str, total: int) -> Callable[[int], None]:
             task = progress.add_task(escaped(description), total=total)

@@ -21,7 +21,8 @@ RawWeightsOption = Annotated[
     ),
 ]
 SeedOption = Annotated[
-    int, typer.Option("--seed", help="Seed of the noise: same seed, same images.")
+    int,
+    typer.Option("--seed", min=0, max=2**63 - 1, help="Seed of the noise: same seed, same images."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 ModelOverridesOption = Annotated[

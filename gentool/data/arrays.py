@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -71,9 +72,15 @@ def array_names(path: Path, source: str) -> set[str]:
     return {name.removesuffix(".npy") for name in names if name.endswith(".npy")}
 
 
-def read_arrays(path: Path, source: str, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+HeaderCheck = Callable[[str, tuple[int, ...], np.dtype], None]
+
+
+def read_arrays(
+    path: Path, source: str, names: tuple[str, ...], check: HeaderCheck | None = None
+) -> dict[str, np.ndarray]:
     """The arrays called `names` that the file holds, each checked by its header before it is
-    loaded."""
+    loaded: for pickled objects, a size the archive cannot hold or memory cannot, and by `check`
+    (name, shape, dtype), which raises a DataError for what the caller cannot use."""
     try:
         with open_untrusted(path) as file:
             with zipfile.ZipFile(file) as archive:
@@ -81,7 +88,7 @@ def read_arrays(path: Path, source: str, names: tuple[str, ...]) -> dict[str, np
                 wanted = {name: members.get(f"{name}.npy") for name in names}
                 for name, info in wanted.items():
                     if info is not None:
-                        _check_header(archive, info, name, source)
+                        _check_header(archive, info, name, source, check)
             file.seek(0)
             with np.load(file, allow_pickle=False) as archive:
                 return {name: archive[name] for name, info in wanted.items() if info is not None}
@@ -100,7 +107,13 @@ def _first_line(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
-def _check_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, source: str) -> None:
+def _check_header(
+    archive: zipfile.ZipFile,
+    info: zipfile.ZipInfo,
+    name: str,
+    source: str,
+    check: HeaderCheck | None = None,
+) -> None:
     with archive.open(info) as member:
         version = np.lib.format.read_magic(member)
         read_header = _HEADER_READERS.get(version)
@@ -112,6 +125,8 @@ def _check_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, so
             f"{name!r} in {source!r} holds Python objects, which gentool never unpickles: save "
             "plain arrays (np.savez with numbers and strings)"
         )
+    if check is not None:
+        check(name, tuple(shape), dtype)
     declared = math.prod(shape) * dtype.itemsize
     if declared > info.file_size:
         raise DataError(

@@ -132,7 +132,7 @@ def bad_statistics(folder: Path) -> list[tuple[str, str]]:
             write_statistics(
                 folder / "short.npz", mu=mean[:64], sigma=covariance, extractor=builtin
             ),
-            "'mu' in 'short.npz' is float64 of shape (64,); expected floats of shape (128,)",
+            "'mu' in 'short.npz' has shape (64,); (128,) fits these features",
         ),
         (
             write_statistics(folder / "nan.npz", mu=mean * np.nan, sigma=covariance),
@@ -196,3 +196,120 @@ def test_inception_fid_of_two_folders_and_of_a_run(inception, in_tmp, trained_ru
     )  # fmt: skip
     assert evaluated.exit_code == 0, evaluated.output
     assert json.loads(evaluated.output)["features"] == "inception"
+
+
+def file_digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_save_stats_never_overwrites_a_set_being_compared(faces, in_tmp):
+    first, second = faces
+    invoke("fid", first, *BUILTIN, "--save-stats", "stats.npz")
+    for args, victim in (
+        ((second, "--save-stats", second), second),
+        ((first, second, "--save-stats", second), second),
+        (("stats.npz", second, "--save-stats", "stats.npz"), "stats.npz"),
+    ):
+        before = file_digest(in_tmp / victim)
+        line = one_line_error(invoke("fid", *args, *BUILTIN))
+        assert "a set being compared: saving there would destroy it" in line
+        assert file_digest(in_tmp / victim) == before
+
+
+def test_save_stats_goes_to_a_file_not_through_a_link_to_a_device(faces, in_tmp):
+    (in_tmp / "out.npz").symlink_to("/dev/stdout")
+    line = one_line_error(invoke("fid", faces[0], *BUILTIN, "--save-stats", "out.npz"))
+    assert "leads to /dev/stdout: statistics go to a file" in line
+
+
+def test_a_failing_comparison_saves_nothing(faces, in_tmp):
+    first, second = faces
+    line = one_line_error(
+        invoke(
+            "fid", first, second, *BUILTIN, "--n", "3", "--metrics", "pr", "--save-stats", "s.npz"
+        )
+    )
+    assert "precision/recall needs more than 3 images in each set" in line
+    assert not (in_tmp / "s.npz").exists()
+
+
+def saved_arrays(folder: Path, source: str) -> dict[str, np.ndarray]:
+    invoke("fid", source, *BUILTIN, "--save-stats", "saved.npz")
+    with np.load(folder / "saved.npz") as stored:
+        return dict(stored)
+
+
+def test_statistics_in_any_float_width_or_byte_order_read_the_same(faces, in_tmp):
+    first, second = faces
+    arrays = saved_arrays(in_tmp, first)
+    reference = measured("saved.npz", second, *BUILTIN)["fid"]
+    for dtype in (">f8", "<f4"):
+        converted = {key: arrays[key].astype(dtype) for key in ("mu", "sigma", "features")}
+        np.savez(in_tmp / "other.npz", **{**arrays, **converted})
+        assert measured("other.npz", second, *BUILTIN)["fid"] == pytest.approx(reference, rel=1e-5)
+
+
+def test_statistics_that_contradict_themselves_or_mathematics_are_refused(faces, in_tmp):
+    first, second = faces
+    arrays = saved_arrays(in_tmp, first)
+    sigma = arrays["sigma"]
+    cases = {
+        "negative.npz": ({"sigma": -np.eye(128)}, "'sigma' in 'negative.npz' is not positive semi"),
+        "lopsided.npz": ({"sigma": sigma + np.triu(np.ones_like(sigma))}, "is not symmetric"),
+        "moved.npz": (
+            {"mu": arrays["mu"] + 100},
+            "'mu' in 'moved.npz' is not that of the features",
+        ),
+        "newer.npz": ({"format": np.array(999)}, "statistics format 999, newer than"),
+        "wide.npz": ({"mu": arrays["mu"].astype(np.longdouble)}, "expected float16, 32 or 64"),
+    }
+    for name, (changes, message) in cases.items():
+        np.savez(in_tmp / name, **{**arrays, **changes})
+        line = one_line_error(invoke("fid", name, second, *BUILTIN))
+        assert message in line, (name, line)
+    np.savez(in_tmp / "huge.npz", mu=arrays["mu"] * 1e200, sigma=sigma)
+    assert "FID is not finite" in one_line_error(invoke("fid", "huge.npz", second, *BUILTIN))
+
+
+def test_a_declared_shape_that_does_not_fit_is_refused_before_it_is_read(
+    faces, in_tmp, monkeypatch
+):
+    np.savez_compressed(in_tmp / "bomb.npz", mu=np.zeros(128), sigma=np.zeros((3000, 3000)))
+
+    def never(*args, **kwargs):
+        raise AssertionError("an array was read")
+
+    monkeypatch.setattr(np.lib.format, "read_array", never)
+    line = one_line_error(invoke("fid", "bomb.npz", faces[1], *BUILTIN))
+    assert "'sigma' in 'bomb.npz' has shape (3000, 3000); (128, 128) fits these features" in line
+
+
+def test_a_run_folder_without_its_run_json_is_not_taken_for_images(trained_runs, in_tmp, faces):
+    import shutil
+
+    shutil.copytree(trained_runs / "dcgan", in_tmp / "broken")
+    (in_tmp / "broken" / "run.json").unlink()
+    line = one_line_error(invoke("fid", faces[0], "broken", *BUILTIN))
+    assert "looks like a run folder" in line and "holds no run.json" in line
+
+
+def test_images_beside_a_run_are_fitted_to_the_size_its_model_draws(trained_runs, in_tmp):
+    write_builtin_set("faces", in_tmp / "large", count=12, size=48)
+    run = str(trained_runs / "dcgan")  # draws 16×16
+    assert (
+        measured("large", run, *BUILTIN)["fid"]
+        == measured("large", run, *BUILTIN, "--image-size", "16")["fid"]
+    )
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**64)])
+def test_seeds_outside_what_a_generator_takes_are_refused(faces, trained_runs, seed):
+    result = invoke("fid", faces[0], str(trained_runs / "dcgan"), *BUILTIN, "--seed", seed)
+    assert result.exit_code == 2 and "Invalid value for '--seed'" in result.output
+
+
+def test_an_error_is_the_first_and_only_line(faces):
+    result = invoke("fid", faces[0], "missing", *BUILTIN)
+    assert result.exit_code == 1 and result.output.startswith("error: ")
