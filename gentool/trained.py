@@ -232,7 +232,8 @@ class TrainedModel:
         labels: Sequence[str | int] | torch.Tensor | None = None,
         output: Output = "uint8",
     ) -> torch.Tensor:
-        """Images from codes (N, ...), as `encode` or the model's prior make them."""
+        """Images from codes (N, ...), as `encode` or the model's prior make them; conditional
+        models decode `label`, or one label per code in `labels`, or else the classes in turn."""
         self._require(hasattr(self.module, "decode"), "decode codes into images")
         codes = self._checked_codes(codes)
         class_labels = self.class_labels(codes.shape[0], label, labels)

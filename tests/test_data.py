@@ -71,9 +71,14 @@ def test_corrupt_files_are_skipped_with_a_count(tmp_path):
     (tmp_path / "truncated.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 10)
     (tmp_path / "empty.jpg").write_bytes(b"")
     for _ in ("decoded", "from the cache"):  # the count is said again when the cache is used
-        with pytest.warns(DataWarning, match="skipped 2 of 3 files that could not be decoded"):
+        with pytest.warns(
+            DataWarning, match="skipped 2 of 3 files that could not be decoded"
+        ) as said:
             dataset = load_dataset(str(tmp_path), image_size=8)
         assert len(dataset) == 1
+        message = str(said[0].message)
+        assert "empty.jpg: not an image in a format gentool reads" in message  # named, not BytesIO
+        assert "BytesIO" not in message
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from typing import TypeVar
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from gentool.data.cache import Fingerprint, cached
 from gentool.data.dataset import DataWarning, ImageDataset
@@ -219,6 +219,8 @@ def _decode_each(
             return decode(index), None
         except DataChanged:
             raise
+        except UnidentifiedImageError:  # Pillow's message names an in-memory copy, not the file
+            return None, f"{shown(paths[index])}: not an image in a format gentool reads"
         except Exception as error:  # whatever one file does, it is that file that is skipped
             return None, f"{shown(paths[index])}: {error or type(error).__name__}"
 
