@@ -25,9 +25,10 @@ import re
 import sys
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import metadata
+from typing import Protocol, TypeVar
 
 from gentool.api import SUPPORTED_API_VERSIONS, ModelPlugin
 from gentool.errors import PluginError, describe_exception
@@ -84,16 +85,30 @@ def discover() -> list[PluginEntry]:
     return sorted(entries.values(), key=lambda entry: (entry.name, entry.distribution))
 
 
-def resolve(reference: str, entries: list[PluginEntry] | None = None) -> PluginEntry:
-    """The loaded plugin for "name" or "distribution:name"; a PluginError says why not."""
-    entries = discover() if entries is None else entries
+class Named(Protocol):
+    name: str
+    distribution: str
+
+
+NamedEntry = TypeVar("NamedEntry", bound=Named)
+
+
+def entries_named(reference: str, entries: Sequence[NamedEntry]) -> list[NamedEntry]:
+    """The entries (models or loggers) that "name" or "distribution:name" names."""
     distribution, _, name = reference.rpartition(":")
-    matches = [
+    return [
         entry
         for entry in entries
         if entry.name == name
         and (not distribution or entry.distribution == normalize_distribution(distribution))
     ]
+
+
+def resolve(reference: str, entries: list[PluginEntry] | None = None) -> PluginEntry:
+    """The loaded plugin for "name" or "distribution:name"; a PluginError says why not."""
+    entries = discover() if entries is None else entries
+    name = reference.rpartition(":")[2]
+    matches = entries_named(reference, entries)
     if not matches:
         names = sorted({entry.name for entry in entries})
         known = ", ".join(names) if names else "none are installed"

@@ -28,7 +28,7 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gentool.errors import GentoolError
-from gentool.registry import normalize_distribution
+from gentool.registry import entries_named, normalize_distribution
 
 if TYPE_CHECKING:
     import numpy as np
@@ -131,13 +131,8 @@ def find_logger(
 ) -> LoggerEntry:
     """The installed logger "name" or "distribution:name", which `given_as` named; a
     GentoolError says why not."""
-    distribution, _, name = reference.rpartition(":")
-    matches = [
-        entry
-        for entry in entries
-        if entry.name == name
-        and (not distribution or entry.distribution == normalize_distribution(distribution))
-    ]
+    name = reference.rpartition(":")[2]
+    matches = entries_named(reference, entries)
     if not matches:
         names = sorted({entry.name for entry in entries})
         known = ", ".join(names) if names else "none are installed"
