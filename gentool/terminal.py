@@ -56,7 +56,8 @@ class StreamConsole(Console):
     """A Rich console that drops its output, never the program, once its stream refuses it."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        # Emoji codes are markup escape() leaves alone: a file named ":fire:.png" must show so.
+        super().__init__(*args, **{"emoji": False, **kwargs})
         self._lost: OSError | None = None
         if self._width == 0:  # COLUMNS=0, which Rich takes as no room to print anything in
             self._width = None

@@ -258,3 +258,9 @@ def test_training_shows_a_models_value_and_phase_names_escaped():
     assert written.getvalue().startswith(
         f"epoch 1/1 · phase{HOSTILE_SHOWN}: loss{HOSTILE_SHOWN} 0.5  (1 steps,"
     )
+
+
+def test_emoji_codes_in_names_are_shown_as_written(in_tmp):
+    result = CliRunner().invoke(app, ["sample", "dcgan", "--run", ":fire:/x"])
+    assert result.exit_code == 1
+    assert ":fire:/x" in result.output and "\U0001f525" not in result.output
