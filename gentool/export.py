@@ -11,6 +11,7 @@ what comes out.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import io
 import json
@@ -152,9 +153,7 @@ def export_part(
     plugin = entry.plugin
     assert plugin is not None  # the registry resolves loaded plugins only
     _check_request(plugin, part, export_format)
-    given = Path(out)
-    out = output_path(given)
-    description_path = output_path(given.with_name(f"{given.name}.json"), "--out's description")
+    out, description_path = _export_paths(Path(out))
     trained = TrainedModel.from_run(entry, run_dir, torch.device("cpu"), averaged=not raw_weights)
     # Exporters keep the weights as constants, which take no gradients.
     trained.module.requires_grad_(False)
@@ -174,6 +173,22 @@ def export_part(
     description["trained"] = _training_of(trained)
     write_text(description_path, json.dumps(description, indent=2) + "\n")
     return Exported(out, description_path, description, check, seconds)
+
+
+def _export_paths(given: Path) -> tuple[Path, Path]:
+    """Where the file and its description go: regular files, checked before anything is
+    written, so that a description that cannot be written leaves the model file as it was."""
+    if not given.name or given.name in (".", ".."):
+        raise GentoolError(f"--out {str(given)!r} names no file: give a file name, as model.onnx")
+    for hop in (given, Path(os.path.realpath(given))):
+        if str(hop).startswith(("/dev/", "/proc/")):
+            raise GentoolError(f"--out {given} is {hop}, not a file: an export goes to a file")
+    out = output_path(given)
+    description = output_path(given.with_name(f"{given.name}.json"), "--out's description")
+    for path in (out, description):
+        if path.exists() and not path.is_file():
+            raise GentoolError(f"--out: {path} exists and is not a file: choose another name")
+    return out, description
 
 
 def _check_request(plugin: ModelPlugin, part: str, export_format: str) -> None:
@@ -394,12 +409,13 @@ def _training_of(trained: TrainedModel) -> dict[str, Any]:
 
 @contextmanager
 def _quiet_exporters() -> Iterator[None]:
-    """Keep the exporters' logs off the terminal (their failures reach the user as one line) and
-    make a trace that may not generalise an error."""
+    """Keep the exporters' logs and prints off the terminal (their failures reach the user as
+    one line; torch.export prints the graph it failed on straight to standard error) and make a
+    trace that may not generalise an error."""
     disabled = logging.root.manager.disable
-    logging.disable(logging.WARNING)
+    logging.disable(logging.CRITICAL)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
             # TorchScript is deprecated in favour of torch.export, yet still what some runtimes
             # load: asked for by name, it is no news to the user.
             warnings.filterwarnings(

@@ -107,6 +107,13 @@ BAD_INPUT: list[tuple[list[str], int, str]] = [
         "unknown --eval-features 'nope': use builtin or inception",
     ),
     (["export", "dcgan", "--out", "g.onnx"], 2, "Missing option '--format'"),
+    (["export", "dcgan", "--format", "onnx", "--out", ""], 1, "--out '.' names no file"),
+    (["export", "dcgan", "--format", "onnx", "--out", "/"], 1, "--out '/' names no file"),
+    (
+        ["export", "dcgan", "--format", "onnx", "--out", "/dev/stdout"],
+        1,
+        "--out /dev/stdout is /dev/stdout, not a file: an export goes to a file",
+    ),
     (["export", "dcgan", "--format", "onnx"], 2, "Missing option '--out'"),
     (
         ["export", "dcgan", "--format", "tflite", "--out", "g"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -285,6 +286,15 @@ def test_a_decoder_that_branches_on_values_is_refused_by_every_exporter(
         where = f"site/branchy.py:{branch + 1}"  # shown from the working folder
         assert f"(at {where}); GENTOOL_STRICT_PLUGINS=1 shows" in error
         assert not (in_tmp / "exports").exists()
+    separate = subprocess.run(  # what torch.export prints to the terminal itself stays off it
+        [sys.executable, "-m", "gentool", "export", "branchy", "--run", "run", "--format",
+         "exported", "--out", "decoder.pt2"],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONPATH": str(tmp_path / "site")},
+    )  # fmt: skip
+    assert separate.returncode == 1 and separate.stdout == ""
+    assert separate.stderr.count("\n") == 1, separate.stderr
+    assert separate.stderr.startswith("error: cannot export branchy's decoder to exported: ")
     monkeypatch.setenv("GENTOOL_STRICT_PLUGINS", "1")  # the exporter's own exception, whole
     result = export("branchy", in_tmp / "run", "--format", "exported", "--out", "decoder.pt2")
     assert type(result.exception).__name__ == "GuardOnDataDependentSymNode"
