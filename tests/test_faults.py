@@ -46,6 +46,8 @@ def build(config, spec):
                 raise ValueError("the discriminator fell over")
             if ctx.global_step == 4 and Path("nan").exists():
                 logs["loss_d"] = torch.tensor(float("nan"))
+            if ctx.global_step == 4 and Path("step").exists():
+                logs["step"] = torch.tensor(4.0)  # a name each metrics.jsonl line uses itself
             return logs
 
     return FaultyDCGAN(config, spec)
@@ -93,6 +95,11 @@ def committed_files(run_dir: Path) -> dict[str, bytes]:
             "error: non-finite values at epoch 2, step 2 (loss_d=nan) from plugin 'faulty-gan' "
             "(from fake-models 1.2); training stopped and the last checkpoint in run is kept; "
             "try a lower learning rate",
+        ),
+        (
+            "step",
+            "error: faulty-gan: training_step returned step, which each line of metrics.jsonl "
+            "uses for itself: rename the value",
         ),
     ],
 )

@@ -85,6 +85,28 @@ class ScalarsOnly:
     def scalars(self, steps):
         with self.file.open("a") as file:
             file.write(json.dumps([s.step for s in steps]) + "\\n")
+
+
+class ChangesWhatItGets:
+    def __init__(self, run_dir, run):
+        pass
+
+    def scalars(self, steps):
+        for step in steps:
+            step.values["loss_d"] = 12345.0
+
+    def image(self, step, name, pixels):
+        pixels[...] = 0
+
+
+class ThreadFails:
+    def __init__(self, run_dir, run):
+        import threading
+
+        def write():
+            raise OSError(30, "Read-only file system")
+
+        threading.Thread(target=write, name="event-writer").start()
 """
 FAILS_TO_IMPORT = "raise ImportError(\"No module named 'mlflow'\")\n"
 ENTRY_POINTS = {
@@ -93,6 +115,8 @@ ENTRY_POINTS = {
     "fails-to-start": "recording_loggers:FailsToStart",
     "fails-to-import": "failing_logger:Logger",
     "scalars-only": "recording_loggers:ScalarsOnly",
+    "changes-what-it-gets": "recording_loggers:ChangesWhatItGets",
+    "thread-fails": "recording_loggers:ThreadFails",
 }
 
 
@@ -314,3 +338,24 @@ def test_the_logger_in_the_plugin_guide_works_as_shown(tmp_path, monkeypatch, in
     best = json.loads((in_tmp / "run" / "best.json").read_text())
     lowest = min(lines, key=lambda line: line["loss_d"])
     assert best["loss_d"] == {"value": lowest["loss_d"], "step": lowest["step"]}
+
+
+def test_a_logger_that_changes_what_it_gets_changes_nothing_the_others_get(loggers, in_tmp):
+    result = runner.invoke(
+        app, ["train", "dcgan", *TINY, "--run-dir", "run", "--log", "changes-what-it-gets,recorder"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "changes-what-it-gets' (from fake-loggers 1.2) raised TypeError" in result.output
+    assert sent_steps(in_tmp / "run") == logged_lines(in_tmp / "run")
+
+
+def test_a_loggers_failing_thread_is_one_warning_line(loggers, in_tmp):
+    result = runner.invoke(
+        app, ["train", "dcgan", *TINY, "--run-dir", "run", "--log", "thread-fails"]
+    )
+    assert result.exit_code == 0, result.output
+    assert warnings_in(result.output) == [
+        "warning: a logger's thread (event-writer) raised OSError: [Errno 30] Read-only file "
+        "system; what it had not written is lost, and training goes on"
+    ]
+    assert "Traceback" not in result.output

@@ -46,7 +46,7 @@ def export(
     The file is loaded back and run on a batch of another size than the one it was traced
     with; its largest difference from the model is printed with the tolerance. FILE.json
     says the inputs and output (names, shapes, dtypes, value range), the class names and
-    the run. ONNX needs `pip install "gentool[export]"`.
+    the run. ONNX needs `pip install "gentool\\[export]"`.
 
     [dim]Examples:
       gentool export dcgan --format onnx --out generator.onnx

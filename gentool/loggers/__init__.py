@@ -11,8 +11,8 @@ the run folder exists as ``factory(run_dir, run)`` with the folder and a `RunInf
 returns is a `Logger`. The trainer calls it on its main process only:
 
 - `Logger.scalars` with every step's values since the last call, at the logging interval
-  (`--log-every`, each epoch's end, at least once a second), never once per step; and after an
-  evaluation (`--eval-every`), with its metrics;
+  (`--log-every`, each epoch's end, and a second after the last values: every step only when
+  steps take longer than a second); and after an evaluation (`--eval-every`), with its metrics;
 - `Logger.image` with each epoch's sample grid;
 - `Logger.text` with the run's description (model, config, data, seed) when training starts;
 - `Logger.close` when training ends, however it ends.

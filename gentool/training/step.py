@@ -74,6 +74,11 @@ def is_manual(model: torch.nn.Module) -> bool:
     return bool(getattr(model, "manual_optimization", False))
 
 
+# The names metrics.jsonl gives each line's own fields: a logged value named so would overwrite
+# them (and a resume, which keeps the lines up to the checkpoint's step, would then drop them).
+RESERVED_NAMES = frozenset({"step", "epoch", "phase", "event"})
+
+
 def train_step(
     model: torch.nn.Module, batch: Batch, context: StepContext, plugin: ModelPlugin
 ) -> dict[str, torch.Tensor]:
@@ -95,6 +100,12 @@ def train_step(
             context.step(name)
     if not isinstance(outputs, Mapping):
         raise PluginError(f"{plugin.name}: training_step must return a dict of values to log")
+    reserved = RESERVED_NAMES.intersection(outputs)
+    if reserved:
+        raise PluginError(
+            f"{plugin.name}: training_step returned {', '.join(sorted(reserved))}, which each "
+            "line of metrics.jsonl uses for itself: rename the value"
+        )
     return {name: _detached(value) for name, value in outputs.items()}
 
 

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from rich.console import Console
@@ -95,10 +97,15 @@ class Trackers:
     loggers: list[tuple[LoggerEntry, Any]] = field(default_factory=list)
     # Calls made before the loggers start, given to them when they do; None once started.
     waiting: list[tuple[str, tuple[Any, ...]]] | None = field(default_factory=list)
+    thread_hook: Callable[[threading.ExceptHookArgs], Any] | None = None
 
     def start(self, run_dir: Path) -> None:
         """Create the loggers in `run_dir`, the run folder in its place; then the run's
         description and what was logged meanwhile reach them."""
+        # A logger's own thread (TensorBoard's writer) that fails is said in one line too, not
+        # as the traceback Python prints for a thread by default.
+        self.thread_hook = threading.excepthook
+        threading.excepthook = self._thread_failed
         for entry, factory in self.choice.factories:
             try:
                 self.loggers.append((entry, factory(run_dir, self.run)))
@@ -135,13 +142,24 @@ class Trackers:
         loggers, self.loggers = self.loggers, []
         for entry, logger in loggers:
             self._call_one(entry, logger, "close", ())
+        if self.thread_hook is not None:
+            threading.excepthook, self.thread_hook = self.thread_hook, None
+
+    def _thread_failed(self, failure: threading.ExceptHookArgs) -> None:
+        if failure.exc_type is SystemExit:
+            return
+        self._warn(
+            f"a logger's thread ({failure.thread.name if failure.thread else 'unnamed'}) raised "
+            f"{describe_exception(failure.exc_value or failure.exc_type())}; what it had not "
+            "written is lost, and training goes on"
+        )
 
     def _call(self, method: str, *arguments: Any) -> None:
         if self.waiting is not None:
             self.waiting.append((method, arguments))
             return
         for entry, logger in list(self.loggers):
-            if not self._call_one(entry, logger, method, arguments):
+            if not self._call_one(entry, logger, method, _own_copies(arguments)):
                 self.loggers.remove((entry, logger))
                 with contextlib.suppress(Exception):  # said once already; let it flush what it can
                     getattr(logger, "close", lambda: None)()
@@ -166,6 +184,22 @@ class Trackers:
 
     def _warn(self, message: str) -> None:
         warn(self.console, message)
+
+
+def _own_copies(arguments: tuple[Any, ...]) -> tuple[Any, ...]:
+    """What one logger is given, its own: a logger that changes the values or pixels it
+    receives changes nothing another logger receives."""
+    copies: list[Any] = []
+    for argument in arguments:
+        if isinstance(argument, Sequence) and not isinstance(argument, str):
+            argument = tuple(
+                replace(step, values=MappingProxyType(dict(step.values))) for step in argument
+            )
+        elif hasattr(argument, "copy") and hasattr(argument, "flags"):  # a NumPy image
+            argument = argument.copy()
+            argument.flags.writeable = False
+        copies.append(argument)
+    return tuple(copies)
 
 
 def warn(console: Console, message: str) -> None:
