@@ -251,7 +251,10 @@ def test_a_failing_logger_is_named_in_one_warning_and_training_finishes(
 @pytest.mark.parametrize(
     ("log", "error"),
     [
-        ("recorder,nosuch", "unknown logger 'nosuch' in --log; installed loggers: csv, "),
+        (
+            "recorder,nosuch",
+            "unknown logger 'nosuch' in --log; installed loggers: changes-what-it-gets, csv, ",
+        ),
         ("", "--log takes logger names separated by commas, or none; got ''"),
         ("recorder,none", "--log takes logger names separated by commas, or none"),
         ("recorder,recorder", "--log names 'recorder' more than once"),
