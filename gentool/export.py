@@ -38,7 +38,7 @@ from gentool.errors import CapabilityError, GentoolError, describe_exception
 from gentool.kernels.dispatch import use_backend
 from gentool.models import calling
 from gentool.registry import PluginEntry, strict_plugins
-from gentool.run_files import output_path
+from gentool.run_files import file_output_path
 from gentool.trained import TrainedModel
 
 # Each format, with how its users load it (said in the description).
@@ -178,16 +178,8 @@ def export_part(
 def _export_paths(given: Path) -> tuple[Path, Path]:
     """Where the file and its description go: regular files, checked before anything is
     written, so that a description that cannot be written leaves the model file as it was."""
-    if not given.name or given.name in (".", ".."):
-        raise GentoolError(f"--out {str(given)!r} names no file: give a file name, as model.onnx")
-    for hop in (given, Path(os.path.realpath(given))):
-        if str(hop).startswith(("/dev/", "/proc/")):
-            raise GentoolError(f"--out {given} is {hop}, not a file: an export goes to a file")
-    out = output_path(given)
-    description = output_path(given.with_name(f"{given.name}.json"), "--out's description")
-    for path in (out, description):
-        if path.exists() and not path.is_file():
-            raise GentoolError(f"--out: {path} exists and is not a file: choose another name")
+    out = file_output_path(given)
+    description = file_output_path(given.with_name(f"{given.name}.json"), "--out's description")
     return out, description
 
 

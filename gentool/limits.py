@@ -22,7 +22,7 @@ MAX_IMAGE_FILE_BYTES = 2**30  # larger image files are skipped unread
 MAX_CLASSES = 100_000  # class labels beyond this are refused as damage, not data
 MAX_FOLDER_DEPTH = 32  # sub-folders below this many levels of a data folder are not searched
 _MEMINFO = Path("/proc/meminfo")
-_SYSTEM_FOLDERS = ("/proc/", "/sys/", "/dev/")
+SYSTEM_FOLDERS = ("/proc/", "/sys/", "/dev/")
 
 
 def available_memory() -> int | None:
@@ -57,7 +57,7 @@ def open_untrusted(path: str | os.PathLike[str]) -> BinaryIO:
     Only a regular file is read, and never so that a read can wait: a FIFO, a device or one of
     the kernel's files, which look regular but may block or consume what they are read for
     (/proc/kmsg), is an OSError."""
-    if os.path.realpath(path).startswith(_SYSTEM_FOLDERS):
+    if os.path.realpath(path).startswith(SYSTEM_FOLDERS):
         raise OSError(errno.EINVAL, "a file of the system, not data", os.fspath(path))
     descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     try:

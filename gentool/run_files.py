@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 from gentool.errors import GentoolError
+from gentool.limits import SYSTEM_FOLDERS
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
@@ -132,6 +134,33 @@ def output_path(path: Path, flag: str = "--out") -> Path:
     for named in dict.fromkeys((path, target)):
         _refuse_a_file_of_a_run(named, flag)
     return target
+
+
+def file_output_path(path: Path, flag: str = "--out") -> Path:
+    """`output_path` for what only a regular file can hold (an archive, an exported network):
+    a path that names no file, that leads into the system's device or process folders through
+    any link, or that is something other than a file is refused."""
+    path = Path(path)
+    if not path.name or path.name in (".", ".."):
+        raise GentoolError(f"{flag} {str(path)!r} names no file: give a file name")
+    for hop in (*_links_from(path), Path(os.path.realpath(path))):
+        if str(hop).startswith(SYSTEM_FOLDERS):
+            raise GentoolError(f"{flag} {path} leads to {hop}: {flag} writes a regular file")
+    target = output_path(path, flag)
+    if target.exists() and not target.is_file():
+        raise GentoolError(f"{flag} {path} is not a regular file: name a file")
+    return target
+
+
+def _links_from(path: Path) -> Iterator[Path]:
+    """`path` and every path its chain of symbolic links leads through (a loop ends it)."""
+    seen: set[Path] = set()
+    while path not in seen:
+        seen.add(path)
+        yield path
+        if not path.is_symlink():
+            return
+        path = path.parent / os.readlink(path)
 
 
 def _linked_file(path: Path) -> Path:

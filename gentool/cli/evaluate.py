@@ -197,16 +197,11 @@ def fid(
 
 def statistics_path(path: Path, sources: list[str | None]) -> Path:
     """Where --save-stats writes: a regular .npz file that is none of the sets compared."""
-    from gentool.run_files import output_path
+    from gentool.run_files import file_output_path
 
     if path.suffix.lower() != ".npz":
         raise GentoolError(f"--save-stats writes an .npz file: name it {path}.npz")
-    for hop in _links_from(path):
-        if str(hop).startswith(("/dev/", "/proc/")):
-            raise GentoolError(f"--save-stats {path} leads to {hop}: statistics go to a file")
-    target = output_path(path, "--save-stats")
-    if target.exists() and not target.is_file():
-        raise GentoolError(f"--save-stats {path} is not a regular file: name a file")
+    target = file_output_path(path, "--save-stats")
     for source in filter(None, sources):
         named = Path(source).expanduser()
         if target.exists() and named.exists() and os.path.samefile(target, named):
@@ -215,17 +210,6 @@ def statistics_path(path: Path, sources: list[str | None]) -> Path:
                 "destroy it; name another file"
             )
     return target
-
-
-def _links_from(path: Path) -> Iterator[Path]:
-    """`path` and every path its chain of symbolic links leads through (a loop ends it)."""
-    seen: set[Path] = set()
-    while path not in seen:
-        seen.add(path)
-        yield path
-        if not path.is_symlink():
-            return
-        path = path.parent / os.readlink(path)
 
 
 def _say_comparison(

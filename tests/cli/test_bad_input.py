@@ -112,7 +112,7 @@ BAD_INPUT: list[tuple[list[str], int, str]] = [
     (
         ["export", "dcgan", "--format", "onnx", "--out", "/dev/stdout"],
         1,
-        "--out /dev/stdout is /dev/stdout, not a file: an export goes to a file",
+        "--out /dev/stdout leads to /dev/stdout: --out writes a regular file",
     ),
     (["export", "dcgan", "--format", "onnx"], 2, "Missing option '--out'"),
     (

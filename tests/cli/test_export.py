@@ -362,3 +362,12 @@ def test_a_model_whose_decoder_cannot_be_exported_says_what_it_has():
     unknown_codes = r"dcgan has neither sample_latent\(n\) nor encode\(images\), so the codes"
     with pytest.raises(GentoolError, match=unknown_codes):
         _plan(dcgan, DecodeOnly(), spec, "decoder")
+
+
+def test_a_description_that_cannot_be_written_leaves_the_file_as_it_was(runs, tmp_path):
+    path = tmp_path / "generator.pt"
+    path.write_bytes(b"an earlier export")
+    (tmp_path / "generator.pt.json").mkdir()  # where the description would go
+    result = export("dcgan", runs / "dcgan", "--format", "torchscript", "--out", str(path))
+    assert "generator.pt.json is not a regular file: name a file" in one_line_error(result)
+    assert path.read_bytes() == b"an earlier export"

@@ -221,7 +221,7 @@ def test_save_stats_never_overwrites_a_set_being_compared(faces, in_tmp):
 def test_save_stats_goes_to_a_file_not_through_a_link_to_a_device(faces, in_tmp):
     (in_tmp / "out.npz").symlink_to("/dev/stdout")
     line = one_line_error(invoke("fid", faces[0], *BUILTIN, "--save-stats", "out.npz"))
-    assert "leads to /dev/stdout: statistics go to a file" in line
+    assert "--save-stats out.npz leads to /dev/stdout: --save-stats writes a regular file" in line
 
 
 def test_a_failing_comparison_saves_nothing(faces, in_tmp):
