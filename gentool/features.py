@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from gentool.errors import GentoolError
+from gentool.limits import read_untrusted
 
 FEATURE_NAMES = ("builtin", "inception")
 BUILTIN_WEIGHTS = Path(__file__).parent / "assets" / "features_builtin.safetensors"
@@ -261,21 +262,24 @@ def verified_inception_bytes(path: Path) -> bytes:
         f"or point ${INCEPTION_WEIGHTS_VARIABLE} at an intact copy"
     )
     try:
-        size = path.stat().st_size
-        content = path.read_bytes() if size == INCEPTION_BYTES else b""
+        content = read_untrusted(path, INCEPTION_BYTES)
+    except ValueError:  # larger than the network: read no further than its size
+        found = f"more than {INCEPTION_BYTES} bytes"
     except OSError as error:
         raise FeatureError(
             f"cannot read the Inception-v3 network {path}: {error.strerror}"
         ) from None
-    digest = hashlib.sha256(content).hexdigest()
-    if size != INCEPTION_BYTES or digest != INCEPTION_SHA256:
-        found = f"{size} bytes" if size != INCEPTION_BYTES else f"SHA-256 {digest[:16]}…"
-        raise FeatureError(
-            f"{path} is not the Inception-v3 network gentool pins ({found}, expected "
-            f"{INCEPTION_BYTES} bytes with SHA-256 {INCEPTION_SHA256[:16]}…), so it was not "
-            f"loaded: {advice}"
-        )
-    return content
+    else:
+        digest = hashlib.sha256(content).hexdigest()
+        if digest == INCEPTION_SHA256:
+            return content
+        same_size = len(content) == INCEPTION_BYTES
+        found = f"SHA-256 {digest[:16]}…" if same_size else f"{len(content)} bytes"
+    raise FeatureError(
+        f"{path} is not the Inception-v3 network gentool pins ({found}, expected "
+        f"{INCEPTION_BYTES} bytes with SHA-256 {INCEPTION_SHA256[:16]}…), so it was not "
+        f"loaded: {advice}"
+    )
 
 
 def inception_pixels(images: torch.Tensor) -> torch.Tensor:
