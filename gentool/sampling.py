@@ -97,17 +97,20 @@ def _draw_batches(
             batch_labels = None if labels is None else labels[start : start + size]
             with calling(plugin, "sample"):
                 images = model.sample(size, labels=batch_labels, generator=generator)
-            _check_samples(plugin, images, (size, spec.channels, spec.height, spec.width))
+            check_images(plugin, images, (size, spec.channels, spec.height, spec.width))
             yield images
 
 
-def _check_samples(plugin: ModelPlugin, images: object, shape: tuple[int, ...]) -> None:
-    """What `sample` returned is what the plugin API promises, before anything uses it."""
+def check_images(
+    plugin: ModelPlugin, images: object, shape: tuple[int, ...], method: str = "sample"
+) -> None:
+    """What a plugin's `method` returned is images as the plugin API promises, before anything
+    uses them: a float tensor of `shape`."""
     if not isinstance(images, torch.Tensor) or tuple(images.shape) != shape:
         got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise PluginError(f"{plugin.name}: sample returned {got}, expected a tensor of {shape}")
+        raise PluginError(f"{plugin.name}: {method} returned {got}, expected a tensor of {shape}")
     if not images.is_floating_point():
-        raise PluginError(f"{plugin.name}: sample returned {images.dtype}, expected floats")
+        raise PluginError(f"{plugin.name}: {method} returned {images.dtype}, expected floats")
 
 
 def class_grid(num_classes: int, count: int) -> tuple[torch.Tensor, int]:

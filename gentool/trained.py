@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from gentool.api import Capabilities, DataSpec, ModelPlugin
+from gentool.api import Capabilities, DataSpec
 from gentool.checkpoint import RunFolder
 from gentool.data import to_uint8
 from gentool.devices import resolve_device
@@ -31,7 +31,7 @@ from gentool.limits import check_allocation
 from gentool.models import calling, load_trained
 from gentool.record import RunRecord
 from gentool.registry import PluginEntry, resolve
-from gentool.sampling import device_of, draw, evaluating
+from gentool.sampling import check_images, device_of, draw, evaluating
 
 Output = Literal["uint8", "float"]
 Interpolation = Literal["lerp", "slerp"]
@@ -111,6 +111,10 @@ class TrainedModel:
     def spec(self) -> DataSpec:
         """The shape of the images (channels, height, width) and the class names."""
         return self.record.data.spec
+
+    @property
+    def _image_shape(self) -> tuple[int, int, int]:
+        return (self.spec.channels, self.spec.height, self.spec.width)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -273,7 +277,9 @@ class TrainedModel:
         self._require(self.capabilities.reconstruct, "reconstruct images")
         inputs = self.model_inputs(images)
         reconstructions = self._batched("reconstruct", inputs, batch_size)
-        _check_images(self.plugin, reconstructions, inputs.shape[0], self.spec)
+        check_images(
+            self.plugin, reconstructions, (inputs.shape[0], *self._image_shape), "reconstruct"
+        )
         return self._output(reconstructions, output)
 
     def interpolate(
@@ -340,7 +346,7 @@ class TrainedModel:
         by_class = {} if labels is None else {"labels": labels.to(self.device)}
         with evaluating(self.module), calling(self.plugin, "decode"):
             images = self.module.decode(codes, **by_class)
-        _check_images(self.plugin, images, codes.shape[0], self.spec)
+        check_images(self.plugin, images, (codes.shape[0], *self._image_shape), "decode")
         return images
 
     def _batched(self, method: str, inputs: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -391,13 +397,6 @@ def can_do(model: TrainedModel) -> str:
         if present
     ]
     return f"it can {', '.join(able)}" if able else "it only trains"
-
-
-def _check_images(plugin: ModelPlugin, images: object, count: int, spec: DataSpec) -> None:
-    expected = (count, spec.channels, spec.height, spec.width)
-    if not isinstance(images, torch.Tensor) or tuple(images.shape) != expected:
-        got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise PluginError(f"{plugin.name} returned images of shape {got}, expected {expected}")
 
 
 def _whole_number(value: object) -> int | None:
