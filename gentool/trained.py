@@ -49,24 +49,20 @@ def load(
             f"load(run, device=...) takes a run folder or a model's name, and a device name; got "
             f"{type(run).__name__} and {type(device).__name__}"
         )
-    bare_name = isinstance(run, str) and "/" not in run and os.sep not in run
     folder = RunFolder(Path(run).expanduser())
-    if bare_name and (is_model_name(run) or not folder.exists()):
+    entry: PluginEntry | None = None
+    if isinstance(run, str) and "/" not in run and os.sep not in run:
         # A name means its newest run, as on the command line, even where a folder has the name.
-        entry, run_dir = resolve(run), None
-    elif folder.exists():
+        try:
+            entry, run_dir = resolve(run), None
+        except PluginError:
+            if not folder.exists():
+                raise
+    if entry is None:
+        if not folder.exists():
+            raise GentoolError(f"{str(run)!r} is not a run folder (it holds no run.json)")
         entry, run_dir = resolve(folder.read().plugin.name), folder.path
-    else:
-        raise GentoolError(f"{str(run)!r} is not a run folder (it holds no run.json)")
     return TrainedModel.from_run(entry, run_dir, resolve_device(device), averaged=not raw_weights)
-
-
-def is_model_name(name: str) -> bool:
-    try:
-        resolve(name)
-    except PluginError:
-        return False
-    return True
 
 
 class TrainedModel:
