@@ -1,4 +1,4 @@
-"""The gentool plugin API, version 1: the one module a model plugin imports from gentool.
+"""The gentool plugin API, version 1.1: the one module a model plugin imports from gentool.
 
 A plugin is a pip package that declares an entry point in the group ``gentool.models``::
 
@@ -12,9 +12,23 @@ torch is imported inside `build`. Nothing in this module imports torch either.
 `build(config, spec)` returns a `torch.nn.Module` that owns its math, as described by
 `GenerativeModel`: its optimizers, its training step, and sampling.
 
-Compatibility: `api_version` says which version of this API a plugin was written for. gentool
-refuses versions it does not support, naming the plugin's distribution and what to upgrade. The
-API only grows by optional members with defaults.
+Compatibility: `api_version` says which major version of this API a plugin was written for (1).
+gentool refuses versions it does not support, naming the plugin's distribution and what to
+upgrade. The API only grows by optional members with defaults, so a plugin written for 1.0 works
+unchanged with 1.1 (`API_REVISION`), which added: labels for conditional models' `encode` and
+`reconstruct`; integer (discrete) codes; `TrainContext.all_reduce`; a model's own evaluation
+metrics (`evaluation_metrics`); `ModelPlugin.test_configs`.
+
+Labels: a conditional model (`Capabilities.conditional`) is given `labels`, (B,) int64 class
+indexes on its device, in every call gentool makes: `batch.labels` in training, and `labels=` to
+`sample`, `sample_latent`, `encode`, `decode` and `reconstruct`. Other models get `labels=None`
+in `sample` and `sample_latent`, and no `labels` argument at all in `encode`, `decode` and
+`reconstruct`, whose one-argument form (`encode(x)`) is enough for them.
+
+Codes: `encode` returns (B, ...) float32 codes, or int64 indexes for discrete codes (a VQ-VAE's
+codebook entries); `gentool encode` stores them in their dtype, and `decode` takes back what
+`encode` and `sample_latent` return. Discrete codes cannot be interpolated: `gentool interpolate`
+says so.
 """
 
 from __future__ import annotations
@@ -30,12 +44,14 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "API_REVISION",
     "API_VERSION",
     "SUPPORTED_API_VERSIONS",
     "AutoencodingModel",
     "Batch",
     "Capabilities",
     "ConfigError",
+    "ConfigField",
     "DataSpec",
     "GenerativeModel",
     "LatentModel",
@@ -46,6 +62,7 @@ __all__ = [
 ]
 
 API_VERSION = 1
+API_REVISION = "1.1"  # the version of this API that this gentool implements, major.minor
 SUPPORTED_API_VERSIONS = frozenset({1})
 
 
@@ -109,6 +126,9 @@ class ModelPlugin:
     # A tiny configuration (a few thousand parameters, small images) that the conformance kit
     # builds and trains on the CPU in a moment.
     test_config: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    # API 1.1: more tiny configurations the kit checks each as well (the variants whose code
+    # differs: an EMA codebook and a learned one, say).
+    test_configs: tuple[Mapping[str, Any], ...] = field(default=(), hash=False)
 
     def parse_config(self, values: Mapping[str, Any] | None = None) -> Any:
         """The config from user values over the defaults; a ConfigError names what is wrong."""
@@ -136,19 +156,35 @@ class Phase:
 class TrainContext(Protocol):
     """What the trainer lends a model's `training_step`.
 
+    Attributes: `optimizers` (name → optimizer, as `configure_optimizers` returned them),
+    `device`, `epoch` (from 0), `global_step` (optimisation steps completed before this one) and
+    `phase` (the current Phase's name, for models that define phases()).
+
     In manual optimisation (GANs) the step alternates its optimizers itself, but goes through
     `backward` and `step` so that gradient scaling and distributed training stay in the trainer.
     """
 
     optimizers: Mapping[str, torch.optim.Optimizer]
     device: torch.device
-    epoch: int  # counted from 0
-    global_step: int  # optimisation steps completed before this one
-    phase: str | None  # the name of the current Phase, for models that define phases()
+    epoch: int
+    global_step: int
+    phase: str | None
 
     def backward(self, loss: torch.Tensor) -> None: ...
 
     def step(self, name: str) -> None: ...
+
+    def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+        """API 1.1: `tensor` summed ("sum") or averaged ("mean") over the training processes,
+        in place, and returned; itself in a single process.
+
+        Gradients are averaged by the trainer; a buffer that `training_step` updates itself (an
+        EMA codebook's counts and sums, say) is not: each process would update it from its own
+        share of the batch, and the trainer keeps rank 0's after each step. Reduce the
+        statistics such an update is made of (sum the counts and sums, then update) and a run in
+        N processes updates the buffer as one process would from the whole batch.
+        """
+        ...
 
 
 class GenerativeModel(Protocol):
@@ -169,6 +205,17 @@ class GenerativeModel(Protocol):
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]: ...
 
     def training_step(self, batch: Batch, ctx: TrainContext) -> dict[str, torch.Tensor]: ...
+
+    def evaluation_metrics(
+        self, images: torch.Tensor, *, labels: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Optional (API 1.1): the model's own metrics on real images (B, C, H, W) in its value
+        range (codebook perplexity, bits per dimension), scalar tensors by name.
+
+        `gentool eval` and `train --eval-every` call it in eval mode without gradients on
+        batches of up to 250 held-out images and report each value's mean over the batches,
+        weighted by their sizes, beside FID and the others."""
+        ...
 
     def sample(
         self,
@@ -202,12 +249,16 @@ class LatentModel(Protocol):
 
 
 class AutoencodingModel(Protocol):
-    """Members a model has when its capabilities say `reconstruct` and `encode`."""
+    """Members a model has when its capabilities say `reconstruct` and `encode`.
 
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+    Conditional models take `labels`, (B,) class indexes, and are always given them; other
+    models are called with `x` alone."""
+
+    def reconstruct(self, x: torch.Tensor, *, labels: torch.Tensor | None = None) -> torch.Tensor:
         """(B, C, H, W) reconstructions of images in the plugin's value range."""
         ...
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, ...) codes of images in the plugin's value range."""
+    def encode(self, x: torch.Tensor, *, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, ...) codes of images in the plugin's value range: float32, or int64 indexes
+        for discrete codes."""
         ...

@@ -53,7 +53,8 @@ from gentool.metrics import (
     psnr,
     ssim,
 )
-from gentool.models import calling, image_size_of, load_trained
+from gentool.model_calls import call_reconstruct
+from gentool.models import image_size_of, load_trained
 from gentool.registry import PluginEntry
 from gentool.sampling import draw_uint8, evaluating
 
@@ -199,9 +200,9 @@ def measure(
         values["diversity"] = mean_pairwise_distance(fake.features[:DIVERSITY_COUNT])
         values["diversity_real"] = mean_pairwise_distance(real_stats.features[:DIVERSITY_COUNT])
     if "recon" in settings.metrics:
-        originals, held_out = recon_images(source, image_size, settings.n, held_out_from)
+        originals, labels, held_out = recon_images(source, image_size, settings.n, held_out_from)
         check_fits(_spec_of(originals), spec, source)
-        values.update(reconstruction_metrics(model, plugin, originals))
+        values.update(reconstruction_metrics(model, plugin, originals, labels))
         values["held_out"] = held_out
     return Measurement(values, cache_hit)
 
@@ -345,20 +346,26 @@ def _fid(real: FeatureStatistics, fake: FeatureStatistics) -> float:
 
 def recon_images(
     source: str, image_size: int | None, count: int, held_out_from: int | None
-) -> tuple[torch.Tensor, bool]:
-    """(N, C, H, W) uint8 images to reconstruct, and whether the model never trained on them."""
+) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
+    """(N, C, H, W) uint8 images to reconstruct, their labels (None for unlabelled data), and
+    whether the model never trained on them."""
     if source.startswith(BUILTIN_PREFIX) and held_out_from is not None:
         name, size = source.removeprefix(BUILTIN_PREFIX), image_size or DEFAULT_IMAGE_SIZE
-        pixels, _, _ = builtin_arrays(name, count, size, start=held_out_from)
-        return torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous(), True
+        pixels, labels, _ = builtin_arrays(name, count, size, start=held_out_from)
+        images = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
+        return images, None if labels is None else torch.from_numpy(labels).long(), True
     dataset = load_dataset(source, image_size=image_size, limit=count)
-    return dataset.images, held_out_from is None
+    return dataset.images, dataset.labels, held_out_from is None
 
 
 def reconstruction_metrics(
-    model: torch.nn.Module, plugin: ModelPlugin, originals: torch.Tensor
+    model: torch.nn.Module,
+    plugin: ModelPlugin,
+    originals: torch.Tensor,
+    labels: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """MSE, PSNR and SSIM of the model's reconstructions, in [0, 1] pixel units."""
+    """MSE, PSNR and SSIM of the model's reconstructions, in [0, 1] pixel units; conditional
+    models reconstruct each image with its label."""
     device = next(model.parameters()).device
     low, high = plugin.value_range
     outputs = []
@@ -366,8 +373,12 @@ def reconstruction_metrics(
         for start in range(0, originals.shape[0], _RECONSTRUCT_BATCH):
             batch = originals[start : start + _RECONSTRUCT_BATCH]
             batch = to_value_range(batch, plugin.value_range).to(device)
-            with calling(plugin, "reconstruct"):
-                outputs.append(model.reconstruct(batch).float().cpu())
+            batch_labels = None if labels is None else labels[start : start + len(batch)]
+            images_back = call_reconstruct(
+                model, plugin, batch, supplied_by="a labelled --data",
+                labels=None if batch_labels is None else batch_labels.to(device),
+            )  # fmt: skip
+            outputs.append(images_back.float().cpu())
     reconstructions = ((torch.cat(outputs) - low) / (high - low)).clamp(0, 1)
     targets = originals.to(torch.float32) / 255
     return {

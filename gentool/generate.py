@@ -89,12 +89,15 @@ def interpolate_images(
     device: str,
     start_image: Path | None = None,
     end_image: Path | None = None,
+    label: str | None = None,
     raw_weights: bool = False,
 ) -> Written:
     """A grid whose rows walk through latent space between two codes, in `steps` images each.
 
     The codes are random pairs from the model's prior, or the codes of two images (for models
     that encode), in which case there is one row from the first image to the second.
+    Conditional models walk within `label`'s class; without it, random pairs take the classes
+    in turn, and two images the classes of the folders they are in.
     """
     plugin = _plugin_of(entry)
     if out is not None:
@@ -114,9 +117,17 @@ def interpolate_images(
             f"{plugin.name} cannot encode images, so it cannot walk between two of them; "
             "drop --from/--to to walk between random codes"
         )
+    _check_label(model, label)
+    if start_image is not None and label is None and model.capabilities.conditional:
+        for image in (start_image, end_image):
+            if model.folder_class(image) is None:
+                raise GentoolError(
+                    f"{plugin.name} is conditional and {image} is in no folder named after one "
+                    f"of its classes: say which class to walk in with --label"
+                )
     walk = model.interpolate(
         steps, rows=rows if start_image is None else 1, seed=seed, method=method,
-        start=start_image, end=end_image,
+        start=start_image, end=end_image, label=label,
     )  # fmt: skip
     path = out or model.run.interpolation_file(method, seed)
     save_grid(walk.flatten(0, 1), path, columns=steps)
@@ -141,8 +152,10 @@ def reconstruct_images(
     if not plugin.capabilities.reconstruct:
         raise GentoolError(f"{plugin.name} does not reconstruct images")
     model = _load(entry, run_dir, device, raw_weights)
-    before = _run_data(model, data, limit=count).images[:count]
-    after = model.reconstruct(before).cpu()
+    dataset = _run_data(model, data, limit=count)
+    before = dataset.images[:count]
+    labels = _data_labels(model, dataset, "reconstruct")
+    after = model.reconstruct(before, labels=None if labels is None else labels[:count]).cpu()
     error = ((before.float() - after.float()) / 255).square().mean().item()
     columns = min(8, before.shape[0])
     rows = []
@@ -174,8 +187,9 @@ def encode_images(
         raise GentoolError(f"{plugin.name} does not encode images into codes")
     model = _load(entry, run_dir, device, raw_weights)
     dataset = _run_data(model, data, limit=None)
-    codes = model.encode(dataset.images, batch_size=batch_size)
-    tensors = {"codes": codes.float().cpu().contiguous()}
+    labels = _data_labels(model, dataset, "encode")
+    codes = model.encode(dataset.images, labels=labels, batch_size=batch_size)
+    tensors = {"codes": codes.cpu().contiguous()}  # in the model's dtype: int64 codes stay so
     if dataset.labels is not None:
         tensors["labels"] = dataset.labels.contiguous()
     metadata = {
@@ -187,6 +201,30 @@ def encode_images(
     with atomic_write(out, make_parents=True) as temporary:
         save_file(tensors, temporary, metadata=metadata)
     return out, len(dataset), tuple(tensors["codes"].shape[1:])
+
+
+def _data_labels(model: TrainedModel, dataset: ImageDataset, command: str) -> torch.Tensor | None:
+    """The data's labels for a conditional model, which encodes each image with its class;
+    None for the others."""
+    if not model.capabilities.conditional:
+        return None
+    if dataset.labels is None:
+        raise GentoolError(
+            f"{model.name} is conditional: it needs the class of each image to {command} it, "
+            f"and {dataset.source} has no labels; give --data a labelled dataset (a folder with "
+            "a sub-folder per class, or an .npz with labels)"
+        )
+    return dataset.labels
+
+
+def _check_label(model: TrainedModel, label: str | None) -> None:
+    if label is None:
+        return
+    if not model.capabilities.conditional:
+        raise GentoolError(
+            f"{model.name} is not conditional: --label needs a model trained with class labels"
+        )
+    model.class_index(label, called="--label")
 
 
 def _load(entry: PluginEntry, run_dir: Path | None, device: str, raw_weights: bool) -> TrainedModel:

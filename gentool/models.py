@@ -21,7 +21,7 @@ from gentool.errors import (
 )
 from gentool.limits import check_allocation, format_bytes
 from gentool.record import RunRecord
-from gentool.registry import PluginEntry, strict_plugins
+from gentool.registry import PluginEntry, plugin_origin, plugin_tracebacks
 
 TRAINING_COPIES = 4  # weights, gradients, and Adam's two moments
 REQUIRED_METHODS = ("configure_optimizers", "training_step")
@@ -59,7 +59,8 @@ def build_model(
 def calling(plugin: ModelPlugin, method: str) -> Iterator[None]:
     """Say in one line what went wrong in a plugin's `method`: a ValueError from `build` is the
     plugin API's way to refuse a config that does not fit the data; anything else is the
-    plugin's failure, named as such (GENTOOL_STRICT_PLUGINS=1 lets it through whole)."""
+    plugin's failure, named as such with its distribution (GENTOOL_DEBUG=1 lets it through
+    whole)."""
     try:
         yield
     except GentoolError:
@@ -77,12 +78,12 @@ def calling(plugin: ModelPlugin, method: str) -> Iterator[None]:
 
 
 def _plugin_failure(plugin: ModelPlugin, method: str, error: BaseException) -> BaseException:
-    """The error to raise: the plugin's own under GENTOOL_STRICT_PLUGINS=1, else one line."""
-    if strict_plugins():
+    """The error to raise: the plugin's own under GENTOOL_DEBUG=1, else one line."""
+    if plugin_tracebacks():
         return error
     return PluginError(
-        f"plugin {plugin.name!r} raised {describe_exception(error)} in {method}; "
-        "GENTOOL_STRICT_PLUGINS=1 shows the traceback"
+        f"{plugin_origin(plugin)} raised {describe_exception(error)} in {method}; "
+        "GENTOOL_DEBUG=1 shows the traceback"
     )
 
 

@@ -37,6 +37,7 @@ ENTRY_POINT_GROUP = "gentool.models"
 STRICT_ENV = "GENTOOL_STRICT_PLUGINS"
 LOAD_ENV = "GENTOOL_LOAD_PLUGINS"
 TIMEOUT_ENV = "GENTOOL_PLUGIN_TIMEOUT"
+DEBUG_ENV = "GENTOOL_DEBUG"
 DEFAULT_TIMEOUT_SECONDS = 10.0
 MAX_TIMEOUT_SECONDS = 86_400.0  # threading's waits overflow far beyond a day
 BUILT_IN_DISTRIBUTION = "gentool"
@@ -267,6 +268,21 @@ def _value_range(value_range: object) -> tuple[float, float]:
 def strict_plugins() -> bool:
     """Whether GENTOOL_STRICT_PLUGINS asks for a plugin's own exceptions and tracebacks."""
     return os.environ.get(STRICT_ENV, "").lower() in {"1", "true", "yes"}
+
+
+def plugin_tracebacks() -> bool:
+    """Whether a plugin's exception from one of its methods goes through whole, traceback and
+    all: GENTOOL_DEBUG=1, the switch a user is told of, or GENTOOL_STRICT_PLUGINS=1."""
+    return strict_plugins() or os.environ.get(DEBUG_ENV, "").lower() in {"1", "true", "yes"}
+
+
+def plugin_origin(plugin: ModelPlugin) -> str:
+    """ "plugin 'NAME' (from DISTRIBUTION VERSION)" for an installed plugin, else its name: how
+    a message names the plugin at fault."""
+    for entry in discover():
+        if entry.plugin is plugin:
+            return f"plugin {plugin.name!r} (from {entry.distribution} {entry.version})"
+    return f"plugin {plugin.name!r}"
 
 
 def normalize_distribution(distribution_name: str) -> str:

@@ -16,9 +16,8 @@ import torch
 
 from gentool.api import DataSpec, ModelPlugin
 from gentool.data import to_uint8
-from gentool.errors import PluginError
 from gentool.limits import check_allocation
-from gentool.models import calling
+from gentool.model_calls import call_sample, check_images
 
 SAMPLE_BATCH = 250  # images per call of the model's `sample`: bounds the memory of large draws
 
@@ -95,22 +94,9 @@ def _draw_batches(
         for start in range(0, count, SAMPLE_BATCH):
             size = min(SAMPLE_BATCH, count - start)
             batch_labels = None if labels is None else labels[start : start + size]
-            with calling(plugin, "sample"):
-                images = model.sample(size, labels=batch_labels, generator=generator)
+            images = call_sample(model, plugin, size, labels=batch_labels, generator=generator)
             check_images(plugin, images, (size, spec.channels, spec.height, spec.width))
             yield images
-
-
-def check_images(
-    plugin: ModelPlugin, images: object, shape: tuple[int, ...], method: str = "sample"
-) -> None:
-    """What a plugin's `method` returned is images as the plugin API promises, before anything
-    uses them: a float tensor of `shape`."""
-    if not isinstance(images, torch.Tensor) or tuple(images.shape) != shape:
-        got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise PluginError(f"{plugin.name}: {method} returned {got}, expected a tensor of {shape}")
-    if not images.is_floating_point():
-        raise PluginError(f"{plugin.name}: {method} returned {images.dtype}, expected floats")
 
 
 def class_grid(num_classes: int, count: int) -> tuple[torch.Tensor, int]:

@@ -12,30 +12,37 @@ floats in the model's value range with `output="float"`, on the model's device.
 
 from __future__ import annotations
 
-import operator
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
 
 from gentool.api import Capabilities, DataSpec
+from gentool.arguments import count_argument, seed_argument, whole_number
 from gentool.checkpoint import RunFolder
 from gentool.data import to_uint8
 from gentool.devices import resolve_device
 from gentool.errors import CapabilityError, GentoolError, PluginError
 from gentool.image_inputs import ImageInput, model_inputs
 from gentool.limits import check_allocation
-from gentool.models import calling, load_trained
+from gentool.model_calls import (
+    call_decode,
+    call_encode,
+    call_reconstruct,
+    call_sample_latent,
+    check_images,
+)
+from gentool.models import load_trained
 from gentool.record import RunRecord
 from gentool.registry import PluginEntry, resolve
-from gentool.sampling import check_images, device_of, draw, evaluating
+from gentool.sampling import device_of, draw, evaluating
+from gentool.walks import Interpolation, halves, walk_fractions, walk_point
 
 Output = Literal["uint8", "float"]
-Interpolation = Literal["lerp", "slerp"]
 BATCH = 256  # images a call of the model's encode/reconstruct: bounds the memory of large inputs
+LABEL_ARGUMENTS = "label= (one class for all) or labels= (one per image)"
 
 
 def load(
@@ -163,9 +170,9 @@ class TrainedModel:
         draw `label` (a class name or index), or one label per image in `labels`, or else the
         classes in turn."""
         self._require(self.capabilities.sample, "sample new images")
-        count = self._images_that_fit(_count(n, "n"))
+        count = self._images_that_fit(count_argument(n, "n"))
         images = draw(
-            self.module, self.plugin, self.spec, count, seed=_seed(seed),
+            self.module, self.plugin, self.spec, count, seed=seed_argument(seed),
             labels=self.class_labels(count, label, labels),
         )  # fmt: skip
         return self._output(images, output)
@@ -210,7 +217,7 @@ class TrainedModel:
         names = self.class_names
         if isinstance(label, str) and label in names:
             return names.index(label)
-        index = _whole_number(label)
+        index = whole_number(label)
         if index is None and isinstance(label, str) and label.isdigit():
             index = int(label)
         if index is None or not 0 <= index < len(names):
@@ -218,11 +225,33 @@ class TrainedModel:
             raise GentoolError(f"unknown {called} {label!r}; the classes are {listed}")
         return index
 
-    def encode(self, images: ImageInput, *, batch_size: int = BATCH) -> torch.Tensor:
-        """The codes of `images`, (N, ...) as the model makes them."""
+    def encode(
+        self,
+        images: ImageInput,
+        *,
+        label: str | int | None = None,
+        labels: Sequence[str | int] | torch.Tensor | None = None,
+        batch_size: int = BATCH,
+    ) -> torch.Tensor:
+        """The codes of `images`, (N, ...) as the model makes them: floats, or int64 indexes
+        for discrete codes. Conditional models encode each image with its class: `label` for
+        all, or one per image in `labels`."""
         self._require(self.capabilities.encode, "encode images")
         inputs = self.model_inputs(images)
-        return self._batched("encode", inputs, batch_size)
+        class_labels = self._given_labels(inputs.shape[0], label, labels)
+        return self._batched("encode", inputs, class_labels, batch_size)
+
+    def _given_labels(
+        self,
+        count: int,
+        label: str | int | None,
+        labels: Sequence[str | int] | torch.Tensor | None,
+    ) -> torch.Tensor | None:
+        """The labels a caller gave for `count` images; None when it gave none (a conditional
+        model then says which argument it needs)."""
+        if label is None and labels is None and self.capabilities.conditional:
+            return None
+        return self.class_labels(count, label, labels)
 
     def decode(
         self,
@@ -241,38 +270,70 @@ class TrainedModel:
         return self._output(images, output)
 
     def _checked_codes(self, codes: torch.Tensor) -> torch.Tensor:
-        if not isinstance(codes, torch.Tensor) or codes.ndim < 2 or not codes.is_floating_point():
-            raise GentoolError("codes must be a float tensor (N, ...), as encode returns them")
-        shape = self.code_shape()
-        if shape is not None and tuple(codes.shape[1:]) != shape:
-            expected = ", ".join(map(str, shape))
+        """Codes as encode returns them, on the model's device: floats as float32, discrete
+        (integer) codes as they are."""
+        if (
+            not isinstance(codes, torch.Tensor)
+            or codes.ndim < 2
+            or codes.dtype == torch.bool
+            or codes.is_complex()
+        ):
+            raise GentoolError(
+                "codes must be a tensor (N, ...) of floats, or of integers for discrete codes, "
+                "as encode returns them"
+            )
+        prior = self._prior_code()
+        if prior is not None and tuple(codes.shape[1:]) != prior.shape[1:]:
+            expected = ", ".join(map(str, prior.shape[1:]))
             raise GentoolError(
                 f"codes of shape {tuple(codes.shape)} do not fit {self.name}, whose codes are "
                 f"(N, {expected})"
             )
+        if prior is not None and codes.is_floating_point() != prior.is_floating_point():
+            raise GentoolError(
+                f"codes must be a {'float' if prior.is_floating_point() else 'integer'} tensor "
+                f"for {self.name}, whose codes are {prior.dtype}; got {codes.dtype}"
+            )
         self._images_that_fit(codes.shape[0])
+        if not codes.is_floating_point():
+            return codes.to(self.device)
         if not bool(torch.isfinite(codes).all()):
             raise GentoolError("codes hold values that are not finite (NaN or infinity)")
         return codes.to(self.device, torch.float32)
 
     def code_shape(self) -> tuple[int, ...] | None:
         """The shape of one code, as the model's prior draws it; None for models without one."""
+        prior = self._prior_code()
+        return None if prior is None else tuple(prior.shape[1:])
+
+    def _prior_code(self) -> torch.Tensor | None:
+        """One code (1, ...) of the model's prior; None for models without one."""
         if not hasattr(self.module, "sample_latent"):
             return None
         generator = torch.Generator(device=self.device).manual_seed(0)
-        with evaluating(self.module), calling(self.plugin, "sample_latent"):
-            labels = self.class_labels(1)
-            on_device = None if labels is None else labels.to(self.device)
-            one = self.module.sample_latent(1, labels=on_device, generator=generator)
-        return tuple(one.shape[1:])
+        labels = self.class_labels(1)
+        with evaluating(self.module):
+            one = call_sample_latent(
+                self.module, self.plugin, 1, generator=generator,
+                labels=None if labels is None else labels.to(self.device),
+            )  # fmt: skip
+        return one
 
     def reconstruct(
-        self, images: ImageInput, *, output: Output = "uint8", batch_size: int = BATCH
+        self,
+        images: ImageInput,
+        *,
+        label: str | int | None = None,
+        labels: Sequence[str | int] | torch.Tensor | None = None,
+        output: Output = "uint8",
+        batch_size: int = BATCH,
     ) -> torch.Tensor:
-        """Each image passed through the model and back."""
+        """Each image passed through the model and back; conditional models with its class,
+        `label` for all or one per image in `labels`."""
         self._require(self.capabilities.reconstruct, "reconstruct images")
         inputs = self.model_inputs(images)
-        reconstructions = self._batched("reconstruct", inputs, batch_size)
+        class_labels = self._given_labels(inputs.shape[0], label, labels)
+        reconstructions = self._batched("reconstruct", inputs, class_labels, batch_size)
         check_images(
             self.plugin, reconstructions, (inputs.shape[0], *self._image_shape), "reconstruct"
         )
@@ -292,34 +353,64 @@ class TrainedModel:
     ) -> torch.Tensor:
         """Walks through latent space, (rows, steps, C, H, W): each row from one code to
         another, ends included. The codes are pairs drawn from the model's prior with `seed`,
-        or, given `start` and `end` images, their codes (one row)."""
+        or, given `start` and `end` images, their codes (one row).
+
+        Conditional models walk within `label`'s class; without it, random pairs take the
+        classes in turn, and two image files each their class folder's (`faces/smiling/a.png`
+        is of class "smiling"), the first half of the walk in the first image's class."""
         self._require(hasattr(self.module, "decode"), "decode codes into images, so it cannot walk")
         if method not in ("lerp", "slerp"):
             raise GentoolError(f"method must be lerp or slerp, got {method!r}")
-        steps, rows = _count(steps, "steps", least=2), _count(rows, "rows")
+        steps, rows = count_argument(steps, "steps", least=2), count_argument(rows, "rows")
         self._images_that_fit(steps * rows)
         if (start is None) != (end is None):
             raise GentoolError("start and end go together: give both images or neither")
         if start is not None:
             if rows != 1:
                 raise GentoolError("rows is for walks between random codes; two images make one")
-            first, last = (
-                self._one_code(image, called) for image, called in ((start, "start"), (end, "end"))
-            )
-            class_labels = self.class_labels(1, label)
+            ends = [self._one_code(image, called, label) for image, called in
+                    ((start, "start"), (end, "end"))]  # fmt: skip
+            (first, first_label), (last, last_label) = ends
+            row_labels = halves(first_label, last_label, steps)
         else:
-            first, last, class_labels = self._prior_pairs(rows, _seed(seed), label)
-        walk = torch.stack([_walk_point(first, last, t, method) for t in _fractions(steps)], 1)
+            first, last, class_labels = self._prior_pairs(rows, seed_argument(seed), label)
+            row_labels = None if class_labels is None else class_labels.repeat_interleave(steps)
+        if not (first.is_floating_point() and last.is_floating_point()):
+            raise CapabilityError(
+                f"{self.name}'s codes are {first.dtype} indexes (discrete codes): there is "
+                "nothing between two of them to walk through"
+            )
+        walk = torch.stack([walk_point(first, last, t, method) for t in walk_fractions(steps)], 1)
         flat = walk.flatten(0, 1)  # (rows·steps, ...): row by row
-        row_labels = None if class_labels is None else class_labels.repeat_interleave(steps)
         images = self._decoded(flat, row_labels)
         return self._output(images, output).unflatten(0, (walk.shape[0], steps))
 
-    def _one_code(self, image: ImageInput, called: str) -> torch.Tensor:
-        codes = self.encode(image)
+    def _one_code(
+        self, image: ImageInput, called: str, label: str | int | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The code of one image, and its class for conditional models: `label`, else the
+        class its folder names."""
+        class_labels = None
+        if self.capabilities.conditional:
+            chosen = label if label is not None else self.folder_class(image)
+            if chosen is None:
+                raise GentoolError(
+                    f"{self.name} is conditional: say which class {called} is of with label=, "
+                    "or take the image from a folder named after its class"
+                )
+            class_labels = self.class_labels(1, chosen)
+        codes = self.encode(image, labels=class_labels)
         if codes.shape[0] != 1:
             raise GentoolError(f"{called} is one image; got {codes.shape[0]}")
-        return codes
+        return codes, class_labels
+
+    def folder_class(self, image: ImageInput) -> str | None:
+        """The class an image file's folder names, as a folder dataset's classes are named."""
+        if isinstance(image, (str, os.PathLike)):
+            folder = Path(image).parent.name
+            if folder in self.class_names:
+                return folder
+        return None
 
     def _prior_pairs(
         self, rows: int, seed: int, label: str | int | None
@@ -332,33 +423,42 @@ class TrainedModel:
         class_labels = self.class_labels(rows, label)
         on_device = None if class_labels is None else class_labels.to(self.device)
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        with evaluating(self.module), calling(self.plugin, "sample_latent"):
-            first = self.module.sample_latent(rows, labels=on_device, generator=generator)
-            last = self.module.sample_latent(rows, labels=on_device, generator=generator)
+        with evaluating(self.module):
+            first, last = (
+                call_sample_latent(
+                    self.module, self.plugin, rows, labels=on_device, generator=generator
+                )
+                for _ in range(2)
+            )
         return first, last, class_labels
 
     def _decoded(self, codes: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        # Labels go only to conditional models: an autoencoder's decode(code) may take none.
-        by_class = {} if labels is None else {"labels": labels.to(self.device)}
-        with evaluating(self.module), calling(self.plugin, "decode"):
-            images = self.module.decode(codes, **by_class)
+        on_device = None if labels is None else labels.to(self.device)
+        with evaluating(self.module):
+            images = call_decode(
+                self.module, self.plugin, codes, labels=on_device, supplied_by=LABEL_ARGUMENTS
+            )
         check_images(self.plugin, images, (codes.shape[0], *self._image_shape), "decode")
         return images
 
-    def _batched(self, method: str, inputs: torch.Tensor, batch_size: int) -> torch.Tensor:
+    def _batched(
+        self,
+        method: str,
+        inputs: torch.Tensor,
+        labels: torch.Tensor | None,
+        batch_size: int,
+    ) -> torch.Tensor:
+        call = call_encode if method == "encode" else call_reconstruct
         outputs = []
-        batch_size = _count(batch_size, "batch_size")
+        batch_size = count_argument(batch_size, "batch_size")
         with evaluating(self.module):
             for start in range(0, inputs.shape[0], batch_size):
                 batch = inputs[start : start + batch_size].to(self.device)
-                with calling(self.plugin, method):
-                    result = getattr(self.module, method)(batch)
-                if not isinstance(result, torch.Tensor) or result.shape[:1] != batch.shape[:1]:
-                    got = tuple(result.shape) if isinstance(result, torch.Tensor) else type(result)
-                    raise PluginError(
-                        f"{self.name}: {method} of {batch.shape[0]} images returned {got}, "
-                        "expected one result per image"
-                    )
+                batch_labels = None if labels is None else labels[start : start + batch_size]
+                result = call(
+                    self.module, self.plugin, batch, supplied_by=LABEL_ARGUMENTS,
+                    labels=None if batch_labels is None else batch_labels.to(self.device),
+                )  # fmt: skip
                 outputs.append(result.detach())
         return torch.cat(outputs)
 
@@ -393,53 +493,3 @@ def can_do(model: TrainedModel) -> str:
         if present
     ]
     return f"it can {', '.join(able)}" if able else "it only trains"
-
-
-def _whole_number(value: object) -> int | None:
-    """`value` as an int when it is a whole number (Python, NumPy or a 0-d integer tensor), not
-    a bool."""
-    if isinstance(value, (bool, np.bool_)):
-        return None
-    try:
-        return operator.index(value)
-    except TypeError:
-        return None
-
-
-def _count(value: int, name: str, *, least: int = 1) -> int:
-    number = _whole_number(value)
-    if number is None or number < least:
-        raise GentoolError(f"{name} must be a whole number of at least {least}, got {value!r}")
-    return number
-
-
-def _seed(value: int) -> int:
-    number = _whole_number(value)
-    if number is None or not 0 <= number < 2**63:
-        raise GentoolError(f"seed must be a whole number from 0 to 2**63 - 1, got {value!r}")
-    return number
-
-
-def slerp(start: torch.Tensor, end: torch.Tensor, t: float) -> torch.Tensor:
-    """Spherical interpolation of each row pair (White 2016): keeps norms typical of a Gaussian."""
-    start_flat, end_flat = start.flatten(1), end.flatten(1)
-    cosine = torch.nn.functional.cosine_similarity(start_flat, end_flat, dim=1).clamp(-1, 1)
-    omega = torch.arccos(cosine)[:, None]  # (rows, 1)
-    sin_omega = torch.sin(omega)
-    nearly_parallel = sin_omega.abs() < 1e-6
-    safe = torch.where(nearly_parallel, torch.ones_like(sin_omega), sin_omega)
-    spherical = (torch.sin((1 - t) * omega) * start_flat + torch.sin(t * omega) * end_flat) / safe
-    linear = torch.lerp(start_flat, end_flat, t)
-    return torch.where(nearly_parallel, linear, spherical).view_as(start)
-
-
-def _walk_point(start: torch.Tensor, end: torch.Tensor, t: float, method: Interpolation):
-    if t == 0.0:
-        return start  # exact endpoints: an image walk starts at the image's own code
-    if t == 1.0:
-        return end
-    return slerp(start, end, t) if method == "slerp" else torch.lerp(start, end, t)
-
-
-def _fractions(steps: int) -> list[float]:
-    return [index / (steps - 1) for index in range(steps)]

@@ -88,7 +88,7 @@ def committed_files(run_dir: Path) -> dict[str, bytes]:
             "raise",
             "error: plugin 'faulty-gan' (from fake-models 1.2) raised ValueError: the "
             "discriminator fell over in training_step; the last checkpoint in run is kept; "
-            "GENTOOL_STRICT_PLUGINS=1 shows the traceback",
+            "GENTOOL_DEBUG=1 shows the traceback",
         ),
         (
             "nan",

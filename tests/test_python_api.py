@@ -155,7 +155,7 @@ def test_mistakes_are_gentools_own_errors(inside):
         (lambda: cgan.sample(2, labels=["circle"]), "labels has 1 entries for 2 images"),
         (lambda: cgan.sample(2, label=6), "unknown label 6"),
         (lambda: cgan.sample(2, label=0, labels=[0, 1]), "not both"),
-        (lambda: dcgan.decode(torch.zeros(2, 3, dtype=torch.int64)), "codes must be a float"),
+        (lambda: dcgan.decode(torch.zeros(2, 100, dtype=torch.int64)), "codes must be a float"),
         (lambda: dcgan.decode(torch.zeros(2, 7)), "codes of shape (2, 7) do not fit dcgan"),
         (lambda: dcgan.decode(torch.full((1, 100), float("nan"))), "not finite"),
         (lambda: dcgan.sample(2, seed=2**64), "seed must be a whole number from 0 to 2**63 - 1"),

@@ -18,6 +18,14 @@ ImagesToReadOption = Annotated[
     typer.Option("--data", "-d", help="Images to read (default: the run's own data)"),
 ]
 
+WalkLabelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--label",
+        help="Conditional models: the class to walk in, by index or name (default: the "
+        "classes in turn, or the classes of the --from/--to images' folders).",
+    ),
+]
 
 SampleCountOption = Annotated[
     int,
@@ -113,6 +121,7 @@ def interpolate(
     end_image: Annotated[
         Path | None, typer.Option("--to", help="... to this image's code.")
     ] = None,
+    label: WalkLabelOption = None,
     run_dir: RunOption = None,
     out: Annotated[
         Path | None,
@@ -128,7 +137,8 @@ def interpolate(
 
     [dim]Examples:
       gentool interpolate dcgan --steps 10 --method lerp
-      gentool interpolate vae --from a.png --to b.png --steps 12[/]
+      gentool interpolate vae --from a.png --to b.png --steps 12
+      gentool interpolate cvae --label 3 --rows 4[/]
     """
     from gentool.generate import interpolate_images
 
@@ -145,6 +155,7 @@ def interpolate(
         device=device,
         start_image=start_image,
         end_image=end_image,
+        label=label,
         raw_weights=raw_weights,
     )
     console.print(
@@ -204,8 +215,9 @@ def encode(
 ) -> None:
     """Encode a dataset into codes (and its labels), as features for other tools.
 
-    The file holds "codes" (N, ...) float32 and, for labelled data, "labels" (N,) int64; its
-    metadata names the model, the run, the data and the class names.
+    The file holds "codes" (N, ...) as the model makes them (float32, or int64 for discrete
+    codes) and, for labelled data, "labels" (N,) int64; its metadata names the model, the run,
+    the data and the class names. Conditional models encode each image with its class.
 
     [dim]Example: gentool encode ae --data ./faces --out codes.safetensors[/]
     """

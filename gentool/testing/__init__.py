@@ -15,13 +15,16 @@ runs them all and raises (or warns) on a failure; `gentool plugin check NAME` sh
 
 Models are built on the CPU with the plugin's `test_config` (a tiny configuration) for 3-channel
 data, labelled with three classes when the plugin is conditional, filled with random values in the
-plugin's value range.
+plugin's value range. Each of `test_configs` is checked as well, as a variant of the plugin
+(`dataclasses.replace(plugin, test_config=...)`), its cases named ``<plugin>-config<N>-<check>``;
+the checks that do not depend on the config run once.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import replace
 from typing import Any, Literal
 
 from gentool.api import ModelPlugin
@@ -44,24 +47,36 @@ def checks_for(plugin: ModelPlugin) -> list[Check]:
     return [check for check in CHECKS if check.applies(plugin)]
 
 
+def variants(plugin: ModelPlugin) -> Iterator[tuple[str, ModelPlugin, list[Check]]]:
+    """(name, plugin, checks) for its test_config, then for each of its test_configs (without
+    the checks that do not depend on the config)."""
+    yield plugin.name, plugin, checks_for(plugin)
+    for number, config in enumerate(plugin.test_configs, start=1):
+        variant = replace(plugin, test_config=config)
+        checks = [check for check in checks_for(variant) if check.per_config]
+        yield f"{plugin.name}-config{number}", variant, checks
+
+
 def check_plugin(
     plugin: ModelPlugin, on_fail: Literal["raise", "warn"] = "raise"
 ) -> list[CheckResult]:
     """Run every applicable check: raise CheckFailed at the first failure, or warn and go on."""
     results = []
-    for check in checks_for(plugin):
-        try:
-            check(plugin)
-        except Exception as error:  # a crash inside the plugin fails the check as well
-            message = (
-                error.args[0] if isinstance(error, CheckFailed) and error.args else repr(error)
-            )
-            if on_fail == "raise":
-                raise CheckFailed(f"{plugin.name}: {check.name}: {message}") from error
-            warnings.warn(f"{plugin.name}: {check.name}: {message}", stacklevel=2)
-            results.append(CheckResult(check.name, check.description, False, message))
-        else:
-            results.append(CheckResult(check.name, check.description, True))
+    for name, variant, checks in variants(plugin):
+        for check in checks:
+            shown = check.name if variant is plugin else f"{name}: {check.name}"
+            try:
+                check(variant)
+            except Exception as error:  # a crash inside the plugin fails the check as well
+                message = (
+                    error.args[0] if isinstance(error, CheckFailed) and error.args else repr(error)
+                )
+                if on_fail == "raise":
+                    raise CheckFailed(f"{name}: {check.name}: {message}") from error
+                warnings.warn(f"{name}: {check.name}: {message}", stacklevel=2)
+                results.append(CheckResult(shown, check.description, False, message))
+            else:
+                results.append(CheckResult(shown, check.description, True))
     return results
 
 
@@ -81,9 +96,11 @@ def parametrize_with_checks(
         raise ValueError(f"unknown check names in expected_failed_checks: {sorted(unknown)}")
     cases = []
     for plugin in plugins:
-        for check in checks_for(plugin):
-            marks = []
-            if check.name in expected:
-                marks.append(pytest.mark.xfail(reason=expected[check.name], strict=True))
-            cases.append(pytest.param(plugin, check, id=f"{plugin.name}-{check.name}", marks=marks))
+        for name, variant, checks in variants(plugin):
+            for check in checks:
+                marks = []
+                if check.name in expected:
+                    marks.append(pytest.mark.xfail(reason=expected[check.name], strict=True))
+                case = pytest.param(variant, check, id=f"{name}-{check.name}", marks=marks)
+                cases.append(case)
     return pytest.mark.parametrize(("plugin", "check"), cases)

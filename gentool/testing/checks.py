@@ -6,17 +6,27 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from gentool.api import ModelPlugin
 from gentool.config import config_to_dict, config_to_toml, toml_loads
 from gentool.errors import ConfigError
+from gentool.testing.code_checks import (
+    conditional,
+    decode_gives_images,
+    encode_gives_one_code_per_image,
+    has_method,
+    output_depends_on_label,
+    reconstruct_shape_dtype_range,
+    sample_latent_gives_codes,
+)
 from gentool.testing.exercise import (
-    CHECK_BATCH,
     build,
     check_images,
     parameter_owners,
     random_batch,
+    reconstruct,
     sample,
     train_once,
 )
@@ -49,7 +59,7 @@ def _plugin_module(plugin: ModelPlugin) -> str:
     from gentool.registry import discover
 
     for entry in discover():
-        if entry.plugin == plugin:
+        if _same_plugin(entry.plugin, plugin):
             return entry.target.partition(":")[0]
     return plugin.Config.__module__
 
@@ -67,8 +77,22 @@ def _entry_point_resolves(plugin: ModelPlugin) -> None:
     broken = [entry for entry in entries if not entry.ok]
     if broken:
         raise CheckFailed(f"the entry point {broken[0].qualified_name} fails: {broken[0].error}")
-    if not any(entry.plugin == plugin for entry in entries):
-        raise CheckFailed(f"the entry point {plugin.name!r} resolves to another plugin")
+    if not any(_same_plugin(entry.plugin, plugin) for entry in entries):
+        raise CheckFailed(
+            f"the entry point {plugin.name!r} resolves to another plugin: point it at this "
+            "plugin object"
+        )
+
+
+def _same_plugin(installed: ModelPlugin | None, checked: ModelPlugin) -> bool:
+    """Whether `checked` is the installed plugin, or a variant of it that only tests another
+    config (`dataclasses.replace(plugin, test_config=...)`, as the kit checks test_configs)."""
+    if installed is None:
+        return False
+    return (
+        replace(installed, test_config=checked.test_config, test_configs=checked.test_configs)
+        == checked
+    )
 
 
 def _config_defaults_validate(plugin: ModelPlugin) -> None:
@@ -76,7 +100,10 @@ def _config_defaults_validate(plugin: ModelPlugin) -> None:
     plugin.parse_config(plugin.test_config)
     undescribed = [field.name for field in plugin.config_fields() if not field.help.strip()]
     if undescribed:
-        raise CheckFailed(f"config fields without a description: {', '.join(undescribed)}")
+        raise CheckFailed(
+            f"config fields without a description: {', '.join(undescribed)}; declare each "
+            'with option(default, "what it sets", ...) from gentool.api'
+        )
 
 
 def _config_rejects_unknown_keys(plugin: ModelPlugin) -> None:
@@ -84,17 +111,26 @@ def _config_rejects_unknown_keys(plugin: ModelPlugin) -> None:
         plugin.parse_config({"surely_not_an_option": 1})
     except ConfigError:
         return
-    raise CheckFailed("an unknown config key was accepted")
+    raise CheckFailed(
+        "an unknown config key was accepted: let ModelPlugin.parse_config read the config, "
+        "declared as a frozen dataclass of option() fields"
+    )
 
 
 def _config_round_trips(plugin: ModelPlugin) -> None:
     config = plugin.parse_config(plugin.test_config)
     from_json = plugin.parse_config(json.loads(json.dumps(config_to_dict(config))))
     if from_json != config:
-        raise CheckFailed(f"the config changes through JSON: {config} became {from_json}")
+        raise CheckFailed(
+            f"the config changes through JSON: {config} became {from_json}; give fields the "
+            "types options support (bool, int, float, str, Literal, tuple[int, ...], X | None)"
+        )
     from_toml = plugin.parse_config(toml_loads(config_to_toml(config)))
     if from_toml != config:
-        raise CheckFailed(f"the config changes through TOML: {config} became {from_toml}")
+        raise CheckFailed(
+            f"the config changes through TOML: {config} became {from_toml}; give fields the "
+            "types options support (bool, int, float, str, Literal, tuple[int, ...], X | None)"
+        )
 
 
 def _builds_on_cpu(plugin: ModelPlugin) -> None:
@@ -102,12 +138,19 @@ def _builds_on_cpu(plugin: ModelPlugin) -> None:
 
     model, _ = build(plugin)
     if not isinstance(model, torch.nn.Module):
-        raise CheckFailed(f"build returned {type(model).__name__}, not a torch.nn.Module")
+        raise CheckFailed(
+            f"build returned {type(model).__name__}, not a torch.nn.Module: return the module"
+        )
     if not any(parameter.requires_grad for parameter in model.parameters()):
-        raise CheckFailed("the model has no trainable parameters")
+        raise CheckFailed(
+            "the model has no trainable parameters: assign its networks as attributes of the "
+            "module (self.encoder = ...) so that their parameters are registered"
+        )
     for method in ("configure_optimizers", "training_step"):
         if not callable(getattr(model, method, None)):
-            raise CheckFailed(f"the model has no {method}() method")
+            raise CheckFailed(
+                f"the model has no {method}() method: define it (see gentool.api.GenerativeModel)"
+            )
 
 
 def _number_bounds_configure_optimizers(plugin: ModelPlugin) -> None:
@@ -150,7 +193,7 @@ def _training_step_updates_parameters(plugin: ModelPlugin) -> None:
             self.settled = before
 
         def step(self, name: str) -> None:
-            self._refuse_moves("outside ctx.step (step optimizers through ctx.step(name))")
+            self._refuse_moves("outside ctx.step")
             super().step(name)
             self._refuse_moves(f"by optimizer {name!r}, which does not own them", owner=name)
 
@@ -159,7 +202,8 @@ def _training_step_updates_parameters(plugin: ModelPlugin) -> None:
             moved = [key for key in now if not torch.equal(now[key], self.settled[key])]
             wrong = [key for key in moved if owner is None or owner not in owners.get(key, ())]
             if wrong:
-                raise CheckFailed(f"parameters changed {how}: {', '.join(wrong[:5])}")
+                shown = f"parameters changed {how}: {', '.join(wrong[:5])}"
+                raise CheckFailed(f"{shown}; {_fix_for_moves(model, wrong, owner)}")
             self.settled = now
 
     context = AuditingContext(optimizers, torch.device("cpu"))
@@ -171,7 +215,10 @@ def _training_step_updates_parameters(plugin: ModelPlugin) -> None:
         bad = {name: v.tolist() for name, v in logs.items() if not torch.isfinite(v).all()}
         if bad:
             where = f" in phase {phase.name!r}" if phase else ""
-            raise CheckFailed(f"one training step{where} logged non-finite values: {bad}")
+            raise CheckFailed(
+                f"one training step{where} logged non-finite values: {bad}; check the loss on "
+                "images in the plugin's value_range (a log of 0, a division by a zero norm)"
+            )
     unchanged = [
         name
         for name, value in model.named_parameters()
@@ -180,9 +227,23 @@ def _training_step_updates_parameters(plugin: ModelPlugin) -> None:
     if unchanged:
         raise CheckFailed(
             f"{len(unchanged)} trainable parameters did not change in one training step (one "
-            f"per phase, for phased models; first: {', '.join(unchanged[:3])}): is every "
-            "parameter in an optimizer and the loss?"
+            f"per phase, for phased models; first: {', '.join(unchanged[:3])}): put every "
+            "trainable parameter in an optimizer and in the loss, or freeze it "
+            "(requires_grad=False)"
         )
+
+
+def _fix_for_moves(model: Any, moved: list[str], owner: str | None) -> str:
+    """What to do about parameters that moved where they should not, for the case found."""
+    parameters = dict(model.named_parameters())
+    if all(not parameters[name].requires_grad for name in moved if name in parameters):
+        return (
+            "values a training step updates by hand (an EMA codebook, running statistics) "
+            "belong in registered buffers (self.register_buffer), not in frozen parameters"
+        )
+    if owner is not None:
+        return f"give each parameter to the one optimizer that steps it (not {owner!r})"
+    return "step optimizers only through ctx.step(name), after ctx.backward(loss)"
 
 
 def _sample_shape_dtype_range(plugin: ModelPlugin) -> None:
@@ -190,26 +251,6 @@ def _sample_shape_dtype_range(plugin: ModelPlugin) -> None:
     model.eval()
     images = sample(plugin, model, spec, seed=0)
     check_images("sample", images, (5, spec.channels, spec.height, spec.width), plugin)
-
-
-def _reconstruct_shape_dtype_range(plugin: ModelPlugin) -> None:
-    model, spec = build(plugin)
-    model.eval()
-    images = random_batch(plugin, spec).images
-    check_images("reconstruct", model.reconstruct(images), tuple(images.shape), plugin)
-
-
-def _encode_gives_one_code_per_image(plugin: ModelPlugin) -> None:
-    import torch
-
-    model, spec = build(plugin)
-    model.eval()
-    codes = model.encode(random_batch(plugin, spec).images)
-    if not isinstance(codes, torch.Tensor) or codes.ndim < 2 or codes.shape[0] != CHECK_BATCH:
-        shape = tuple(codes.shape) if isinstance(codes, torch.Tensor) else type(codes).__name__
-        raise CheckFailed(f"encode of {CHECK_BATCH} images returned {shape}, not (B, ...) codes")
-    if not torch.isfinite(codes).all():
-        raise CheckFailed("encode returned non-finite codes")
 
 
 def _same_seed_same_output(plugin: ModelPlugin) -> None:
@@ -224,7 +265,10 @@ def _same_seed_same_output(plugin: ModelPlugin) -> None:
             "the `generator` argument"
         )
     if torch.equal(first, sample(plugin, model, spec, seed=2)):
-        raise CheckFailed("samples with different seeds are identical: is `generator` used?")
+        raise CheckFailed(
+            "samples with different seeds are identical: draw the noise from the `generator` "
+            "argument (torch.randn(..., generator=generator))"
+        )
 
 
 def _save_load_gives_identical_outputs(plugin: ModelPlugin) -> None:
@@ -236,16 +280,15 @@ def _save_load_gives_identical_outputs(plugin: ModelPlugin) -> None:
     state = {key: value.detach().clone().contiguous() for key, value in model.state_dict().items()}
     restored, _ = build(plugin, seed=123)
     restored.load_state_dict(load(save(state)), strict=True)
-    model.eval()
-    restored.eval()
     if plugin.capabilities.sample:
         same = torch.equal(
             sample(plugin, model, spec, seed=3), sample(plugin, restored, spec, seed=3)
         )
     else:
         images = random_batch(plugin, spec).images
-        with torch.no_grad():
-            same = torch.equal(model.reconstruct(images), restored.reconstruct(images))
+        same = torch.equal(
+            reconstruct(plugin, model, images, spec), reconstruct(plugin, restored, images, spec)
+        )
     if not same:
         raise CheckFailed(
             "a model loaded from its safetensors state_dict gives other outputs: keep all state "
@@ -267,12 +310,14 @@ CHECKS: list[Check] = [
         _import_leaves_torch_unloaded,
         _always,
         "importing the plugin's module does not import torch",
+        per_config=False,
     ),
     Check(
         "entry_point_resolves",
         _entry_point_resolves,
         _always,
         "an installed gentool.models entry point of this name loads this plugin",
+        per_config=False,
     ),
     Check(
         "config_defaults_validate",
@@ -285,6 +330,7 @@ CHECKS: list[Check] = [
         _config_rejects_unknown_keys,
         _always,
         "an unknown config key is a ConfigError",
+        per_config=False,
     ),
     Check(
         "config_round_trips",
@@ -318,15 +364,33 @@ CHECKS: list[Check] = [
     ),
     Check(
         "reconstruct_shape_dtype_range",
-        _reconstruct_shape_dtype_range,
+        reconstruct_shape_dtype_range,
         _has("reconstruct"),
         "reconstruct gives images of the input's shape in the value range",
     ),
     Check(
         "encode_gives_one_code_per_image",
-        _encode_gives_one_code_per_image,
+        encode_gives_one_code_per_image,
         _has("encode"),
-        "encode gives finite (B, ...) codes",
+        "encode gives finite (B, ...) float32 codes, or int64 ones for discrete codes",
+    ),
+    Check(
+        "sample_latent_gives_codes",
+        sample_latent_gives_codes,
+        has_method("sample_latent"),
+        "sample_latent gives (n, ...) codes, the same for the same generator seed",
+    ),
+    Check(
+        "decode_gives_images",
+        decode_gives_images,
+        has_method("decode"),
+        "decode of codes from sample_latent, encode and walks gives images in the value range",
+    ),
+    Check(
+        "output_depends_on_label",
+        output_depends_on_label,
+        conditional,
+        "a conditional model's images change with the class it is given",
     ),
     Check(
         "same_seed_same_output",

@@ -4,7 +4,8 @@ a step and sampled as gentool trains and samples."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from gentool.api import Batch, DataSpec, ModelPlugin
@@ -47,15 +48,86 @@ def random_batch(plugin: ModelPlugin, spec: DataSpec) -> Batch:
     return Batch(images=images, labels=labels)
 
 
-def sample(plugin: ModelPlugin, model: Any, spec: DataSpec, *, seed: int) -> torch.Tensor:
+def sample(
+    plugin: ModelPlugin,
+    model: Any,
+    spec: DataSpec,
+    *,
+    seed: int,
+    labels: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Five samples, drawn as gentool draws them (the sampler behind every command)."""
-    from gentool.errors import PluginError
     from gentool.sampling import draw
 
+    with refused_as_failure():
+        return draw(model, plugin, spec, 5, seed=seed, labels=labels)
+
+
+@contextmanager
+def refused_as_failure() -> Iterator[None]:
+    """What gentool would refuse of a plugin (a PluginError), the kit fails."""
+    from gentool.errors import PluginError
+
     try:
-        return draw(model, plugin, spec, 5, seed=seed)
-    except PluginError as error:  # what gentool would refuse, the kit fails
+        yield
+    except PluginError as error:
         raise CheckFailed(str(error)) from error
+
+
+def class_labels(spec: DataSpec, count: int) -> torch.Tensor | None:
+    """The classes in turn, as gentool labels images it has no labels for; None without
+    classes."""
+    import torch
+
+    return torch.arange(count) % spec.num_classes if spec.class_names else None
+
+
+def encode(plugin: ModelPlugin, model: Any, images: torch.Tensor, spec: DataSpec) -> torch.Tensor:
+    """Codes of `images`, as `gentool encode` gets them (labelled for conditional models)."""
+    from gentool.model_calls import call_encode
+    from gentool.sampling import evaluating
+
+    labels = class_labels(spec, images.shape[0])
+    with evaluating(model), refused_as_failure():
+        return call_encode(model, plugin, images, labels=labels)
+
+
+def reconstruct(
+    plugin: ModelPlugin, model: Any, images: torch.Tensor, spec: DataSpec
+) -> torch.Tensor:
+    """Reconstructions of `images`, as `gentool reconstruct` and `eval` get them."""
+    from gentool.model_calls import call_reconstruct
+    from gentool.sampling import evaluating
+
+    labels = class_labels(spec, images.shape[0])
+    with evaluating(model), refused_as_failure():
+        return call_reconstruct(model, plugin, images, labels=labels)
+
+
+def prior_codes(
+    plugin: ModelPlugin, model: Any, spec: DataSpec, count: int, *, seed: int
+) -> torch.Tensor:
+    """`count` codes of the model's prior, as `gentool interpolate` draws them."""
+    import torch
+
+    from gentool.model_calls import call_sample_latent
+    from gentool.sampling import evaluating
+
+    generator = torch.Generator().manual_seed(seed)
+    labels = class_labels(spec, count)
+    with evaluating(model), refused_as_failure():
+        return call_sample_latent(model, plugin, count, labels=labels, generator=generator)
+
+
+def decode(
+    plugin: ModelPlugin, model: Any, codes: torch.Tensor, labels: torch.Tensor | None
+) -> torch.Tensor:
+    """Images of `codes`, as `gentool interpolate` and `gentool.load(...).decode` get them."""
+    from gentool.model_calls import call_decode
+    from gentool.sampling import evaluating
+
+    with evaluating(model), refused_as_failure():
+        return call_decode(model, plugin, codes, labels=labels)
 
 
 def train_once(plugin: ModelPlugin, model: Any, spec: DataSpec) -> None:
@@ -95,12 +167,19 @@ def check_images(what: str, images: Any, shape: tuple[int, ...], plugin: ModelPl
 
     if not isinstance(images, torch.Tensor) or tuple(images.shape) != shape:
         got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise CheckFailed(f"{what} returned {got}, expected a tensor of shape {shape}")
+        raise CheckFailed(
+            f"{what} returned {got}, expected a tensor of shape {tuple(shape)}: return one "
+            "(C, H, W) image per input, as the DataSpec gives C, H and W"
+        )
     if not images.is_floating_point():
-        raise CheckFailed(f"{what} returned {images.dtype}, expected floating point")
+        raise CheckFailed(
+            f"{what} returned {images.dtype}, expected floating point: return the network's "
+            "output, not pixels"
+        )
     low, high = plugin.value_range
     if not torch.isfinite(images).all() or images.min() < low or images.max() > high:
         raise CheckFailed(
             f"{what} returned values in [{images.min().item():.3g}, {images.max().item():.3g}], "
-            f"outside the value range [{low}, {high}]"
+            f"outside the value range [{low}, {high}]: end the network with tanh for (-1, 1) "
+            "or sigmoid for (0, 1), and set value_range to match"
         )

@@ -20,6 +20,7 @@ class Check:
     run: Callable[[ModelPlugin], None]
     applies: Callable[[ModelPlugin], bool]
     description: str
+    per_config: bool = True  # run for each of test_config and test_configs, not just the first
 
     def __call__(self, plugin: ModelPlugin) -> None:
         self.run(plugin)

@@ -17,7 +17,7 @@ from gentool.api import ModelPlugin
 from gentool.checkpoint import RunFolder
 from gentool.errors import GentoolError, PluginError, TrainingError, describe_exception
 from gentool.record import RunRecord
-from gentool.registry import strict_plugins
+from gentool.registry import plugin_tracebacks
 from gentool.training.claim import StagedRun
 
 LR_FAR_ABOVE_DEFAULT = 100  # a learning rate this many times the default is the likely cause
@@ -36,19 +36,18 @@ def kept(run: RunFolder, record: RunRecord) -> str:
 def plugin_code(record: RunRecord, method: str, run: RunFolder) -> Iterator[None]:
     """Report an exception from a plugin's code as one line that names the plugin.
 
-    GENTOOL_STRICT_PLUGINS=1 lets the exception through with its traceback, for the plugin's
-    author.
+    GENTOOL_DEBUG=1 lets the exception through with its traceback, for the plugin's author.
     """
     try:
         yield
     except (GentoolError, KeyboardInterrupt):  # a second Ctrl-C aborts, whoever it interrupts
         raise
     except BaseException as error:  # SystemExit too: a plugin does not decide gentool's exit
-        if strict_plugins():
+        if plugin_tracebacks():
             raise
         raise PluginError(
             f"{record.plugin.origin()} raised {describe_exception(error)} in {method}; "
-            f"{kept(run, record)}; GENTOOL_STRICT_PLUGINS=1 shows the traceback"
+            f"{kept(run, record)}; GENTOOL_DEBUG=1 shows the traceback"
         ) from None
 
 

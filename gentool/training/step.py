@@ -62,6 +62,18 @@ class StepContext:
         else:
             optimizer.step()
 
+    def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+        """`tensor` summed or averaged over the processes, in place (see gentool.api)."""
+        if op not in ("sum", "mean"):
+            raise PluginError(f"ctx.all_reduce takes op 'sum' or 'mean', got {op!r}")
+        if self.ranks.distributed:
+            import torch.distributed as dist
+
+            dist.all_reduce(tensor)
+            if op == "mean":
+                tensor /= self.ranks.world_size
+        return tensor
+
     def loss_is_finite(self, loss: torch.Tensor) -> bool:
         """Whether to step on `loss`: in a distributed run, only when it is finite everywhere,
         so that every process takes the same steps. The step's one copy from the device."""

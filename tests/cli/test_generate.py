@@ -14,7 +14,7 @@ from gentool.data import load_dataset, load_image, to_uint8, to_value_range
 from gentool.images import image_grid
 from gentool.models import load_trained
 from gentool.registry import resolve
-from gentool.trained import slerp
+from gentool.walks import slerp
 from tests.conftest import TINY_DCGAN_ARGS
 
 runner = CliRunner()
