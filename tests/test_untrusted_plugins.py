@@ -126,7 +126,7 @@ def test_a_plugin_that_fails_to_sample_costs_no_epoch(tmp_path, monkeypatch, in_
     install(tmp_path, monkeypatch, SAMPLE_FAILS)
     result = runner.invoke(app, ["train", "rogue", *TINY, "--epochs", "2", "--run-dir", "run"])
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert "plugin 'rogue' raised AttributeError" in result.output
+    assert "plugin 'rogue' (from fake-models 1.2) raised AttributeError" in result.output
     assert "in sample" in result.output
     record = RunFolder(in_tmp / "run").read()
     assert (record.progress.epoch, record.checkpoint) == (1, "checkpoint-00000003")

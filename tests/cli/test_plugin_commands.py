@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from gentool.cli import app
@@ -73,6 +74,47 @@ def test_the_example_third_party_plugin_installs_and_trains(tmp_path):
     own_tests = run("-m", "pytest", "-q", "-p", "no:cacheprovider", str(example / "tests"),
                     site=site, cwd=tmp_path)  # fmt: skip
     assert own_tests.returncode == 0, own_tests.stdout[-2000:]
+
+
+def test_the_conditional_vae_example_trains_and_generates_by_class(tmp_path):
+    example = Path(__file__).resolve().parents[2] / "examples" / "gentool-cvae"
+    site = tmp_path / "site"
+    install(example, site)
+    made = run("-m", "gentool", "data", "make", "shapes", "shapes", "--n", "24", "--size", "8",
+               site=site, cwd=tmp_path)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    script = CVAE_SESSION.format(options=["-o", "image_size=8", "-o", "hidden=16"])
+    session = run("-c", script, site=site, cwd=tmp_path)
+    assert session.returncode == 0, session.stdout + session.stderr
+    codes = load_file(tmp_path / "codes.safetensors")
+    assert codes["codes"].shape == (24, 16) and codes["labels"].shape == (24,)
+    own_tests = run("-m", "pytest", "-q", "-p", "no:cacheprovider", str(example / "tests"),
+                    site=site, cwd=tmp_path)  # fmt: skip
+    assert own_tests.returncode == 0, own_tests.stdout[-2000:]
+
+
+# The commands of the example's README in one interpreter (each alone would load torch again).
+CVAE_SESSION = """
+import glob
+from typer.testing import CliRunner
+from gentool.cli import app
+
+def gentool(*args):
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, (args, result.output)
+    return result.output
+
+options = {options}
+gentool("train", "cvae", "--data", "shapes", *options, "-b", "8", "--epochs", "1",
+        "--device", "cpu", "--run-dir", "run")
+written = gentool("sample", "cvae", "--run", "run", "--label", "circle", "--n", "16")
+assert "16 samples (4 per row)" in written, written
+gentool("encode", "cvae", "--run", "run", "--data", "shapes", "--out", "codes.safetensors")
+gentool("reconstruct", "cvae", "--run", "run", "--data", "shapes", "--n", "8")
+gentool("interpolate", "cvae", "--run", "run", "--label", "square", "--rows", "2")
+circle, square = (sorted(glob.glob(f"shapes/{{name}}/*.png"))[0] for name in ("circle", "square"))
+gentool("interpolate", "cvae", "--run", "run", "--from", circle, "--to", square, "--out", "w.png")
+"""
 
 
 def test_plugin_check_shows_every_check_of_a_built_in_model():
