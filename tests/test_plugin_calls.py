@@ -1,0 +1,127 @@
+"""Every call gentool makes into a plugin's model is one the conformance kit makes too, so a
+plugin that passes the kit cannot crash a command; and whatever a plugin raises, in any method,
+is one line that names the plugin, its distribution, the method and the exception."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from gentool.cli import app
+from gentool.registry import resolve
+from gentool.testing import check_plugin
+from tests.conftest import install_fake_distribution, one_line_error
+from tests.recording_plugin import ENTRY_POINTS, SOURCE
+
+runner = CliRunner()
+TRAIN = ["-o", "image_size=8", "-b", "4", "--limit", "12", "--epochs", "1", "--device", "cpu"]
+
+
+@pytest.fixture
+def recording(tmp_path, monkeypatch, in_tmp):
+    """The recording plugins installed, and a labelled folder of 8×8 shapes in ./shapes."""
+    site = tmp_path / "site"
+    install_fake_distribution(
+        site, monkeypatch, module="recording_models", source=SOURCE, entry_points=ENTRY_POINTS
+    )
+    monkeypatch.setenv("PYTHONPATH", str(site))  # the kit imports the plugin afresh
+    monkeypatch.delitem(sys.modules, "recording_models", raising=False)
+    made = runner.invoke(app, ["data", "make", "shapes", "shapes", "--n", "12", "--size", "8"])
+    assert made.exit_code == 0, made.output
+    import recording_models
+
+    monkeypatch.setitem(sys.modules, "recording_models", recording_models)
+    return recording_models
+
+
+def gentool(*args: str) -> str:
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, (args, result.output)
+    return result.output
+
+
+def run_every_command(name: str) -> None:
+    """Train (with a per-epoch evaluation), then every command that calls the model."""
+    run = ["--run", f"run-{name}"]
+    gentool("train", name, "--data", "shapes", *TRAIN, "--run-dir", f"run-{name}",
+            "--eval-every", "1", "--eval-n", "10", "--eval-metrics", "fid,recon")  # fmt: skip
+    gentool("sample", name, *run, "--n", "4")
+    gentool("encode", name, *run, "--out", f"codes-{name}.safetensors")
+    gentool("reconstruct", name, *run, "--n", "4")
+    gentool("interpolate", name, *run, "--rows", "2", "--steps", "3")
+    first, last = (
+        str(sorted(Path("shapes", name).glob("*.png"))[0]) for name in ("circle", "square")
+    )
+    gentool("interpolate", name, *run, "--from", first, "--to", last, "--steps", "3")
+    gentool("eval", name, *run, "--n", "10", "--metrics", "fid,recon")
+    if name == "recorder-cond":
+        gentool("sample", name, *run, "--label", "circle", "--n", "2")
+        gentool("interpolate", name, *run, "--label", "1", "--rows", "1", "--steps", "3")
+
+
+@pytest.mark.parametrize("name", ["recorder", "recorder-cond"])
+def test_the_kit_makes_every_call_that_gentool_makes(recording, name):
+    run_every_command(name)
+    by_gentool = set(recording.CALLS)
+    recording.CALLS.clear()
+    check_plugin(resolve(name).plugin)
+    by_the_kit = set(recording.CALLS)
+    assert by_gentool, "the commands made no calls: the recording broke"
+    assert by_gentool - by_the_kit == set()
+
+
+@pytest.mark.parametrize(
+    ("method", "command"),
+    [
+        ("build", "train"),
+        ("configure_optimizers", "train"),
+        ("training_step", "train"),
+        ("sample", "train"),  # the epoch's grid
+        ("sample", "sample"),
+        ("sample", "eval"),
+        ("sample_latent", "interpolate"),
+        ("decode", "interpolate"),
+        ("encode", "encode"),
+        ("reconstruct", "reconstruct"),
+        ("reconstruct", "eval"),
+    ],
+)
+def test_a_plugins_exception_is_one_line_naming_it(recording, monkeypatch, method, command):
+    run = ["--run", "run-recorder"]
+    if command != "train":
+        gentool("train", "recorder", "--data", "shapes", *TRAIN, "--run-dir", "run-recorder")
+    arguments = {
+        "train": ["--data", "shapes", *TRAIN, "--run-dir", "run-other"],
+        "sample": [*run, "--n", "2"],
+        "eval": [*run, "--n", "10", "--metrics", "fid" if method == "sample" else "recon"],
+        "interpolate": [*run, "--rows", "1", "--steps", "3"],
+        "encode": [*run, "--out", "codes.safetensors"],
+        "reconstruct": [*run, "--n", "2"],
+    }[command]
+    monkeypatch.setenv("RAISE_IN", method)
+    line = one_line_error(runner.invoke(app, [command, "recorder", *arguments]))
+    assert line.startswith("error: plugin 'recorder' (from fake-models 1.2) raised RuntimeError: ")
+    assert (
+        f"{method} fell over in {method}" in line and "GENTOOL_DEBUG=1 shows the traceback" in line
+    )
+
+
+def test_gentool_debug_shows_the_plugins_own_traceback(recording, monkeypatch):
+    gentool("train", "recorder", "--data", "shapes", *TRAIN, "--run-dir", "run-recorder")
+    monkeypatch.setenv("RAISE_IN", "encode")
+    monkeypatch.setenv("GENTOOL_DEBUG", "1")
+    result = runner.invoke(app, ["encode", "recorder", "--run", "run-recorder", "--out", "c.st"])
+    assert isinstance(result.exception, RuntimeError) and "encode fell over" in str(
+        result.exception
+    )
+
+
+def test_a_conditional_model_without_labels_says_which_option_gives_them(recording):
+    gentool("train", "recorder-cond", "--data", "shapes", *TRAIN, "--run-dir", "run")
+    faces = ["--data", "builtin:faces", "--run", "run"]
+    for command in (["encode", *faces, "--out", "c.st"], ["reconstruct", *faces, "--n", "2"]):
+        line = one_line_error(runner.invoke(app, [command[0], "recorder-cond", *command[1:]]))
+        assert "recorder-cond is conditional" in line and "give --data a labelled dataset" in line
