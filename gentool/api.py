@@ -74,6 +74,10 @@ class Capabilities:
     reconstruct: bool = False  # maps an image to its reconstruction: `gentool reconstruct`
     encode: bool = False  # maps an image to a code vector: `gentool encode`
     conditional: bool = False  # needs class labels to train and can sample a chosen class
+    # API 1.1: `sample` draws from a stand-in for a learned prior (uniform random codes of a
+    # VQ-VAE without its autoregressive prior): `gentool eval` and `info` say that FID and the
+    # other sampling metrics measure that baseline.
+    baseline_sampler: bool = False
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from gentool.data import (
     to_value_range,
 )
 from gentool.devices import resolve_device
-from gentool.errors import GentoolError
+from gentool.errors import GentoolError, PluginError
 from gentool.features import FeatureExtractor, Tracker, load_extractor
 from gentool.jsonl import append_line
 from gentool.limits import check_allocation
@@ -53,7 +53,7 @@ from gentool.metrics import (
     psnr,
     ssim,
 )
-from gentool.model_calls import call_reconstruct
+from gentool.model_calls import call_evaluation_metrics, call_reconstruct
 from gentool.models import image_size_of, load_trained
 from gentool.registry import PluginEntry
 from gentool.sampling import draw_uint8, evaluating
@@ -64,6 +64,12 @@ MIN_IMAGES = 10  # fewer leave precision/recall's k-NN radii and KID's subsets m
 DIVERSITY_COUNT = 1000  # features whose mean pairwise distance measures a sample's diversity
 _STATS_FORMAT = 1  # bump when the cached statistics change meaning
 _RECONSTRUCT_BATCH = 250
+# What an evaluation reports, and metrics.jsonl's own fields: a model's metrics take other names.
+RESERVED_METRIC_NAMES = frozenset(
+    {"n", "features", "seed", "fid", "kid", "kid_std", "precision", "recall", "diversity",
+     "diversity_real", "sampler", "mse", "psnr", "ssim", "held_out", "event", "epoch", "step",
+     "phase"}
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -199,11 +205,24 @@ def measure(
         values.update(compare_features(real_stats, fake, settings.metrics, seed=settings.seed))
         values["diversity"] = mean_pairwise_distance(fake.features[:DIVERSITY_COUNT])
         values["diversity_real"] = mean_pairwise_distance(real_stats.features[:DIVERSITY_COUNT])
+        if plugin.capabilities.baseline_sampler:
+            values["sampler"] = "baseline"  # what fid, kid and pr measured: see Capabilities
     if "recon" in settings.metrics:
         originals, labels, held_out = recon_images(source, image_size, settings.n, held_out_from)
         check_fits(_spec_of(originals), spec, source)
         values.update(reconstruction_metrics(model, plugin, originals, labels))
         values["held_out"] = held_out
+    if callable(getattr(model, "evaluation_metrics", None)):
+        originals, labels, _ = recon_images(source, image_size, settings.n, held_out_from)
+        check_fits(_spec_of(originals), spec, source)
+        own = model_metrics(model, plugin, originals, labels)
+        clashes = sorted(set(own) & RESERVED_METRIC_NAMES)
+        if clashes:
+            raise PluginError(
+                f"{plugin.name}: evaluation_metrics names {', '.join(clashes)}, which gentool "
+                "reports itself: rename them"
+            )
+        values.update(own)
     return Measurement(values, cache_hit)
 
 
@@ -386,6 +405,30 @@ def reconstruction_metrics(
         "psnr": psnr(targets, reconstructions),
         "ssim": ssim(targets, reconstructions),
     }
+
+
+def model_metrics(
+    model: torch.nn.Module,
+    plugin: ModelPlugin,
+    originals: torch.Tensor,
+    labels: torch.Tensor | None,
+) -> dict[str, float]:
+    """The model's own metrics (`evaluation_metrics`) of held-out images: each value's mean over
+    batches, weighted by their sizes."""
+    device = next(model.parameters()).device
+    totals: dict[str, float] = {}
+    with evaluating(model):
+        for start in range(0, originals.shape[0], _RECONSTRUCT_BATCH):
+            batch = originals[start : start + _RECONSTRUCT_BATCH]
+            images = to_value_range(batch, plugin.value_range).to(device)
+            batch_labels = None if labels is None else labels[start : start + len(batch)]
+            values = call_evaluation_metrics(
+                model, plugin, images,
+                labels=None if batch_labels is None else batch_labels.to(device),
+            )  # fmt: skip
+            for name, value in values.items():
+                totals[name] = totals.get(name, 0.0) + value * len(batch)
+    return {name: total / originals.shape[0] for name, total in totals.items()}
 
 
 def _spec_of(images: torch.Tensor) -> DataSpec:

@@ -96,6 +96,36 @@ def call_reconstruct(
     return images_back
 
 
+def call_evaluation_metrics(
+    model: torch.nn.Module,
+    plugin: ModelPlugin,
+    images: torch.Tensor,
+    *,
+    labels: torch.Tensor | None,
+) -> dict[str, float]:
+    """`model.evaluation_metrics(x)`, with `labels=` for conditional models: the model's own
+    metrics of a batch of real images, as numbers by name."""
+    by_class = _labels(plugin, "evaluation_metrics", labels, "a labelled --data")
+    with calling(plugin, "evaluation_metrics"):
+        values = model.evaluation_metrics(images, **by_class)
+    if not isinstance(values, dict) or not all(isinstance(name, str) for name in values):
+        raise PluginError(
+            f"{plugin.name}: evaluation_metrics returned {type(values).__name__}, expected a "
+            "dict of scalar values by name"
+        )
+    numbers = {}
+    for name, value in values.items():
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            value = value.item()
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise PluginError(
+                f"{plugin.name}: evaluation_metrics gave {name!r} as {type(value).__name__}, "
+                "expected a number or a one-element tensor"
+            )
+        numbers[name] = float(value)
+    return numbers
+
+
 def _labels(
     plugin: ModelPlugin, method: str, labels: torch.Tensor | None, supplied_by: str
 ) -> dict[str, torch.Tensor]:

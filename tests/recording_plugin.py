@@ -100,6 +100,10 @@ def build(config, spec, conditional):
             return self.encoder(x.flatten(1)) + self._shift(labels)
 
         @_recorded
+        def evaluation_metrics(self, x, *, labels=None):
+            return {"code_norm": Recording.encode.__wrapped__(self, x, labels=labels).norm()}
+
+        @_recorded
         def reconstruct(self, x, *, labels=None):
             codes = Recording.encode.__wrapped__(self, x, labels=labels)
             return Recording.decode.__wrapped__(self, codes, labels=labels)

@@ -87,6 +87,7 @@ def test_the_kit_makes_every_call_that_gentool_makes(recording, name):
         ("encode", "encode"),
         ("reconstruct", "reconstruct"),
         ("reconstruct", "eval"),
+        ("evaluation_metrics", "eval"),
     ],
 )
 def test_a_plugins_exception_is_one_line_naming_it(recording, monkeypatch, method, command):
@@ -125,3 +126,21 @@ def test_a_conditional_model_without_labels_says_which_option_gives_them(recordi
     for command in (["encode", *faces, "--out", "c.st"], ["reconstruct", *faces, "--n", "2"]):
         line = one_line_error(runner.invoke(app, [command[0], "recorder-cond", *command[1:]]))
         assert "recorder-cond is conditional" in line and "give --data a labelled dataset" in line
+
+
+def test_a_conditional_models_epoch_grid_has_one_row_per_class(recording, monkeypatch):
+    from gentool.training import loop
+
+    grids = []
+    draw = loop.draw_uint8
+
+    def drawn(model, plugin, spec, count, *, seed, labels=None):
+        grids.append(labels)
+        return draw(model, plugin, spec, count, seed=seed, labels=labels)
+
+    monkeypatch.setattr(loop, "draw_uint8", drawn)
+    gentool("train", "recorder-cond", "--data", "shapes", *TRAIN, "--run-dir", "run")
+    classes = 6  # builtin shapes: circle, square, triangle, cross, ring, star
+    per_class = loop.SAMPLE_GRID_SIZE // classes
+    rows = grids[0].view(classes, per_class)  # one row of the grid per class
+    assert rows.tolist() == [[label] * per_class for label in range(classes)]

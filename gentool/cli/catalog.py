@@ -179,7 +179,10 @@ def _capability_names(entry: PluginEntry) -> list[str]:
         return []
     capabilities = entry.plugin.capabilities
     names = ("sample", "reconstruct", "encode", "conditional")
-    return [name for name in names if getattr(capabilities, name)]
+    shown = [name for name in names if getattr(capabilities, name)]
+    if capabilities.sample and capabilities.baseline_sampler:
+        shown[0] = "sample (a baseline sampler)"
+    return shown
 
 
 def _entry_summary(entry: PluginEntry, clashes: set[str]) -> dict[str, Any]:

@@ -92,6 +92,12 @@ def evaluate(
     title = f"{entry.name} · {result.run} · epoch {result.epoch} · n {count} · {features}"
     shown = {key: value for key, value in result.values.items() if key not in ("event", "n")}
     console.print(_metrics_table(title, shown))
+    if result.values.get("sampler") == "baseline":
+        console.print(
+            f"note: {escaped(entry.name)} samples with a baseline sampler (see gentool info "
+            f"{escaped(entry.name)}): fid, kid and pr measure that baseline, not a learned prior",
+            highlight=False,
+        )
     cached = {True: " (real statistics from the cache)", False: "", None: ""}[result.cache_hit]
     console.print(f"appended to {escaped(result.run.metrics_file)}{cached}", highlight=False)
 

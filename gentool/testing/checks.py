@@ -16,6 +16,7 @@ from gentool.testing.code_checks import (
     conditional,
     decode_gives_images,
     encode_gives_one_code_per_image,
+    evaluation_metrics_are_numbers,
     has_method,
     output_depends_on_label,
     reconstruct_shape_dtype_range,
@@ -385,6 +386,12 @@ CHECKS: list[Check] = [
         decode_gives_images,
         has_method("decode"),
         "decode of codes from sample_latent, encode and walks gives images in the value range",
+    ),
+    Check(
+        "evaluation_metrics_are_numbers",
+        evaluation_metrics_are_numbers,
+        has_method("evaluation_metrics"),
+        "the model's own evaluation metrics are finite numbers with names of their own",
     ),
     Check(
         "output_depends_on_label",

@@ -117,6 +117,36 @@ def output_depends_on_label(plugin: ModelPlugin) -> None:
         )
 
 
+def evaluation_metrics_are_numbers(plugin: ModelPlugin) -> None:
+    """The model's own metrics, of real images as `gentool eval` gives them, are finite numbers
+    by name, none of them one of the names gentool reports itself."""
+    import math
+
+    from gentool.evaluate import RESERVED_METRIC_NAMES
+    from gentool.model_calls import call_evaluation_metrics
+    from gentool.sampling import evaluating
+    from gentool.testing.exercise import refused_as_failure
+
+    model, spec = build(plugin)
+    images = random_batch(plugin, spec).images
+    with evaluating(model), refused_as_failure():
+        values = call_evaluation_metrics(
+            model, plugin, images, labels=class_labels(spec, images.shape[0])
+        )
+    clashes = sorted(set(values) & RESERVED_METRIC_NAMES)
+    if clashes:
+        raise CheckFailed(
+            f"evaluation_metrics names {', '.join(clashes)}, which gentool reports itself: "
+            "rename them"
+        )
+    bad = {name: value for name, value in values.items() if not math.isfinite(value)}
+    if bad:
+        raise CheckFailed(
+            f"evaluation_metrics of random images gave non-finite values {bad}: guard logs "
+            "and divisions (log(p + 1e-10))"
+        )
+
+
 def has_method(method: str) -> Callable[[ModelPlugin], bool]:
     """Whether the model a plugin builds has `method` (a model that fails to build has none;
     builds_on_cpu reports why)."""
