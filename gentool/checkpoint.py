@@ -46,6 +46,28 @@ RUNS_ROOT = Path("runs")
 MAX_RUN_FILE_BYTES = 2**26  # run.json is kilobytes; far larger is damage
 
 
+def _mismatch(model: torch.nn.Module, tensors: Mapping[str, torch.Tensor]) -> str:
+    """Which state_dict keys differ between a model and a checkpoint, in words."""
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in tensors]
+    unexpected = [key for key in tensors if key not in expected]
+    reshaped = [
+        f"{key} {tuple(tensors[key].shape)} for {tuple(value.shape)}"
+        for key, value in expected.items()
+        if key in tensors and tensors[key].shape != value.shape
+    ]
+    parts = [
+        f"{what}: {', '.join(keys[:3])}{' …' if len(keys) > 3 else ''}"
+        for what, keys in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("other shapes", reshaped),
+        )
+        if keys
+    ]
+    return "; ".join(parts) or "the tensors differ"
+
+
 class RunFolder(RunFiles):
     """One training run on disk."""
 
@@ -142,11 +164,12 @@ class RunFolder(RunFiles):
             tensors = self._read_tensors(record, MODEL_FILE)
         try:
             model.load_state_dict(tensors, strict=True)
-        except RuntimeError as error:
-            detail = str(error).strip().splitlines()[-1].strip()
+        except RuntimeError:
             raise CheckpointError(
-                f"the weights in {self.path} do not fit this model ({detail}); "
-                "was it trained with a different config?"
+                f"the weights in {self.path} do not fit this model ({_mismatch(model, tensors)})"
+                f"; the plugin's code or the run's config changed since it was trained: "
+                f"install the plugin version that trained it ({record.plugin.version}), or "
+                "train again"
             ) from None
 
     def load_optimizers(

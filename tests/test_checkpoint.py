@@ -95,7 +95,8 @@ def edit_run_json(run: RunFolder, change) -> None:
         ),
         (
             lambda run: edit_run_json(run, lambda r: r["config"].update(g_features=4)),
-            r"do not fit this model .*different config",
+            r"do not fit this model \(other shapes: generator\..*; the plugin's code or the "
+            r"run's config changed",
         ),
         (
             lambda run: (run.path / run.read().checkpoint / "model.safetensors").unlink(),

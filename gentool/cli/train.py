@@ -275,10 +275,12 @@ def train(
     if ranks_from_environment().main:
         last = summary.last_sample_grid
         grid = f"; last samples: {escaped(last)}" if last else ""
+        steps = f"{summary.total_steps} steps"
+        if summary.steps != summary.total_steps:  # a resumed run: say what this command did
+            steps += f", {summary.steps} of them now"
         console.print(
             f"[green]done:[/] {summary.epochs_done} epochs of {escaped(entry.name)} in "
-            f"{escaped(run)} "
-            f"({summary.steps} steps, {summary.seconds:.1f} s, "
+            f"{escaped(run)} ({steps}, {summary.seconds:.1f} s, "
             f"{summary.images_per_second:.1f} images/s){grid}",
             highlight=False,
         )

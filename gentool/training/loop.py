@@ -44,6 +44,7 @@ SAMPLE_GRID_SIZE = 64  # images in each epoch's sample grid (8×8, or a row per 
 class TrainSummary:
     epochs_done: int
     steps: int  # optimisation steps taken in this invocation
+    total_steps: int  # optimisation steps of the run, those of the commands it resumed included
     seconds: float
     images_per_second: float
     last_sample_grid: Path | None
@@ -71,6 +72,7 @@ def fit(session: Session) -> TrainSummary:
     return TrainSummary(
         epochs_done=session.progress.epoch,
         steps=session.steps,
+        total_steps=session.progress.global_step,
         seconds=seconds,
         images_per_second=images / seconds if seconds > 0 else 0.0,
         last_sample_grid=session.last_grid,

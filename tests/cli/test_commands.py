@@ -61,6 +61,8 @@ def test_resume_continues_a_run_to_more_epochs(in_tmp):
     assert resumed.exit_code == 0, resumed.output
     assert "epoch 2/2:" in resumed.output and "epoch 1/2" not in resumed.output
     assert json.loads((in_tmp / "run" / "run.json").read_text())["progress"]["epoch"] == 2
+    steps = json.loads((in_tmp / "run" / "run.json").read_text())["progress"]["global_step"]
+    assert f"({steps} steps, {steps // 2} of them now," in resumed.output
 
 
 def test_training_on_a_folder_of_pngs_made_by_data_make(in_tmp):
