@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -271,3 +272,20 @@ def test_phases_may_share_parameters_between_their_optimizers():
             return {**super().configure_optimizers(), "everything": everything}
 
     CHECK["training_step_updates_parameters"](replace(TWO_STAGE, build=FineTuned))
+
+
+def test_the_guide_lists_every_check():
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "plugins.md").read_text()
+    assert [check.name for check in CHECKS if f"| `{check.name}` |" not in guide] == []
+
+
+def test_a_variant_of_an_installed_plugin_with_another_test_config_resolves():
+    (entry_point_resolves,) = [check for check in CHECKS if check.name == "entry_point_resolves"]
+    entry_point_resolves(replace(dcgan, test_config={**dcgan.test_config, "latent_dim": 3}))
+
+
+def test_each_test_config_is_checked_as_a_case_of_its_own():
+    varied = replace(vae, test_configs=({**vae.test_config, "recon_loss": "mse"},))
+    ids = [case.id for case in parametrize_with_checks([varied]).args[1]]
+    assert "vae-config1-training_step_updates_parameters" in ids
+    assert "vae-config1-import_leaves_torch_unloaded" not in ids  # the same for every config
