@@ -34,7 +34,7 @@ says so.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gentool.config import ConfigField, config_fields, option, parse_config
@@ -133,6 +133,10 @@ class ModelPlugin:
     # API 1.1: more tiny configurations the kit checks each as well (the variants whose code
     # differs: an EMA codebook and a learned one, say).
     test_configs: tuple[Mapping[str, Any], ...] = field(default=(), hash=False)
+    # API 1.1: the capabilities of a config, when they depend on it (a VQ-VAE samples only with
+    # a prior to sample from, say); None means `capabilities` whatever the config. It must not
+    # import torch: `gentool info` and the commands call it before building the model.
+    capabilities_for: Callable[[Any], Capabilities] | None = None
 
     def parse_config(self, values: Mapping[str, Any] | None = None) -> Any:
         """The config from user values over the defaults; a ConfigError names what is wrong."""
@@ -140,6 +144,12 @@ class ModelPlugin:
 
     def config_fields(self) -> tuple[ConfigField, ...]:
         return config_fields(self.Config)
+
+    def for_config(self, config: Any) -> ModelPlugin:
+        """This plugin with the capabilities of `config` (see `capabilities_for`)."""
+        if self.capabilities_for is None:
+            return self
+        return replace(self, capabilities=self.capabilities_for(config))
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ from gentool.metrics import (
     ssim,
 )
 from gentool.model_calls import call_evaluation_metrics, call_reconstruct
-from gentool.models import image_size_of, load_trained
+from gentool.models import image_size_of, load_trained, plugin_for_config
 from gentool.registry import PluginEntry
 from gentool.sampling import draw_uint8, evaluating
 
@@ -112,6 +112,12 @@ def parse_metrics(
             f"unknown {flag} {', '.join(unknown) or repr(text)}: choose from "
             f"{', '.join(METRIC_NAMES)}"
         )
+    check_metrics_apply(chosen, plugin, flag)
+    return chosen
+
+
+def check_metrics_apply(chosen: tuple[str, ...], plugin: ModelPlugin, flag: str) -> None:
+    """Refuse metrics the model's capabilities (for its config) rule out."""
     if not plugin.capabilities.sample and SAMPLING_METRICS & set(chosen):
         raise GentoolError(
             f"{plugin.name} does not sample new images, so fid, kid and pr do not apply; "
@@ -119,7 +125,6 @@ def parse_metrics(
         )
     if not plugin.capabilities.reconstruct and "recon" in chosen:
         raise GentoolError(f"{plugin.name} does not reconstruct images, so recon does not apply")
-    return chosen
 
 
 def evaluate_run(
@@ -143,6 +148,8 @@ def evaluate_run(
         entry, run_dir, resolve_device(device), averaged=not raw_weights
     )
     config = plugin.parse_config(record.config)
+    plugin = plugin_for_config(plugin, config)
+    check_metrics_apply(settings.metrics, plugin, "--metrics")
     source = data or record.data.source
     # Other data than the run's counts as held out; the run's own data is extended past it.
     held_out_from = record.data.count if source == record.data.source else None

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from gentool.api import ModelPlugin
 from gentool.atomic import atomic_write
 from gentool.data import ImageDataset, check_fits, load_dataset, to_uint8
 from gentool.devices import resolve_device
@@ -55,9 +54,10 @@ def sample_images(
     Conditional models draw one row per class by default (`grid_by_class`), `count` being the total
     (rounded down to whole rows), or `count` images of one class with `label`.
     """
-    plugin = _plugin_of(entry)
     if out is not None:
         out = output_path(out)
+    model = _load(entry, run_dir, device, raw_weights)
+    plugin = model.plugin  # with the capabilities of the run's config
     if not plugin.capabilities.sample:
         if plugin.capabilities.reconstruct:
             raise GentoolError(
@@ -65,7 +65,6 @@ def sample_images(
                 f"ones; use `gentool reconstruct {plugin.name}`"
             )
         raise GentoolError(f"{plugin.name} does not generate new images, so it cannot sample")
-    model = _load(entry, run_dir, device, raw_weights)
     labels, columns = _sample_labels(model, count, label, grid_by_class)
     total = count if labels is None else len(labels)
     images = model.sample(total, seed=seed, labels=labels, output="float")
@@ -99,12 +98,12 @@ def interpolate_images(
     Conditional models walk within `label`'s class; without it, random pairs take the classes
     in turn, and two images the classes of the folders they are in.
     """
-    plugin = _plugin_of(entry)
     if out is not None:
         out = output_path(out)
     if (start_image is None) != (end_image is None):
         raise GentoolError("--from and --to go together: give both images or neither")
     model = _load(entry, run_dir, device, raw_weights)
+    plugin = model.plugin
     if not hasattr(model.module, "decode"):
         raise GentoolError(f"{plugin.name} cannot decode codes into images, so it cannot walk")
     if start_image is None and not hasattr(model.module, "sample_latent"):
@@ -146,12 +145,11 @@ def reconstruct_images(
 ) -> tuple[Written, float]:
     """A grid of images (odd rows) above their reconstructions (even rows), and the mean squared
     error of the reconstructions in [0, 1] pixel units."""
-    plugin = _plugin_of(entry)
     if out is not None:
         out = output_path(out)
-    if not plugin.capabilities.reconstruct:
-        raise GentoolError(f"{plugin.name} does not reconstruct images")
     model = _load(entry, run_dir, device, raw_weights)
+    if not model.capabilities.reconstruct:
+        raise GentoolError(f"{model.name} does not reconstruct images")
     dataset = _run_data(model, data, limit=count)
     before = dataset.images[:count]
     labels = _data_labels(model, dataset, "reconstruct")
@@ -180,12 +178,12 @@ def encode_images(
 ) -> tuple[Path, int, tuple[int, ...]]:
     """Codes of every image of `data` (default: the run's data) as safetensors, with labels when
     the data has them; returns the path, the image count and the shape of one code."""
-    plugin = _plugin_of(entry)
     if out is not None:
         out = output_path(out)
+    model = _load(entry, run_dir, device, raw_weights)
+    plugin = model.plugin
     if not plugin.capabilities.encode:
         raise GentoolError(f"{plugin.name} does not encode images into codes")
-    model = _load(entry, run_dir, device, raw_weights)
     dataset = _run_data(model, data, limit=None)
     labels = _data_labels(model, dataset, "encode")
     codes = model.encode(dataset.images, labels=labels, batch_size=batch_size)
@@ -273,8 +271,3 @@ def _save_npz(
         arrays["labels"] = labels.cpu().numpy()
     with atomic_write(path, make_parents=True) as temporary, temporary.open("wb") as file:
         np.savez(file, **arrays)
-
-
-def _plugin_of(entry: PluginEntry) -> ModelPlugin:
-    assert entry.plugin is not None  # the registry resolves loaded plugins only
-    return entry.plugin

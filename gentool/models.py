@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch.overrides import TorchFunctionMode
 
-from gentool.api import DataSpec, ModelPlugin
+from gentool.api import Capabilities, DataSpec, ModelPlugin
 from gentool.checkpoint import RunFolder, latest_run
 from gentool.errors import (
     CheckpointError,
@@ -31,6 +31,18 @@ def image_size_of(config: Any) -> int | None:
     """The side the model wants its images fitted to: its config's `image_size`, when it has one
     (see `gentool.api.ModelPlugin`); None means the data's own size."""
     return getattr(config, "image_size", None)
+
+
+def plugin_for_config(plugin: ModelPlugin, config: Any) -> ModelPlugin:
+    """`plugin` with the capabilities of `config` (`ModelPlugin.capabilities_for`), checked."""
+    with calling(plugin, "capabilities_for"):
+        specialised = plugin.for_config(config)
+    if not isinstance(specialised.capabilities, Capabilities):
+        raise PluginError(
+            f"{plugin.name}: capabilities_for returned "
+            f"{type(specialised.capabilities).__name__}, not Capabilities"
+        )
+    return specialised
 
 
 def build_model(

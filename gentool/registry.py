@@ -279,8 +279,11 @@ def plugin_tracebacks() -> bool:
 def plugin_origin(plugin: ModelPlugin) -> str:
     """ "plugin 'NAME' (from DISTRIBUTION VERSION)" for an installed plugin, else its name: how
     a message names the plugin at fault."""
-    for entry in discover():
-        if entry.plugin is plugin:
+    for entry in discover():  # the same plugin, or its copy for a config (for_config)
+        if entry.plugin is not None and (entry.plugin.name, entry.plugin.Config) == (
+            plugin.name,
+            plugin.Config,
+        ):
             return f"plugin {plugin.name!r} (from {entry.distribution} {entry.version})"
     return f"plugin {plugin.name!r}"
 

@@ -34,7 +34,7 @@ from gentool.model_calls import (
     call_sample_latent,
     check_images,
 )
-from gentool.models import load_trained
+from gentool.models import load_trained, plugin_for_config
 from gentool.record import RunRecord
 from gentool.registry import PluginEntry, resolve
 from gentool.sampling import device_of, draw, evaluating
@@ -89,7 +89,8 @@ class TrainedModel:
         averaged: bool,
     ) -> None:
         assert entry.plugin is not None  # the registry resolves loaded plugins only
-        self.entry, self.plugin, self.module = entry, entry.plugin, module
+        self.plugin = plugin_for_config(entry.plugin, entry.plugin.parse_config(record.config))
+        self.entry, self.module = entry, module
         self.record, self.run = record, run
         self.weights = "ema" if averaged and record.training.ema is not None else "raw"
 

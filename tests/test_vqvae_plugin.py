@@ -48,7 +48,21 @@ def gentool(*args: str) -> str:
 def test_the_kit_checks_both_codebooks(vqvae):
     results = check_plugin(resolve("vqvae").plugin)
     assert all(result.passed for result in results)
-    assert "vqvae-config1: decode_gives_images" in {result.check for result in results}
+    checked = {result.check for result in results}
+    assert "vqvae-config1: decode_gives_images" in checked
+    assert "vqvae-config2: reconstruct_shape_dtype_range" in checked
+    assert "vqvae-config2: sample_shape_dtype_range" not in checked  # it does not sample
+
+
+def test_capabilities_follow_the_runs_config(vqvae):
+    gentool("train", "vqvae", *TRAIN, "-o", "sampler=none", "--epochs", "1", "--run-dir", "run")
+    line = one_line_error(runner.invoke(app, ["sample", "vqvae", "--run", "run"]))
+    assert "vqvae is an autoencoder: it reconstructs images and does not sample" in line
+    line = one_line_error(runner.invoke(app, ["eval", "vqvae", "--run", "run", "--n", "10"]))
+    assert "vqvae does not sample new images, so fid, kid and pr do not apply" in line
+    assert "perplexity" in gentool(
+        "eval", "vqvae", "--run", "run", "--n", "10", "--metrics", "recon"
+    )
 
 
 def test_codes_stay_integers_and_cannot_be_walked(vqvae):

@@ -22,6 +22,9 @@ class Config:
     decay: float = option(0.9, "the moving averages' decay (codebook ema)", min=0, max=0.999)
     commitment: float = option(0.25, "weight beta of the commitment loss", min=0)
     lr: float = option(1e-2, "Adam learning rate", min=0)
+    sampler: Literal["uniform", "none"] = option(
+        "uniform", "what sample draws: uniform random codes (a baseline), or none: no sampling"
+    )
 
 
 def build(config, spec):
@@ -102,14 +105,23 @@ def build(config, spec):
     return VQVAE()
 
 
+def capabilities_for(config):
+    samples = config.sampler == "uniform"
+    return Capabilities(sample=samples, reconstruct=True, encode=True, baseline_sampler=samples)
+
+
 plugin = ModelPlugin(
     name="vqvae",
     summary="VQ-VAE: integer codes, a codebook learned by EMA or by its loss",
     Config=Config,
     build=build,
-    capabilities=Capabilities(sample=True, reconstruct=True, encode=True, baseline_sampler=True),
+    capabilities=capabilities_for(Config()),
+    capabilities_for=capabilities_for,
     value_range=(0.0, 1.0),
     test_config={"image_size": 8, "codes": 8},
-    test_configs=({"image_size": 8, "codes": 8, "codebook": "loss"},),
+    test_configs=(
+        {"image_size": 8, "codes": 8, "codebook": "loss"},
+        {"image_size": 8, "codes": 8, "sampler": "none"},
+    ),
 )
 """

@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from gentool.api import ModelPlugin
 from gentool.testing.checks import CHECKS
+from gentool.testing.exercise import for_test_config
 from gentool.testing.rules import Check, CheckFailed, CheckResult
 
 __all__ = [
@@ -42,19 +43,21 @@ __all__ = [
 ]
 
 
-def checks_for(plugin: ModelPlugin) -> list[Check]:
-    """The checks that apply to `plugin`, in order."""
-    return [check for check in CHECKS if check.applies(plugin)]
-
-
 def variants(plugin: ModelPlugin) -> Iterator[tuple[str, ModelPlugin, list[Check]]]:
     """(name, plugin, checks) for its test_config, then for each of its test_configs (without
-    the checks that do not depend on the config)."""
-    yield plugin.name, plugin, checks_for(plugin)
+    the checks that do not depend on the config); each plugin with the capabilities of its
+    config."""
+    yield plugin.name, for_test_config(plugin), checks_for(plugin)
     for number, config in enumerate(plugin.test_configs, start=1):
-        variant = replace(plugin, test_config=config)
+        variant = for_test_config(replace(plugin, test_config=config))
         checks = [check for check in checks_for(variant) if check.per_config]
         yield f"{plugin.name}-config{number}", variant, checks
+
+
+def checks_for(plugin: ModelPlugin) -> list[Check]:
+    """The checks that apply to `plugin` with its test_config, in order."""
+    specialised = for_test_config(plugin)
+    return [check for check in CHECKS if check.applies(specialised)]
 
 
 def check_plugin(
@@ -64,7 +67,7 @@ def check_plugin(
     results = []
     for name, variant, checks in variants(plugin):
         for check in checks:
-            shown = check.name if variant is plugin else f"{name}: {check.name}"
+            shown = check.name if name == plugin.name else f"{name}: {check.name}"
             try:
                 check(variant)
             except Exception as error:  # a crash inside the plugin fails the check as well

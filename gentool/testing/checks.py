@@ -87,13 +87,12 @@ def _entry_point_resolves(plugin: ModelPlugin) -> None:
 
 def _same_plugin(installed: ModelPlugin | None, checked: ModelPlugin) -> bool:
     """Whether `checked` is the installed plugin, or a variant of it that only tests another
-    config (`dataclasses.replace(plugin, test_config=...)`, as the kit checks test_configs)."""
+    config (`dataclasses.replace(plugin, test_config=...)`, as the kit checks test_configs),
+    with that config's capabilities."""
     if installed is None:
         return False
-    return (
-        replace(installed, test_config=checked.test_config, test_configs=checked.test_configs)
-        == checked
-    )
+    tested = {"test_config": checked.test_config, "test_configs": checked.test_configs}
+    return replace(installed, **tested, capabilities=checked.capabilities) == checked
 
 
 def _config_defaults_validate(plugin: ModelPlugin) -> None:

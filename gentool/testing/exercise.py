@@ -19,6 +19,11 @@ CHECK_BATCH = 8
 CHECK_IMAGE_SIZE = 16  # for plugins whose config fixes no image size
 
 
+def for_test_config(plugin: ModelPlugin) -> ModelPlugin:
+    """`plugin` with the capabilities of its test_config (`ModelPlugin.capabilities_for`)."""
+    return plugin.for_config(plugin.parse_config(plugin.test_config))
+
+
 def build(
     plugin: ModelPlugin, seed: int = 0, changes: Mapping[str, Any] | None = None
 ) -> tuple[torch.nn.Module, DataSpec]:

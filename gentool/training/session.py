@@ -8,6 +8,7 @@ average), the speed options, and the files and display it writes to.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import shlex
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, ExitStack
@@ -26,7 +27,7 @@ from gentool.errors import CheckpointError, ConfigError
 from gentool.jsonl import JsonLinesWriter
 from gentool.kernels import fused_blocks_running_plain
 from gentool.loggers import RunInfo
-from gentool.models import build_model
+from gentool.models import build_model, plugin_for_config
 from gentool.record import Progress, RunRecord
 from gentool.run_files import checkpoint_name
 from gentool.training.claim import RunClaim, StagedRun
@@ -123,6 +124,7 @@ def open_session(
     which `gentool.training.loop` writes)."""
     start_run = start_resumed_run if plan.request.resume else start_new_run
     start = start_run(plan, files if ranks.main else None)
+    plan = dataclasses.replace(plan, plugin=plugin_for_config(plan.plugin, start.config))
     torch.manual_seed(seed_of(plan, start))  # before build, so initialisation follows the seed
     model = build_model(plan.plugin, start.config, start.dataset.spec, device)
     model = prepare_model(model, plan.acceleration)

@@ -17,7 +17,7 @@ from gentool.checkpoint import RunFolder, latest_run, new_run_folder
 from gentool.config import config_to_dict
 from gentool.data import ImageDataset, load_dataset
 from gentool.errors import DataError, GentoolError
-from gentool.models import image_size_of
+from gentool.models import image_size_of, plugin_for_config
 from gentool.record import DataInfo, PluginInfo, RunRecord, TrainingSettings
 from gentool.run_files import enclosing_run
 from gentool.training.claim import RunClaim, remove_stale_replacements
@@ -53,7 +53,7 @@ def start_new_run(plan: TrainingPlan, claims: ExitStack | None) -> RunStart:
     dataset = load_dataset(
         request.data,
         image_size=image_size_of(config),
-        needs_labels=plugin.capabilities.conditional,
+        needs_labels=plugin_for_config(plugin, config).capabilities.conditional,
         limit=request.limit,
     )
     loggers = plan.loggers if plan.loggers is not None else LoggerChoice(names=())
@@ -122,7 +122,7 @@ def start_resumed_run(plan: TrainingPlan, claims: ExitStack | None) -> RunStart:
     dataset = load_dataset(
         source,
         image_size=image_size_of(config),
-        needs_labels=plugin.capabilities.conditional,
+        needs_labels=plugin_for_config(plugin, config).capabilities.conditional,
         limit=record.data.limit,
     )
     if dataset.fingerprint != record.data.fingerprint:
