@@ -17,7 +17,8 @@ gentool refuses versions it does not support, naming the plugin's distribution a
 upgrade. The API only grows by optional members with defaults, so a plugin written for 1.0 works
 unchanged with 1.1 (`API_REVISION`), which added: labels for conditional models' `encode` and
 `reconstruct`; integer (discrete) codes; `TrainContext.all_reduce`; a model's own evaluation
-metrics (`evaluation_metrics`); `ModelPlugin.test_configs`.
+metrics (`evaluation_metrics`); `Capabilities.baseline_sampler`; `ModelPlugin.test_configs` and
+`ModelPlugin.capabilities_for`.
 
 Labels: a conditional model (`Capabilities.conditional`) is given `labels`, (B,) int64 class
 indexes on its device, in every call gentool makes: `batch.labels` in training, and `labels=` to
