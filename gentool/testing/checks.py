@@ -46,7 +46,10 @@ def _import_leaves_torch_unloaded(plugin: ModelPlugin) -> None:
     )
     if result.returncode != 0:
         last_line = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise CheckFailed(f"importing {module} fails: {last_line}")
+        raise CheckFailed(
+            f"importing {module} fails: {last_line}; `python -c 'import {module}'` shows the "
+            "traceback to fix"
+        )
     loaded = result.stdout.strip().splitlines()[-1]
     if loaded != "[]":
         raise CheckFailed(
@@ -77,7 +80,10 @@ def _entry_point_resolves(plugin: ModelPlugin) -> None:
         )
     broken = [entry for entry in entries if not entry.ok]
     if broken:
-        raise CheckFailed(f"the entry point {broken[0].qualified_name} fails: {broken[0].error}")
+        raise CheckFailed(
+            f"the entry point {broken[0].qualified_name} fails: {broken[0].error}; "
+            "GENTOOL_STRICT_PLUGINS=1 gentool list shows the traceback to fix"
+        )
     if not any(_same_plugin(entry.plugin, plugin) for entry in entries):
         raise CheckFailed(
             f"the entry point {plugin.name!r} resolves to another plugin: point it at this "
