@@ -252,6 +252,21 @@ def _fix_for_moves(model: Any, moved: list[str], owner: str | None) -> str:
     return "step optimizers only through ctx.step(name), after ctx.backward(loss)"
 
 
+def _trains_on_labelled_data(plugin: ModelPlugin) -> None:
+    """A model that is not conditional may still be trained on labelled data, whose batches
+    carry labels: one step of it, as gentool takes it."""
+    import torch
+
+    model, spec = build(plugin, labelled=True)
+    logs = train_once(plugin, model, spec)
+    bad = {name: v.tolist() for name, v in logs.items() if not torch.isfinite(v).all()}
+    if bad:
+        raise CheckFailed(
+            f"one training step on labelled data logged non-finite values: {bad}; check the "
+            "loss with batch.labels given, as gentool gives them whenever the data has labels"
+        )
+
+
 def _sample_shape_dtype_range(plugin: ModelPlugin) -> None:
     model, spec = build(plugin)
     model.eval()
@@ -361,6 +376,12 @@ CHECKS: list[Check] = [
         _training_step_updates_parameters,
         _always,
         "one step: finite logs, every parameter moves, each optimizer only its own",
+    ),
+    Check(
+        "trains_on_labelled_data",
+        _trains_on_labelled_data,
+        lambda plugin: not plugin.capabilities.conditional,
+        "one step on labelled data, as gentool trains any model on it, logs finite values",
     ),
     Check(
         "sample_shape_dtype_range",

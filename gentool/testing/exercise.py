@@ -25,16 +25,22 @@ def for_test_config(plugin: ModelPlugin) -> ModelPlugin:
 
 
 def build(
-    plugin: ModelPlugin, seed: int = 0, changes: Mapping[str, Any] | None = None
+    plugin: ModelPlugin,
+    seed: int = 0,
+    changes: Mapping[str, Any] | None = None,
+    *,
+    labelled: bool = False,
 ) -> tuple[torch.nn.Module, DataSpec]:
-    """The model of the plugin's test_config (with `changes`), seeded, and its data's spec."""
+    """The model of the plugin's test_config (with `changes`), seeded, and its data's spec:
+    labelled for conditional plugins, and for others when `labelled` (gentool trains any model
+    on labelled data, and gives it the labels)."""
     import torch
 
     from gentool.models import image_size_of
 
     config = plugin.parse_config({**plugin.test_config, **(changes or {})})
     size = image_size_of(config) or CHECK_IMAGE_SIZE
-    classes = CHECK_CLASSES if plugin.capabilities.conditional else ()
+    classes = CHECK_CLASSES if plugin.capabilities.conditional or labelled else ()
     spec = DataSpec(channels=3, height=size, width=size, class_names=classes)
     torch.manual_seed(seed)
     return plugin.build(config, spec), spec
@@ -135,13 +141,16 @@ def decode(
         return call_decode(model, plugin, codes, labels=labels)
 
 
-def train_once(plugin: ModelPlugin, model: Any, spec: DataSpec) -> None:
+def train_once(plugin: ModelPlugin, model: Any, spec: DataSpec) -> dict[str, torch.Tensor]:
+    """One training step, as the trainer takes it; what it logged."""
     import torch
 
-    from gentool.training.step import StepContext, optimizers_of, train_step
+    from gentool.training.step import StepContext, optimizers_of, phases_of, train_step
 
     context = StepContext(optimizers_of(model, plugin), torch.device("cpu"))
-    train_step(model, random_batch(plugin, spec), context, plugin)
+    phases = phases_of(model, plugin)
+    context.enter_phase(phases[0] if phases else None)
+    return train_step(model, random_batch(plugin, spec), context, plugin)
 
 
 def parameter_owners(

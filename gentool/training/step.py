@@ -94,13 +94,8 @@ RESERVED_NAMES = frozenset({"step", "epoch", "phase", "event"})
 def train_step(
     model: torch.nn.Module, batch: Batch, context: StepContext, plugin: ModelPlugin
 ) -> dict[str, torch.Tensor]:
-    """One training step; the values it logs, detached, still on the device.
-
-    Labels go to conditional models only, as in every other call into a plugin: an
-    unconditional model trained on labelled data sees what it sees on unlabelled data."""
+    """One training step; the values it logs, detached, still on the device."""
     model.train()
-    if batch.labels is not None and not plugin.capabilities.conditional:
-        batch = Batch(images=batch.images)
     if is_manual(model):
         outputs = model.training_step(batch, context)
     else:
