@@ -126,6 +126,10 @@ def test_a_conditional_model_without_labels_says_which_option_gives_them(recordi
     for command in (["encode", *faces, "--out", "c.st"], ["reconstruct", *faces, "--n", "2"]):
         line = one_line_error(runner.invoke(app, [command[0], "recorder-cond", *command[1:]]))
         assert "recorder-cond is conditional" in line and "give --data a labelled dataset" in line
+    gentool("sample", "recorder-cond", "--run", "run", "--n", "1", "--out", "a.png")
+    walk = ["interpolate", "recorder-cond", "--run", "run", "--from", "a.png", "--to", "a.png"]
+    line = one_line_error(runner.invoke(app, walk))
+    assert "recorder-cond is conditional" in line and "walk in with --label" in line
 
 
 def test_a_conditional_models_epoch_grid_has_one_row_per_class(recording, monkeypatch):
