@@ -170,7 +170,8 @@ def parameter_owners(
                 if name in owners and not phased:
                     (other,) = owners[name]
                     raise CheckFailed(
-                        f"parameter {name} is in optimizers {other!r} and {optimizer_name!r}"
+                        f"parameter {name} is in optimizers {other!r} and {optimizer_name!r}: "
+                        "give each parameter to one optimizer, or train them in phases()"
                     )
                 owners.setdefault(name, set()).add(optimizer_name)
     return owners
