@@ -5,6 +5,7 @@ train it as one does."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -77,7 +78,11 @@ def test_codes_stay_integers_and_cannot_be_walked(vqvae):
 
 
 def test_eval_reports_the_codebook_perplexity_and_the_baseline_sampler(vqvae):
-    gentool("train", "vqvae", *TRAIN, "--epochs", "1", "--run-dir", "run")
+    every_epoch = ["--eval-every", "1", "--eval-n", "10", "--eval-metrics", "recon"]
+    trained = gentool("train", "vqvae", *TRAIN, "--epochs", "1", "--run-dir", "run", *every_epoch)
+    assert "eval after epoch 1:" in trained and "perplexity" in trained
+    logged = [json.loads(line) for line in Path("run/metrics.jsonl").read_text().splitlines()]
+    assert [line["perplexity"] > 1 for line in logged if line.get("event") == "eval"] == [True]
     shown = gentool("eval", "vqvae", "--run", "run", "--n", "10", "--metrics", "fid", "--json")
     assert '"perplexity"' in shown and '"sampler": "baseline"' in shown
     table = gentool("eval", "vqvae", "--run", "run", "--n", "10", "--metrics", "fid")
