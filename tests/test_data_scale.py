@@ -127,6 +127,10 @@ def test_zip_archives_are_data_with_their_class_folders(tmp_path):
     assert dataset.labels.tolist() == [0, 0, 0, 1, 1, 1]
     assert dataset.images[4, 0, 0, 0] == 40 and dataset.images[4, 2, 0, 0] == 200
     assert dataset.fingerprint == load_dataset(str(archive), image_size=8).fingerprint
+    replaced = tmp_path / "replaced.zip"
+    write_zip(replaced, {name: png_bytes((9, 9, 9)) for name in members})
+    replaced.replace(archive)  # the same path, another archive: read anew
+    assert load_dataset(str(archive), image_size=8).images[4, 0, 0, 0] == 9
 
 
 def test_a_zip_bomb_inflates_no_further_than_the_limit(tmp_path, monkeypatch):

@@ -19,6 +19,7 @@ from gentool.image_files import (
     Decoded,
     FileChanged,
     ImageFile,
+    close_archives,
     decode_files,
     read_content,
     start_worker,
@@ -68,6 +69,8 @@ def decode_into(
         raise DataChanged(
             f"{names(index)} changed while the data was read: run again once it is settled"
         ) from None
+    finally:
+        close_archives()  # the next decoding may find an archive replaced
     _count_failures(failures, len(items), source)
     return kept, digest.hexdigest()
 
@@ -75,13 +78,16 @@ def decode_into(
 def content_digest_of(items: list[ImageFile]) -> str:
     """The digest `decode_into` gives for `items`, from their bytes as they are now."""
     digest = hashlib.sha256()
-    for item in items:
-        try:
-            digest.update(hashlib.sha256(read_content(item)).digest())
-        except FileChanged:
-            digest.update(b"changed")  # the key no longer matches either: decoded again
-        except Exception:  # unreadable now; as it was when decoded, or not
-            digest.update(b"unreadable")
+    try:
+        for item in items:
+            try:
+                digest.update(hashlib.sha256(read_content(item)).digest())
+            except FileChanged:
+                digest.update(b"changed")  # the key no longer matches either: decoded again
+            except Exception:  # unreadable now; as it was when decoded, or not
+                digest.update(b"unreadable")
+    finally:
+        close_archives()
     return digest.hexdigest()
 
 
