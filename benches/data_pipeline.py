@@ -8,7 +8,7 @@ another's memory:
 
 - decode: `load_dataset` on an empty cache: seconds, files/s, peak memory.
 - restart: `gentool train dcgan --data FOLDER` on the warm cache, from the process's start to the
-  end of its first training step: seconds, peak memory.
+  start and to the end of its first training step: seconds, peak memory.
 - gather: one epoch of batches (64 images each) from the cached set on the CPU: images/s, peak
   memory.
 
@@ -61,8 +61,10 @@ import gentool.training.loop as loop
 from gentool.__main__ import main
 run_step = loop.run_step
 def first_step(session, batch):
-    values = run_step(session, batch)
-    print(json.dumps({"finished_at": time.time(), **peaks()}), flush=True)
+    started_at = time.time()
+    run_step(session, batch)
+    finished_at = time.time()
+    print(json.dumps({"started_at": started_at, "finished_at": finished_at, **peaks()}), flush=True)
     os._exit(0)
 loop.run_step = first_step
 sys.argv = ["gentool", "train", "dcgan", "--data", FOLDER, "--run-dir", RUN_DIR,
@@ -100,6 +102,7 @@ def run_stage(body: str, folder: Path, image_size: int, cache: Path, run_dir: Pa
         raise SystemExit(f"stage failed:\n{done.stderr[-4000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
     if "finished_at" in result:
+        result["seconds_to_first_step"] = result.pop("started_at") - started
         result["seconds"] = result.pop("finished_at") - started
     return result
 

@@ -34,6 +34,7 @@ _GRAYSCALE_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B
 _WIDE_INTEGER_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})  # read as 16-bit
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 _TRANSPARENT_GROUND = (255, 255, 255, 255)  # see-through pixels become white
+SNIFF_ABOVE_BYTES = 2**20  # a larger file must show an image's header before it is read whole
 
 
 class ImageTooLarge(ValueError):
@@ -129,6 +130,8 @@ def start_worker() -> None:
 
 
 def _decode(item: ImageFile, image_size: int | None) -> Decoded:
+    if item.size > SNIFF_ABOVE_BYTES and not _is_image(item):
+        return Decoded(None, "not an image in a format gentool reads", None)
     try:
         content = read_content(item)
     except FileChanged:
@@ -146,6 +149,23 @@ def _decode(item: ImageFile, image_size: int | None) -> Decoded:
     except Exception as error:  # whatever one file does, it is that file that is skipped
         return Decoded(None, str(error) or type(error).__name__, digest)
     return Decoded(pixels, None, digest)
+
+
+def _is_image(item: ImageFile) -> bool:
+    """Whether Pillow knows the file's format, from its header alone: a large file is read whole
+    only once it shows it is an image. Any doubt is left to the decoding."""
+    try:
+        with contextlib.ExitStack() as files:
+            if item.member is None:
+                file = files.enter_context(open_untrusted(item.path))
+            else:
+                file = files.enter_context(_archive(item.path).open(item.member))
+            files.enter_context(Image.open(file, formats=IMAGE_FORMATS))
+    except UnidentifiedImageError:
+        return False
+    except Exception:  # unreadable or damaged: the decoding says which, with a count
+        return True
+    return True
 
 
 def read_content(item: ImageFile) -> bytes:

@@ -133,6 +133,54 @@ def test_zip_archives_are_data_with_their_class_folders(tmp_path):
     assert load_dataset(str(archive), image_size=8).images[4, 0, 0, 0] == 9
 
 
+def test_zip_members_named_as_paths_out_or_twice_are_counted_not_dropped(tmp_path):
+    members = [
+        ("cat/0.png", png_bytes((1, 0, 0))),
+        ("dog\\0.png", png_bytes((2, 0, 0))),  # written by a Windows tool
+        ("../../evil.png", png_bytes((3, 0, 0))),
+        ("/etc/absolute.png", png_bytes((4, 0, 0))),
+        ("cat/1.png", png_bytes((5, 0, 0))),
+        ("cat/1.png", png_bytes((6, 0, 0))),  # appended later: it replaces the first
+    ]
+    archive = tmp_path / "odd.zip"
+    with zipfile.ZipFile(archive, "w") as writing, pytest.warns(UserWarning, match="Duplicate"):
+        for name, content in members:
+            writing.writestr(name, content)
+    with pytest.warns(DataWarning) as caught:
+        dataset = load_dataset(str(archive), image_size=8)
+    said = " ".join(str(warning.message) for warning in caught)
+    assert "skipped 2 members of" in said and "names are absolute or climb out with '..'" in said
+    assert "whose names a later member repeats (first: cat/1.png)" in said
+    assert dataset.class_names == ("cat", "dog")
+    assert dataset.images[:, 0, 0, 0].tolist() == [1, 6, 2]
+
+
+def test_a_zip_of_a_folder_is_the_same_data_as_the_folder(tmp_path):
+    folder = tmp_path / "shapes"
+    write_builtin_set("shapes", folder, count=12, size=8)
+    archive = tmp_path / "shapes.zip"
+    with zipfile.ZipFile(archive, "w") as writing:
+        for path in sorted(folder.rglob("*.png")):
+            writing.write(path, path.relative_to(tmp_path))  # inside one wrapping folder
+    from_folder = load_dataset(str(folder), image_size=8)
+    from_zip = load_dataset(str(archive), image_size=8)
+    assert from_zip.fingerprint == from_folder.fingerprint
+
+
+def test_a_large_file_that_is_no_image_is_not_read_whole(tmp_path, monkeypatch):
+    folder = tmp_path / "images"
+    write_builtin_set("faces", folder, count=3, size=8)
+    (folder / "zeros.png").write_bytes(bytes(3 * 2**20))
+    read = []
+    read_content = image_files.read_content
+    monkeypatch.setattr(
+        image_files, "read_content", lambda item: read.append(item.path) or read_content(item)
+    )
+    with pytest.warns(DataWarning, match="skipped 1 of 4 files .*zeros.png: not an image"):
+        assert len(load_dataset(str(folder), image_size=8)) == 3
+    assert not any(path.endswith("zeros.png") for path in read)
+
+
 def test_a_zip_bomb_inflates_no_further_than_the_limit(tmp_path, monkeypatch):
     monkeypatch.setattr(zips, "MAX_IMAGE_FILE_BYTES", 2**20)
     bomb = bytes(8 * 2**20)  # 8 MiB of zeros: a few kilobytes compressed
@@ -166,6 +214,20 @@ def test_an_archive_that_declares_too_many_members_is_refused_before_listing(tmp
     archive = write_zip(tmp_path / "many.zip", {f"{i}.png": png_bytes((i, 0, 0)) for i in range(3)})
     with pytest.raises(DataError, match="declares 3 members, more than the 2 gentool lists"):
         load_dataset(str(archive), image_size=8)
+    encrypted = write_zip(
+        tmp_path / "locked.zip", {f"{i}.png": png_bytes((i, 0, 0)) for i in range(2)}
+    )
+    content = bytearray(encrypted.read_bytes())
+    for signature, flags in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # set "encrypted"
+        start = 0
+        while (start := content.find(signature, start)) >= 0:
+            content[start + flags] |= 1
+            start += 4
+    encrypted.write_bytes(bytes(content))
+    with pytest.raises(
+        DataError, match="none of the 2 image files .* could be decoded .*encrypted"
+    ):
+        load_dataset(str(encrypted), image_size=8)
     (tmp_path / "junk.zip").write_bytes(b"PK not really")
     with pytest.raises(DataError, match="cannot read .*junk.zip.* as a zip archive"):
         load_dataset(str(tmp_path / "junk.zip"), image_size=8)
@@ -280,6 +342,11 @@ def test_data_cache_lists_the_entries_and_clears_them(tmp_path):
     listed = CliRunner().invoke(app, ["data", "cache"])
     assert listed.exit_code == 0, listed.output
     assert "3×8×8" in listed.output and "1 data sets, 1.4 KiB" in listed.output  # and a header
+    mine = cache_dir() / "notes" / "mine.txt"  # a file gentool did not write: never removed
+    mine.parent.mkdir()
+    mine.write_text("keep")
     cleared = CliRunner().invoke(app, ["data", "cache", "--clear"])
-    assert cleared.exit_code == 0 and "removed" in cleared.output
-    assert not cache_dir().exists()
+    assert cleared.exit_code == 0 and "removed 1 data sets (1.4 KiB)" in cleared.output
+    assert sorted(path.name for path in cache_dir().rglob("*")) == ["mine.txt", "notes"]
+    again = CliRunner().invoke(app, ["data", "cache", "--clear"])
+    assert again.exit_code == 0 and "no data set is cached in" in again.output

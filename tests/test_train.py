@@ -127,7 +127,7 @@ def test_flipped_data_resumes_bit_exact_and_is_recorded(dcgan_entry, tmp_path):
         train(stopped, tmp_path / "stopped", epochs=2, augment="flip", verify_data=True)
     assert signal.getsignal(signal.SIGINT) is handler
     assert RunFolder(tmp_path / "stopped").read().training.augment == ["flip"]
-    train(dcgan_entry, tmp_path / "stopped", epochs=2, resume=True)  # the run's own flips
+    train(dcgan_entry, tmp_path / "stopped", epochs=2, resume=True, augment="flip")  # its own
     assert_same_run(tmp_path / "straight", tmp_path / "stopped")
     train(dcgan_entry, tmp_path / "plain", epochs=2)
     plain, flipped = (

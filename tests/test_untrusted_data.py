@@ -72,6 +72,20 @@ def test_the_same_bytes_in_another_shape_are_other_data(tmp_path):
     assert tall.images.shape == (2, 3, 16, 16) and wide.fingerprint != tall.fingerprint
 
 
+def test_resuming_on_data_that_moved_says_how_to_point_to_it(in_tmp):
+    write_npz(in_tmp / "d.npz", images=squares(16, 16))
+    arguments = ["-o", "image_size=16", "-b", "8", "--device", "cpu", "--epochs", "1"]
+    first = runner.invoke(app, ["train", "ae", "--data", "d.npz", *arguments, "--run-dir", "run"])
+    assert first.exit_code == 0, first.output
+    (in_tmp / "d.npz").rename(in_tmp / "moved.npz")
+    resume = ["train", "ae", "--resume", "--run-dir", "run", "--epochs", "2"]
+    result = runner.invoke(app, resume)
+    assert result.exit_code == 1
+    assert "run was trained on 'd.npz', which does not exist now" in result.output
+    assert "--resume --data NEW_PATH" in result.output
+    assert runner.invoke(app, [*resume, "--data", "moved.npz"]).exit_code == 0
+
+
 def test_resuming_on_relabelled_data_is_refused(in_tmp):
     images = squares(16, 16)
     write_npz(in_tmp / "d.npz", images=images, labels=np.arange(16) % 2)
@@ -92,6 +106,14 @@ def rewrite_header(header: Path, **changes) -> None:
     header.write_text(json.dumps({**json.loads(header.read_text()), **changes}))
 
 
+def fewer_images(header: Path, pixels: Path, count: int) -> None:
+    """The entry cut to its first `count` images, its header saying so."""
+    shape = json.loads(header.read_text())["shape"]
+    size = count * shape[1] * shape[2] * shape[3]
+    rewrite_header(header, shape=[count, *shape[1:]], bytes=size)
+    pixels.write_bytes(pixels.read_bytes()[:size])
+
+
 def zero_pixels(header: Path, pixels: Path) -> None:
     pixels.write_bytes(bytes(pixels.stat().st_size))
 
@@ -107,6 +129,10 @@ def zero_pixels(header: Path, pixels: Path) -> None:
         (lambda header, pixels: rewrite_header(header, labelled="yes"), "whether it holds labels"),
         (lambda header, pixels: header.write_text("{"), "Expecting property name"),
         (lambda header, pixels: pixels.unlink(), "No such file"),
+        # Edits that keep the byte count: the header's own digest of what it says no longer fits.
+        (lambda header, pixels: rewrite_header(header, shape=[16, 1, 8, 4]), "does not fit"),
+        (lambda header, pixels: rewrite_header(header, class_names=["x"]), "does not fit"),
+        (lambda header, pixels: fewer_images(header, pixels, 4), "does not fit"),
     ],
 )
 def test_a_damaged_cache_entry_is_decoded_again(tmp_path, damage, why):

@@ -124,7 +124,9 @@ def data_make(
 @data_app.command("cache")
 @user_errors
 def data_cache(
-    clear: bool = typer.Option(False, "--clear", help="Remove every cached data set."),
+    clear: bool = typer.Option(
+        False, "--clear", help="Remove every cached data set (and nothing else in the folder)."
+    ),
 ) -> None:
     """List the decoded data sets cached on disk, largest first, or remove them all.
 
@@ -137,8 +139,13 @@ def data_cache(
     from gentool.limits import format_bytes
 
     if clear:
-        freed = clear_cache()
-        console.print(f"removed {escaped(cache_dir())} ({format_bytes(freed)})", highlight=False)
+        removed, freed = clear_cache()
+        said = (
+            f"removed {removed} data sets ({format_bytes(freed)}) from"
+            if freed
+            else ("no data set is cached in")
+        )
+        console.print(f"{said} {escaped(cache_dir())}", highlight=False)
         return
     entries = cache_entries()
     table = Table("source", "images", "shape", "size", title=escaped(cache_dir()))

@@ -68,7 +68,8 @@ def _read_npz(
 ) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...]]:
     arrays = read_arrays(path, source, MEMBERS)
     if "images" not in arrays:
-        raise DataError(f"{source!r} has no 'images' array (found: {', '.join(arrays) or 'none'})")
+        found = ", ".join(sorted(array_names(path, source))) or "none"
+        raise DataError(f"{source!r} has no 'images' array (found: {found})")
     images = _images(arrays["images"], source)
     labels = arrays.get("labels")
     if labels is not None:

@@ -22,7 +22,7 @@ import hashlib
 import json
 import math
 import os
-import shutil
+import re
 import stat
 import time
 import warnings
@@ -41,7 +41,9 @@ MAX_NOTE_CHARS = 2000  # a class name or a note about skipped files; longer is d
 MAX_SIDECAR_BYTES = 2**26  # room for the most class names a data set may have
 _HASH_CHUNK = 2**23
 RECENT_NS = 2 * 10**9  # a file changed this recently is keyed by its content as well
-PIXELS, SIDECAR = ".pixels", ".json"
+PIXELS, SIDECAR, TEMPORARY = ".pixels", ".json", ".tmp"
+# An entry's files, and the temporary files of one being written (mkstemp's random part).
+_ENTRY_NAME = re.compile(r"\.?[a-z]+-[0-9a-f]{32}\.v[0-9]+(\.json|\.pixels|\.[A-Za-z0-9_]+\.tmp)")
 
 
 class DataKey:
@@ -103,6 +105,8 @@ def read_entry(
         if not isinstance(header, dict) or header.get("key") != key:
             raise ValueError("it is another data set's entry")
         shape, labelled, class_names, notes = _layout(header)
+        if header["fingerprint"] != fingerprint_of(header["sha256"], shape, class_names, labelled):
+            raise ValueError("its header does not fit its own digest: it was edited")
         status = os.stat(pixels)
         if not stat.S_ISREG(status.st_mode):
             raise ValueError(f"{pixels.name} is not a regular file")
@@ -161,6 +165,16 @@ def _layout(header: dict) -> tuple[tuple[int, ...], bool, list[str], list[str]]:
     return tuple(shape), labelled, class_names, notes
 
 
+def fingerprint_of(
+    digest: str, shape: tuple[int, ...], class_names: tuple[str, ...] | list[str], labelled: bool
+) -> str:
+    """A data set's identity, which a resumed run checks: the digest of its pixel file with what
+    the pixels are. Its content, not where it came from: a copied folder, or a zip of it, is the
+    same data."""
+    identity = json.dumps([digest, list(shape), list(class_names), labelled])
+    return f"decoded:{hashlib.sha256(identity.encode()).hexdigest()[:32]}"
+
+
 def content_digest(pixels: Path) -> str:
     """SHA-256 of a pixel file, read in chunks: no copy of the data set in memory."""
     digest = hashlib.sha256()
@@ -191,7 +205,7 @@ class CachedSet:
 def cache_entries() -> list[CachedSet]:
     """The finished entries in the cache, largest first; damaged ones are listed as such."""
     entries = []
-    for sidecar in sorted(cache_dir().glob(f"*{SIDECAR}")):
+    for sidecar in _entry_files(SIDECAR):
         pixels = sidecar.with_suffix(PIXELS)
         try:
             header = json.loads(read_untrusted(sidecar, MAX_SIDECAR_BYTES))
@@ -203,14 +217,31 @@ def cache_entries() -> list[CachedSet]:
     return sorted(entries, key=lambda entry: -entry.bytes)
 
 
-def clear_cache() -> int:
-    """Remove the data cache's folder; the bytes it held."""
+def clear_cache() -> tuple[int, int]:
+    """Remove the cache's entries, finished or not, and nothing else that lies there (a cache
+    folder may be shared, or set to a folder of the user's): (data sets, bytes) removed."""
+    removed, freed = 0, 0
+    for path in _entry_files(SIDECAR, PIXELS, TEMPORARY):
+        size = _size_of(path)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        removed += path.name.endswith(SIDECAR)
+        freed += size
+    return removed, freed
+
+
+def _entry_files(*endings: str) -> list[Path]:
+    """The files in the cache named as gentool names its entries, with one of `endings`."""
     folder = cache_dir()
     if not folder.is_dir():
-        return 0
-    held = sum(_size_of(path) for path in folder.iterdir())
-    shutil.rmtree(folder)
-    return held
+        return []
+    return sorted(
+        folder / name
+        for name in os.listdir(folder)
+        if _ENTRY_NAME.fullmatch(name) and name.endswith(endings)
+    )
 
 
 def _size_of(path: Path) -> int:

@@ -129,7 +129,9 @@ def _can_fork() -> bool:
 
 def _count_failures(failures: list[str], total: int, source: str) -> None:
     if len(failures) == total:
-        raise DataError(f"none of the {total} image files in {source!r} could be decoded")
+        raise DataError(
+            f"none of the {total} image files in {source!r} could be decoded (first: {failures[0]})"
+        )
     if failures:
         warnings.warn(
             f"skipped {len(failures)} of {total} files that could not be decoded "

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gentool.atomic import fsync_path, write_text
+from gentool.atomic import fsync_path, new_file_mode, write_text
 from gentool.data.cache import (
     ENTRY_FORMAT,
     MAX_NOTE_CHARS,
@@ -23,6 +23,7 @@ from gentool.data.cache import (
     cache_dir,
     content_digest,
     entry_files,
+    fingerprint_of,
     read_entry,
     warn_damaged,
 )
@@ -106,6 +107,7 @@ class PixelWriter:
                 dir=base.parent, prefix=f".{base.name}.", suffix=".tmp"
             )
             self._temporary = Path(name)
+            os.fchmod(self._descriptor, new_file_mode())  # as the header's: mkstemp's is 0600
         except OSError as error:
             self._fall_back(error)
 
@@ -144,7 +146,8 @@ class PixelWriter:
         digest = hashlib.sha256(pixels.data)
         if labels is not None:
             digest.update(labels.data)
-        fingerprint = self._fingerprint(digest.hexdigest(), pixels.shape, built.class_names)
+        labelled = labels is not None
+        fingerprint = fingerprint_of(digest.hexdigest(), pixels.shape, built.class_names, labelled)
         return ImageDataset(
             torch.from_numpy(pixels),
             None if labels is None else torch.from_numpy(labels.astype(np.int64)),
@@ -195,7 +198,7 @@ class PixelWriter:
             "class_names": list(built.class_names),
             "notes": notes,
             "sha256": digest,
-            "fingerprint": self._fingerprint(digest, shape, built.class_names),
+            "fingerprint": fingerprint_of(digest, shape, built.class_names, labels is not None),
             "source_digest": built.source_digest,
         }
         write_text(sidecar, json.dumps(header, ensure_ascii=False))
@@ -218,14 +221,6 @@ class PixelWriter:
         os.ftruncate(self._descriptor, self.count * plane)
         os.lseek(self._descriptor, 0, os.SEEK_END)
         self._channels_written = 1
-
-    def _fingerprint(
-        self, digest: str, shape: tuple[int, ...], class_names: tuple[str, ...]
-    ) -> str:
-        """The data set's identity, which a resumed run checks: its content, not its files'
-        times, so that a copied folder is the same data."""
-        identity = hashlib.sha256(json.dumps([digest, list(shape), list(class_names)]).encode())
-        return f"{self.kind}:{identity.hexdigest()[:32]}"
 
     def _fall_back(self, error: OSError) -> None:
         warnings.warn(

@@ -48,6 +48,11 @@ def load_dataset(
             f"image_size {image_size} is out of reach: images are fitted to 1 to "
             f"{MAX_IMAGE_SIDE} pixels a side"
         )
+    if source == "":
+        raise DataError(
+            "--data is empty (an unset shell variable?): give a folder of images, a .zip or .npz "
+            "file or a built-in set, or leave --data out for the built-in one"
+        )
     source = source or default_source(needs_labels)
     if source.startswith(BUILTIN_PREFIX):
         dataset = _load_builtin(source, image_size, limit)

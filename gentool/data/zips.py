@@ -47,7 +47,7 @@ def load_zip(
         key.add_file(path, b"", path.stat())
     except OSError as error:
         raise DataError(f"cannot read {source!r}: {error.strerror or error}") from None
-    names = [PurePosixPath(member.filename).parts for member in members]
+    names = [member_parts(member.filename) for member in members]
     top = {parts[0] for parts in names}
     if len(top) == 1 and all(len(parts) > 1 for parts in names):
         names = [parts[1:] for parts in names]  # one folder that holds everything is no class
@@ -74,30 +74,55 @@ def _image_members(path: Path, source: str) -> list[zipfile.ZipInfo]:
                 infos = archive.infolist()
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, struct.error) as error:
         raise DataError(f"cannot read {source!r} as a zip archive: {error}") from None
-    members, too_large = [], []
+    latest = {info.filename: info for info in infos}  # a name appended again replaces the first
+    members, too_large, escaping, repeated = [], [], [], []
     for info in infos:
-        parts = PurePosixPath(info.filename).parts
+        parts = member_parts(info.filename)
         if (
             info.is_dir()
             or not parts
-            or PurePosixPath(info.filename).suffix.lower() not in IMAGE_SUFFIXES
-            or any(part.startswith(".") for part in parts)
+            or PurePosixPath(parts[-1]).suffix.lower() not in IMAGE_SUFFIXES
+            or any(part.startswith(".") and part != ".." for part in parts)
             or len(parts) > MAX_FOLDER_DEPTH + 1
         ):
             continue
-        (too_large if info.file_size > MAX_IMAGE_FILE_BYTES else members).append(info)
-    if too_large:
-        warnings.warn(
-            f"skipped {len(too_large)} images in {source!r} larger than "
-            f"{MAX_IMAGE_FILE_BYTES // 2**20} MiB (first: {too_large[0].filename})",
-            DataWarning,
-            stacklevel=4,
-        )
+        if info.filename.replace("\\", "/").startswith("/") or ".." in parts:
+            escaping.append(info)
+        elif latest[info.filename] is not info:
+            repeated.append(info)
+        else:
+            (too_large if info.file_size > MAX_IMAGE_FILE_BYTES else members).append(info)
+    _warn_skipped(source, too_large, escaping, repeated)
     if not members:
         raise DataError(
             f"no images found in {source!r} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
         )
-    return sorted(members, key=lambda info: PurePosixPath(info.filename).parts)
+    return sorted(members, key=lambda info: member_parts(info.filename))
+
+
+def member_parts(name: str) -> tuple[str, ...]:
+    """A member's path as parts; a backslash, as some Windows tools write, separates them too."""
+    return tuple(part for part in name.replace("\\", "/").split("/") if part not in ("", "."))
+
+
+def _warn_skipped(
+    source: str,
+    too_large: list[zipfile.ZipInfo],
+    escaping: list[zipfile.ZipInfo],
+    repeated: list[zipfile.ZipInfo],
+) -> None:
+    skipped = [
+        (too_large, f"images in {source!r} larger than {MAX_IMAGE_FILE_BYTES // 2**20} MiB"),
+        (escaping, f"members of {source!r} whose names are absolute or climb out with '..'"),
+        (repeated, f"members of {source!r} whose names a later member repeats"),
+    ]
+    for members, what in skipped:
+        if members:
+            warnings.warn(
+                f"skipped {len(members)} {what} (first: {members[0].filename})",
+                DataWarning,
+                stacklevel=5,
+            )
 
 
 def declared_members(file: BinaryIO) -> int:

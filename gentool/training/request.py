@@ -132,7 +132,6 @@ def _check_run_options(request: TrainRequest) -> None:
             "--seed": request.seed,
             "--limit": request.limit,
             "--ema": request.ema,
-            "--augment": request.augment,
         }
         given = [flag for flag, value in changed.items() if value not in (None, {}, [])]
         if given:

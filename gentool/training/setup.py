@@ -15,9 +15,9 @@ from typing import Any
 from gentool.api import Phase
 from gentool.checkpoint import RunFolder, latest_run, new_run_folder
 from gentool.config import config_to_dict
-from gentool.data import ImageDataset, load_dataset
+from gentool.data import BUILTIN_PREFIX, ImageDataset, load_dataset
 from gentool.data.decoding import Tracker
-from gentool.errors import DataError, GentoolError
+from gentool.errors import ConfigError, DataError, GentoolError
 from gentool.models import image_size_of
 from gentool.record import DataInfo, PluginInfo, RunRecord, TrainingSettings
 from gentool.run_files import enclosing_run
@@ -127,7 +127,8 @@ def start_resumed_run(
         record.training.loggers = list(loggers.names)
     else:
         loggers = load_loggers(record.training.loggers, recorded=True)
-    source = request.data or record.data.source
+    _check_resumed_augmentation(plan, record)
+    source = request.data or _recorded_source(record, run)
     dataset = load_dataset(
         source,
         image_size=image_size_of(config),
@@ -142,6 +143,26 @@ def start_resumed_run(
             "an exact resume needs the same data"
         )
     return RunStart(run, config, dataset, record, claim, loggers)
+
+
+def _check_resumed_augmentation(plan: TrainingPlan, record: RunRecord) -> None:
+    """--augment on a resume may repeat the run's own augmentations, never change them."""
+    if plan.request.augment is not None and list(plan.augment) != record.training.augment:
+        own = ", ".join(record.training.augment) or "none"
+        raise ConfigError(
+            f"--augment cannot change a run being resumed (it trains with: {own}); leave it out"
+        )
+
+
+def _recorded_source(record: RunRecord, run: RunFolder) -> str:
+    """The data the run was trained on, which must still be where it was."""
+    source = record.data.source
+    if not source.startswith(BUILTIN_PREFIX) and not Path(source).expanduser().exists():
+        raise DataError(
+            f"{run} was trained on {source!r}, which does not exist now: if it moved, give its "
+            "new place with --resume --data NEW_PATH"
+        )
+    return source
 
 
 def _fresh_run_folder(run_dir: Path | None, model_name: str, *, overwrite: bool) -> RunFolder:
