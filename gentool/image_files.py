@@ -16,7 +16,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -89,8 +89,7 @@ def fit_image(image: Image.Image, image_size: int | None) -> Image.Image:
     return image
 
 
-@dataclass(frozen=True)
-class ImageFile:
+class ImageFile(NamedTuple):  # a tuple: a data set lists millions, and workers receive them
     """One image to decode as it was when listed: a file, or a member of a zip archive."""
 
     path: str  # the file, or the archive that holds it

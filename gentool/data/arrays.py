@@ -42,7 +42,7 @@ def load_npz(
 ) -> ImageDataset:
     key = DataKey("npz", image_size)
     try:
-        key.add_file(path, b"", path.stat())
+        key.add_files([("", str(path), path.stat())])
     except OSError as error:
         raise DataError(f"cannot read {source!r}: {error.strerror or error}") from None
     key.add(str(limit))

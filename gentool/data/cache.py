@@ -26,6 +26,7 @@ import re
 import stat
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,7 @@ import numpy as np
 import torch
 
 from gentool.data.dataset import DataWarning, ImageDataset
-from gentool.limits import open_untrusted, read_untrusted
+from gentool.limits import available_memory, open_untrusted, read_untrusted
 
 DECODING_VERSION = 3  # bump when decoding changes what the same files decode to
 ENTRY_FORMAT = 5  # bump when what an entry holds changes
@@ -59,18 +60,30 @@ class DataKey:
             encoded = str(part).encode() if isinstance(part, int | str) else part
             self._digest.update(len(encoded).to_bytes(8, "little") + encoded)
 
-    def add_file(self, path: str | Path, name: bytes | str, status: os.stat_result) -> bytes | None:
-        """Add a file by its name, size and times; and, when it changed so recently that a change
-        to follow could leave its times as they are (they move in ticks of a few milliseconds),
-        by its content too, whose SHA-256 is returned for the decoding to check."""
-        self.add(name, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
-        if time.time_ns() - max(status.st_mtime_ns, status.st_ctime_ns) > RECENT_NS:
-            return None
-        with open_untrusted(path) as file:
-            content = file.read(status.st_size + 1)
-        digest = hashlib.sha256(content).digest()
-        self.add(digest)
-        return digest
+    def add_files(self, files: Sequence[tuple[str, str, os.stat_result]]) -> list[bytes | None]:
+        """Add files, each (its name in the source, its path, its status), by name, size and
+        times; and a file changed so recently that a change to follow could leave its times as
+        they are (they move in ticks of a few milliseconds) by its content too. Each file's
+        content SHA-256 where it was read (b"unreadable" where it could not be), for the
+        decoding to check, else None."""
+        listing = "".join(
+            f"{name}\0{status.st_size}\0{status.st_mtime_ns}\0{status.st_ctime_ns}\n"
+            for name, _, status in files
+        )  # names hold no NUL: each record parses one way
+        self._digest.update(listing.encode("utf-8", "surrogateescape"))
+        recent_since = time.time_ns() - RECENT_NS
+        digests: list[bytes | None] = []
+        for _, path, status in files:
+            if max(status.st_mtime_ns, status.st_ctime_ns) < recent_since:
+                digests.append(None)
+                continue
+            try:
+                with open_untrusted(path) as file:
+                    digests.append(hashlib.sha256(file.read(status.st_size + 1)).digest())
+            except OSError:
+                digests.append(b"unreadable")  # and so left out when it is decoded
+            self.add(digests[-1])
+        return digests
 
     def __str__(self) -> str:
         return f"{self.kind}-{self._digest.hexdigest()[:32]}"
@@ -113,6 +126,7 @@ def read_entry(
         if status.st_size != header["bytes"]:
             raise ValueError(f"{pixels.name} holds {status.st_size} bytes, not {header['bytes']}")
         images = np.memmap(pixels, np.uint8, mode="c", shape=shape)  # copied only if written
+        _read_ahead(pixels, status.st_size)
         labels = None
         if labelled:
             labels = np.fromfile(pixels, "<i8", count=shape[0], offset=math.prod(shape))
@@ -132,6 +146,17 @@ def read_entry(
         reason = "it nests too deeply" if isinstance(error, RecursionError) else error
         warn_damaged(source, base, reason, stacklevel=4)
         return None
+
+
+def _read_ahead(pixels: Path, size: int) -> None:
+    """Ask the kernel to bring a set that fits in memory into its page cache in the background:
+    batches gather images from all over the file, and one by one from disk they would come at
+    the speed of random reads. A set larger than memory is left to be paged in as it is read."""
+    available = available_memory()
+    if not hasattr(os, "posix_fadvise") or available is None or size > available // 2:
+        return
+    with open(pixels, "rb") as file:
+        os.posix_fadvise(file.fileno(), 0, 0, os.POSIX_FADV_WILLNEED)
 
 
 def entry_files(base: Path) -> tuple[Path, Path]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import random
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -28,6 +29,8 @@ from gentool.errors import DataError
 from gentool.image_files import IMAGE_SUFFIXES, ImageFile
 from gentool.limits import MAX_FOLDER_DEPTH, MAX_IMAGE_FILE_BYTES
 
+_SUFFIXES = tuple(IMAGE_SUFFIXES)
+
 
 @dataclass(frozen=True)
 class Listing:
@@ -36,7 +39,7 @@ class Listing:
 
     items: list[ImageFile]
     parts: list[tuple[str, ...]]
-    shown: list[str]  # each image as a message names it
+    shown: Callable[[int], str]  # image `index` as a message names it
     key: DataKey
     root: str  # the source as a message names it
 
@@ -51,17 +54,14 @@ def load_folder(
     track: Tracker | None = None,
 ) -> ImageDataset:
     key = DataKey("folder", image_size)
-    items, parts, names = [], [], []
-    for found in _image_files(root, source, limit):
-        status = found.status
-        try:
-            recent = key.add_file(found.path, os.fsencode("/".join(found.parts)), status)
-        except OSError:
-            recent = b"unreadable"  # as it is left out when it is decoded
-        items.append(ImageFile(found.path, None, status.st_size, status.st_mtime_ns, recent))
-        parts.append(tuple(_escaped(part) for part in found.parts))
-        names.append(_escaped(found.path))
-    listing = Listing(items, parts, names, key, shown(root))
+    files = _image_files(root, source, limit)
+    contents = key.add_files([("/".join(found.parts), found.path, found.status) for found in files])
+    items = [
+        ImageFile(found.path, None, found.status.st_size, found.status.st_mtime_ns, content)
+        for found, content in zip(files, contents, strict=True)
+    ]
+    parts = [found.parts for found in files]
+    listing = Listing(items, parts, lambda index: _escaped(files[index].path), key, shown(root))
     return load_listing(listing, source, image_size, verify=verify, track=track)
 
 
@@ -78,7 +78,7 @@ def load_listing(
 
     def build(writer: PixelWriter) -> Built:
         kept, digest = decode_into(
-            writer, listing.items, image_size, source, names=listing.shown.__getitem__, track=track
+            writer, listing.items, image_size, source, names=listing.shown, track=track
         )
         if classes is None:
             return Built(None, (), digest)
@@ -96,7 +96,8 @@ def _classes(listing: Listing) -> list[str] | None:
     """Each image's class (its immediate sub-folder), or None when the source is unlabelled."""
     loose = sum(len(parts) == 1 for parts in listing.parts)
     if not loose:
-        return [parts[0] for parts in listing.parts]
+        shown_as = {parts[0]: _escaped(parts[0]) for parts in listing.parts}
+        return [shown_as[parts[0]] for parts in listing.parts]
     if loose < len(listing.parts):
         warnings.warn(
             f"{loose} images lie directly in {listing.root} beside class sub-folders; "
@@ -139,7 +140,7 @@ def _image_files(root: Path, source: str, limit: int | None) -> list[_Found]:
             try:
                 if entry.is_dir():
                     subfolders.append((entry.path, (*parts, name)))
-                elif _suffix(name) in IMAGE_SUFFIXES and entry.is_file():
+                elif name.lower().endswith(_SUFFIXES) and entry.is_file():
                     found = _Found((*parts, name), entry.path, entry.stat())
                     (too_large if found.status.st_size > MAX_IMAGE_FILE_BYTES else files).append(
                         found
@@ -159,11 +160,6 @@ def _image_files(root: Path, source: str, limit: int | None) -> list[_Found]:
         )
     files.sort(key=lambda found: found.parts)
     return sample(files, limit)
-
-
-def _suffix(name: str) -> str:
-    dot = name.rfind(".")
-    return name[dot:].lower() if dot > 0 else ""
 
 
 class _Found(NamedTuple):

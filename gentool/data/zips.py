@@ -44,19 +44,20 @@ def load_zip(
     members = sample(_image_members(path, source), limit)
     key = DataKey("zip", image_size)
     try:
-        key.add_file(path, b"", path.stat())
+        key.add_files([("", str(path), path.stat())])
     except OSError as error:
         raise DataError(f"cannot read {source!r}: {error.strerror or error}") from None
     names = [member_parts(member.filename) for member in members]
     top = {parts[0] for parts in names}
     if len(top) == 1 and all(len(parts) > 1 for parts in names):
         names = [parts[1:] for parts in names]  # one folder that holds everything is no class
-    items, shown = [], []
+    items = []
     for member in members:
         items.append(ImageFile(str(path), member.filename, member.file_size, 0))
-        shown.append(f"{source}:{member.filename}")
         key.add(member.filename, member.file_size, member.CRC)
-    listing = Listing(items, names, shown, key, source)
+    listing = Listing(
+        items, names, lambda index: f"{source}:{members[index].filename}", key, source
+    )
     return load_listing(listing, source, image_size, verify=verify, track=track)
 
 
