@@ -184,17 +184,25 @@ def read_content(item: ImageFile) -> bytes:
     return content
 
 
-_archives: dict[str, zipfile.ZipFile] = {}
+_archives: dict[str, tuple[zipfile.ZipFile, BinaryIO]] = {}
 
 
 def _archive(path: str) -> zipfile.ZipFile:
     """The archive at `path`, opened once per process until `close_archives`."""
     if path not in _archives:
-        _archives[path] = zipfile.ZipFile(open_untrusted(path))
-    return _archives[path]
+        file = open_untrusted(path)
+        try:
+            _archives[path] = (zipfile.ZipFile(file), file)
+        except BaseException:
+            file.close()
+            raise
+    return _archives[path][0]
 
 
 def close_archives() -> None:
-    """Close the archives this process opened: the next decoding may find them replaced."""
+    """Close the archives this process opened (a ZipFile leaves a file it was given open): the
+    next decoding may find them replaced."""
     while _archives:
-        _archives.popitem()[1].close()
+        archive, file = _archives.popitem()[1]
+        archive.close()
+        file.close()

@@ -123,6 +123,7 @@ def test_zip_archives_are_data_with_their_class_folders(tmp_path):
     members |= {"shapes/readme.txt": b"text", "__MACOSX/shapes/._0.png": b"fork"}
     archive = write_zip(tmp_path / "shapes.zip", members)
     dataset = load_dataset(str(archive), image_size=8, needs_labels=True)
+    assert str(archive) not in open_files()  # closed again: it may be replaced
     assert dataset.class_names == ("circle", "square")  # the one top folder is no class
     assert dataset.labels.tolist() == [0, 0, 0, 1, 1, 1]
     assert dataset.images[4, 0, 0, 0] == 40 and dataset.images[4, 2, 0, 0] == 200
@@ -231,6 +232,17 @@ def test_an_archive_that_declares_too_many_members_is_refused_before_listing(tmp
     (tmp_path / "junk.zip").write_bytes(b"PK not really")
     with pytest.raises(DataError, match="cannot read .*junk.zip.* as a zip archive"):
         load_dataset(str(tmp_path / "junk.zip"), image_size=8)
+
+
+def open_files() -> set[str]:
+    """What this process's descriptors name."""
+    names = set()
+    for descriptor in os.listdir("/proc/self/fd"):
+        try:
+            names.add(os.readlink(f"/proc/self/fd/{descriptor}"))
+        except OSError:
+            continue
+    return names
 
 
 def numbered(count: int) -> ImageDataset:

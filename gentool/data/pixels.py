@@ -58,7 +58,7 @@ def cached(
     else:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", DataWarning)
-            writer = PixelWriter(base, str(key), key.kind, source)
+            writer = PixelWriter(base, str(key), source)
             try:
                 built = build(writer)
             except BaseException:
@@ -92,8 +92,8 @@ class PixelWriter:
     costs a warning, never the run: the images go on in memory, those already written with them.
     """
 
-    def __init__(self, base: Path, key: str, kind: str, source: str) -> None:
-        self.base, self.key, self.kind, self.source = base, key, kind, source
+    def __init__(self, base: Path, key: str, source: str) -> None:
+        self.base, self.key, self.source = base, key, source
         self.count = 0
         self.size: tuple[int, int] | None = None  # (height, width) of every image
         self.all_grey = True
