@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check in one call, within 8 minutes: the kernel tests run natively, the static report
 # (every launch compiled for sm_80 and sm_90), the kernel and block benchmarks, training steps of
-# dcgan and vae; everything lands in $OUT, and a verdict table closes it: each speed target of
+# dcgan and vae, and whether steps wait for data; everything lands in $OUT, and a verdict table closes it: each speed target of
 # docs/benchmarks.md, the measured figure, met or not (also $OUT/verdict.json). For a machine
 # whose image already has torch, triton, typer, rich, safetensors and pytest (no network needed).
 #
@@ -92,6 +92,8 @@ for row in rows:
     print(row)
 PY
 done
+
+step data-prefetch 60 python benches/data_prefetch.py "$OUT/data-prefetch.json"
 
 echo
 grep -E "passed|failed" "$OUT/kernel-tests.txt" | tail -n 1

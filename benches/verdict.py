@@ -3,9 +3,9 @@
     python benches/verdict.py OUT    # reads OUT/*.json, prints the table, writes OUT/verdict.json
 
 Reads what gpu.sh wrote: kernels-large.json and kernels-dcgan.json (`gentool bench kernels`),
-convt-blocks.json (pytest-benchmark's JSON of benches/test_convt_bn_relu.py) and
-train-dcgan.json (training steps per variant). A target whose figures are missing, or whose run
-failed, is "not measured", which is not met.
+convt-blocks.json (pytest-benchmark's JSON of benches/test_convt_bn_relu.py), train-dcgan.json
+(training steps per variant) and data-prefetch.json (benches/data_prefetch.py). A target whose
+figures are missing, or whose run failed, is "not measured", which is not met.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ def verdicts(out: Path) -> list[Verdict]:
         *_block_step_verdicts(_read(out / "kernels-dcgan.json")),
         *_block_suite_verdicts(_read(out / "convt-blocks.json")),
         *_training_verdicts(_read(out / "train-dcgan.json")),
+        *_prefetch_verdicts(_read(out / "data-prefetch.json")),
     ]
 
 
@@ -123,6 +124,17 @@ def _training_verdicts(report: dict[str, Any] | None) -> Iterator[Verdict]:
         fused.get("speedup") if fused.get("status") == "ok" else None,
         lambda ratio: ratio >= 1.2,
         "{:.2f}×",
+    )
+
+
+def _prefetch_verdicts(report: dict[str, Any] | None) -> Iterator[Verdict]:
+    report = report or {}
+    yield _judge(
+        "DCGAN step fed by the batch loader",
+        "≤ 1.02× a step on a batch on the device",
+        report.get("ratio") if report.get("batches_equal") else None,
+        lambda ratio: ratio <= 1.02,
+        "{:.3f}×",
     )
 
 

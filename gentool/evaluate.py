@@ -37,7 +37,7 @@ from gentool.data import (
 )
 from gentool.devices import resolve_device
 from gentool.errors import GentoolError, PluginError
-from gentool.features import FeatureExtractor, Tracker, load_extractor
+from gentool.features import FeatureExtractor, load_extractor
 from gentool.jsonl import append_line
 from gentool.limits import check_allocation
 from gentool.metrics import (
@@ -55,6 +55,7 @@ from gentool.metrics import (
 )
 from gentool.model_calls import call_evaluation_metrics, call_reconstruct
 from gentool.models import image_size_of, load_trained, plugin_for_config
+from gentool.progress import Tracker
 from gentool.registry import PluginEntry
 from gentool.sampling import draw_uint8, evaluating
 
@@ -204,7 +205,7 @@ def measure(
             f"the features of {settings.n} real and {settings.n} generated images",
             "lower --n",
         )
-        real = load_dataset(source, image_size=image_size, limit=settings.n)
+        real = load_dataset(source, image_size=image_size, limit=settings.n, track=track)
         check_fits(real.spec, spec, source)
         real_stats, cache_hit = real_statistics(real, extractor, track=track)
         fake_images = draw_uint8(model, plugin, spec, settings.n, seed=settings.seed)

@@ -30,6 +30,7 @@ from torch import nn
 
 from gentool.errors import GentoolError
 from gentool.limits import read_untrusted
+from gentool.progress import Tracker
 
 FEATURE_NAMES = ("builtin", "inception")
 BUILTIN_WEIGHTS = Path(__file__).parent / "assets" / "features_builtin.safetensors"
@@ -65,10 +66,6 @@ INCEPTION_PREPROCESSING = (
     "RGB (grey replicated), float resize to 299×299 as TensorFlow 1's bilinear "
     "(source = destination × scale), (x - 128) / 128"
 )
-
-# Progress of a long extraction: called with a description and a total, it returns the
-# function to call with the number of images each finished batch held.
-Tracker = Callable[[str, int], Callable[[int], None]]
 
 
 class FeatureError(GentoolError):

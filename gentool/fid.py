@@ -24,9 +24,10 @@ from gentool.data import BUILTIN_PREFIX, load_dataset
 from gentool.data.arrays import HeaderCheck, array_names, read_arrays
 from gentool.errors import DataError, GentoolError
 from gentool.evaluate import FeatureStatistics, compare_features, real_statistics, statistics_of
-from gentool.features import FeatureExtractor, Tracker, load_extractor
+from gentool.features import FeatureExtractor, load_extractor
 from gentool.metrics import GaussianStatistics, gaussian_statistics
 from gentool.models import load_trained
+from gentool.progress import Tracker
 from gentool.registry import resolve
 from gentool.run_files import CHECKPOINT_PREFIX, METRICS_FILE
 from gentool.sampling import draw_uint8
@@ -166,7 +167,7 @@ def _measure_set(
         images = _run_samples(Path(source).expanduser(), draws, settings, device)
         features = extractor(images, device, track=track, description=f"of {source}")
         return ImageSet(source, kind, draws, _checked(statistics_of(features), source), None)
-    dataset = load_dataset(source, image_size=settings.image_size, limit=settings.n)
+    dataset = load_dataset(source, image_size=settings.image_size, limit=settings.n, track=track)
     if len(dataset) < 2:
         raise DataError(f"{source!r} has {len(dataset)} image: FID needs at least 2 in each set")
     statistics, cache_hit = real_statistics(dataset, extractor, track=track)

@@ -61,6 +61,7 @@ class TrainingSettings:
     device: str
     ema: float | None = None  # decay of the moving average of the weights, when kept
     loggers: list[str] = field(default_factory=list)  # --log's names (gentool.loggers)
+    augment: list[str] = field(default_factory=list)  # --augment's names (data.AUGMENTATIONS)
 
 
 @dataclass
@@ -212,6 +213,9 @@ def _training(raw: Mapping[str, Any]) -> TrainingSettings:
     loggers = raw.get("loggers", [])
     if not isinstance(loggers, list) or not all(isinstance(name, str) and name for name in loggers):
         raise ValueError(f"'training.loggers' must be a list of logger names, got {loggers!r}")
+    augment = raw.get("augment", [])
+    if not isinstance(augment, list) or not all(isinstance(name, str) for name in augment):
+        raise ValueError(f"'training.augment' must be a list of augmentations, got {augment!r}")
     return TrainingSettings(
         seed=_integer(raw, "seed", "training"),
         batch_size=_integer(raw, "batch_size", "training", least=1),
@@ -219,6 +223,7 @@ def _training(raw: Mapping[str, Any]) -> TrainingSettings:
         device=_string(raw, "device", "training"),
         ema=ema,
         loggers=loggers,
+        augment=augment,
     )
 
 

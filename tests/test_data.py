@@ -87,13 +87,14 @@ def test_corrupt_files_are_skipped_with_a_count(tmp_path):
         ("missing", "data path .* does not exist"),
         ("empty", "no images found in"),
         ("only_text", "no images found in"),
-        ("all_corrupt", "none of the 2 image files .* could be decoded"),
-        ("text_file", "cannot read .*: give a folder of images, an .npz file"),
+        ("all_corrupt", "none of the 2 image files .* could be decoded .*a.png: not an image"),
+        ("text_file", "cannot read .*: give a folder of images, a .zip or .npz file"),
+        ("empty_name", "--data is empty .*an unset shell variable"),
     ],
 )
 def test_unusable_sources_are_clear_errors(tmp_path, layout, message):
     source = tmp_path / "data"
-    if layout != "missing" and layout != "text_file":
+    if layout not in ("missing", "text_file", "empty_name"):
         source.mkdir()
     if layout == "only_text":
         (source / "readme.md").write_text("hello")
@@ -103,7 +104,7 @@ def test_unusable_sources_are_clear_errors(tmp_path, layout, message):
     if layout == "text_file":
         source.write_text("hello")
     with pytest.raises(DataError, match=message):
-        load_dataset(str(source), image_size=8)
+        load_dataset("" if layout == "empty_name" else str(source), image_size=8)
 
 
 def test_mixed_sizes_need_a_model_size(tmp_path):
@@ -156,7 +157,7 @@ def test_npz_is_resized_and_keeps_its_class_names(tmp_path):
 @pytest.mark.parametrize(
     ("arrays", "message"),
     [
-        ({"pixels": np.zeros((2, 8, 8), np.uint8)}, "has no 'images' array"),
+        ({"pixels": np.zeros((2, 8, 8), np.uint8)}, r"has no 'images' array \(found: pixels\)"),
         ({"images": np.zeros((2, 8, 8), np.float32)}, "dtype float32; gentool reads uint8"),
         ({"images": np.zeros((2, 8), np.uint8)}, r"shape \(2, 8\); expected"),
         ({"images": np.zeros((2, 8, 8, 5), np.uint8)}, "1 or 3 channels"),
@@ -191,7 +192,8 @@ def test_decoded_folders_are_cached_and_a_damaged_cache_is_rebuilt(tmp_path):
     for index in range(3):
         write_png(tmp_path / "data" / f"{index}.png", color=(index, 0, 0))
     first = load_dataset(str(tmp_path / "data"), image_size=8)
-    (cached,) = cache_dir().glob("*.safetensors")
+    first.images = first.images.clone()  # mapped from the entry, which is damaged below
+    (cached,) = cache_dir().glob("*.pixels")
     assert torch.equal(load_dataset(str(tmp_path / "data"), image_size=8).images, first.images)
 
     cached.write_bytes(b"garbage")

@@ -119,6 +119,28 @@ def test_ctrl_c_saves_mid_epoch_and_the_resumed_run_matches(dcgan_entry, tmp_pat
     assert_same_run(tmp_path / "straight", tmp_path / "stopped")
 
 
+def test_flipped_data_resumes_bit_exact_and_is_recorded(dcgan_entry, tmp_path):
+    handler = signal.getsignal(signal.SIGINT)
+    train(dcgan_entry, tmp_path / "straight", epochs=2, augment="flip")
+    with pytest.raises(Interrupted):
+        stopped = interrupting(dcgan_entry, at_step=4)
+        train(stopped, tmp_path / "stopped", epochs=2, augment="flip", verify_data=True)
+    assert signal.getsignal(signal.SIGINT) is handler
+    assert RunFolder(tmp_path / "stopped").read().training.augment == ["flip"]
+    train(dcgan_entry, tmp_path / "stopped", epochs=2, resume=True, augment="flip")  # its own
+    assert_same_run(tmp_path / "straight", tmp_path / "stopped")
+    train(dcgan_entry, tmp_path / "plain", epochs=2)
+    plain, flipped = (
+        checkpoint_tensors(tmp_path / "plain"),
+        checkpoint_tensors(tmp_path / "straight"),
+    )
+    assert any(not torch.equal(plain[key], flipped[key]) for key in plain)
+    with pytest.raises(GentoolError, match="--augment cannot change a run being resumed"):
+        train(dcgan_entry, tmp_path / "stopped", epochs=3, resume=True, augment="none")
+    with pytest.raises(GentoolError, match="unknown augmentation 'rotate': --augment takes flip"):
+        train(dcgan_entry, tmp_path / "other", epochs=1, augment="flip,rotate")
+
+
 def test_ctrl_c_while_an_epoch_ends_stops_before_the_next(dcgan_entry, tmp_path):
     class SampledDuringCtrlC(DCGAN):
         def sample(self, n, **options):

@@ -16,13 +16,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors import safe_open
-from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from gentool.api import DataSpec
 from gentool.cli import app
-from gentool.data import DataWarning, cache_dir, load_dataset, load_image
+from gentool.data import DataWarning, cache_dir, load_dataset, load_image, write_builtin_set
 from gentool.errors import DataError
 from tests.conftest import TINY_DCGAN_ARGS
 
@@ -74,6 +72,20 @@ def test_the_same_bytes_in_another_shape_are_other_data(tmp_path):
     assert tall.images.shape == (2, 3, 16, 16) and wide.fingerprint != tall.fingerprint
 
 
+def test_resuming_on_data_that_moved_says_how_to_point_to_it(in_tmp):
+    write_npz(in_tmp / "d.npz", images=squares(16, 16))
+    arguments = ["-o", "image_size=16", "-b", "8", "--device", "cpu", "--epochs", "1"]
+    first = runner.invoke(app, ["train", "ae", "--data", "d.npz", *arguments, "--run-dir", "run"])
+    assert first.exit_code == 0, first.output
+    (in_tmp / "d.npz").rename(in_tmp / "moved.npz")
+    resume = ["train", "ae", "--resume", "--run-dir", "run", "--epochs", "2"]
+    result = runner.invoke(app, resume)
+    assert result.exit_code == 1
+    assert "run was trained on 'd.npz', which does not exist now" in result.output
+    assert "--resume --data NEW_PATH" in result.output
+    assert runner.invoke(app, [*resume, "--data", "moved.npz"]).exit_code == 0
+
+
 def test_resuming_on_relabelled_data_is_refused(in_tmp):
     images = squares(16, 16)
     write_npz(in_tmp / "d.npz", images=images, labels=np.arange(16) % 2)
@@ -84,52 +96,119 @@ def test_resuming_on_relabelled_data_is_refused(in_tmp):
     assert result.exit_code == 1 and "differs from what run was trained on" in result.output
 
 
-def only_cache_entry() -> Path:
-    (entry,) = cache_dir().glob("*.safetensors")
-    return entry
+def only_cache_entry() -> tuple[Path, Path]:
+    """The cache's one entry: (its header, its pixels)."""
+    (header,) = cache_dir().glob("*.json")
+    return header, header.with_suffix(".pixels")
+
+
+def rewrite_header(header: Path, **changes) -> None:
+    header.write_text(json.dumps({**json.loads(header.read_text()), **changes}))
+
+
+def fewer_images(header: Path, pixels: Path, count: int) -> None:
+    """The entry cut to its first `count` images, its header saying so."""
+    shape = json.loads(header.read_text())["shape"]
+    size = count * shape[1] * shape[2] * shape[3]
+    rewrite_header(header, shape=[count, *shape[1:]], bytes=size)
+    pixels.write_bytes(pixels.read_bytes()[:size])
+
+
+def zero_pixels(header: Path, pixels: Path) -> None:
+    pixels.write_bytes(bytes(pixels.stat().st_size))
 
 
 @pytest.mark.parametrize(
     ("damage", "why"),
     [
-        (lambda images: {"images": torch.zeros_like(images)}, "SHA-256 mismatch"),
-        (lambda images: {"images": images.flatten()}, "of shape"),
-        (lambda images: {"images": images.float()}, "torch.float32"),
-        (lambda images: {"images": images[:, :, :0]}, "holds no pixels"),
+        (lambda header, pixels: pixels.write_bytes(pixels.read_bytes()[:-1]), "holds 511 bytes"),
+        (lambda header, pixels: pixels.write_bytes(pixels.read_bytes() * 2), "holds 1024 bytes"),
+        (lambda header, pixels: rewrite_header(header, shape=[8, 3, 8]), "is not that of images"),
+        (lambda header, pixels: rewrite_header(header, shape=[8, 2, 8, 8]), "is not that of"),
+        (lambda header, pixels: rewrite_header(header, bytes=7), "declares 7 bytes for 512"),
+        (lambda header, pixels: rewrite_header(header, labelled="yes"), "whether it holds labels"),
+        (lambda header, pixels: header.write_text("{"), "Expecting property name"),
+        (lambda header, pixels: pixels.unlink(), "No such file"),
+        # Edits that keep the byte count: the header's own digest of what it says no longer fits.
+        (lambda header, pixels: rewrite_header(header, shape=[16, 1, 8, 4]), "does not fit"),
+        (lambda header, pixels: rewrite_header(header, class_names=["x"]), "does not fit"),
+        (lambda header, pixels: fewer_images(header, pixels, 4), "does not fit"),
     ],
 )
 def test_a_damaged_cache_entry_is_decoded_again(tmp_path, damage, why):
-    source = str(write_npz(tmp_path / "a.npz", images=squares()))
-    original = load_dataset(source, image_size=8)
-    entry = only_cache_entry()
-    with safe_open(str(entry), "pt") as handle:
-        metadata = handle.metadata()  # the entry's own key and digest, over damaged pixels
-    save_file(damage(original.images), entry, metadata=metadata)
+    source = str(write_npz(tmp_path / "a.npz", images=squares()[..., :1]))
+    original = load_dataset(source, image_size=8).images.clone()  # the entry's pixels are mapped
+    damage(*only_cache_entry())
     with pytest.warns(DataWarning, match=f"is damaged .*{why}.*decoding again"):
         again = load_dataset(source, image_size=8)
-    assert torch.equal(again.images, original.images)
+    assert torch.equal(again.images, original)
+    assert torch.equal(load_dataset(source, image_size=8).images, original)  # written again
+
+
+def test_labels_that_do_not_index_the_class_names_are_damage(tmp_path):
+    source = str(write_npz(tmp_path / "a.npz", images=squares(), labels=np.arange(8) % 2))
+    original = load_dataset(source, image_size=8)
+    _, pixels = only_cache_entry()
+    content = bytearray(pixels.read_bytes())
+    content[-8:] = (5).to_bytes(8, "little")  # the last label, past the two classes
+    pixels.write_bytes(bytes(content))
+    with pytest.warns(DataWarning, match="is damaged .*labels do not index its class names"):
+        again = load_dataset(source, image_size=8)
+    assert torch.equal(again.labels, original.labels)
+
+
+def test_verify_data_reads_the_pixels_and_the_files_again(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for index in range(3):
+        Image.new("RGB", (8, 8), (index * 60, 0, 0)).save(folder / f"{index}.png")
+        os.utime(folder / f"{index}.png", ns=(10**18, 10**18))  # long settled
+    original = load_dataset(str(folder), image_size=8)
+    pixels_before = original.images.clone()  # mapped from the entry, which is damaged below
+    header, pixels = only_cache_entry()
+    zero_pixels(header, pixels)
+    quick = load_dataset(str(folder), image_size=8)  # sizes and layout only: not noticed
+    assert quick.images.sum() == 0
+    with pytest.warns(DataWarning, match="is damaged .*SHA-256 mismatch.*decoding again"):
+        verified = load_dataset(str(folder), image_size=8, verify=True)
+    assert torch.equal(verified.images, pixels_before)
+    # A file rewritten and its modification time set back: its change time, which no one can
+    # set, and (so soon after the change) its content are in the key too.
+    Image.new("RGB", (8, 8), (0, 0, 250)).save(folder / "1.png")
+    os.utime(folder / "1.png", ns=(10**18, 10**18))
+    changed = load_dataset(str(folder), image_size=8)
+    assert changed.images[1, 2, 0, 0] == 250 and changed.fingerprint != original.fingerprint
+    # What --verify-data compares besides the pixels: the digest of the files' bytes.
+    (header,) = [
+        path for path in cache_dir().glob("*.json")
+        if json.loads(path.read_text())["fingerprint"] == changed.fingerprint
+    ]  # fmt: skip
+    rewrite_header(header, source_digest="0" * 64)
+    with pytest.warns(DataWarning, match="is damaged .*its files changed since it was cached"):
+        load_dataset(str(folder), image_size=8, verify=True)
 
 
 def test_an_entry_copied_under_another_data_sets_key_is_decoded_again(tmp_path):
     first = str(write_npz(tmp_path / "a.npz", images=squares()))
     second = str(write_npz(tmp_path / "b.npz", images=squares(count=9)))
     load_dataset(first, image_size=8)
-    (first_entry,) = cache_dir().glob("*.safetensors")
-    original = load_dataset(second, image_size=8)
-    (second_entry,) = set(cache_dir().glob("*.safetensors")) - {first_entry}
-    second_entry.write_bytes(first_entry.read_bytes())
+    (first_header,) = cache_dir().glob("*.json")
+    original = load_dataset(second, image_size=8).images.clone()
+    (second_header,) = set(cache_dir().glob("*.json")) - {first_header}
+    second_header.write_bytes(first_header.read_bytes())
+    second_header.with_suffix(".pixels").write_bytes(
+        first_header.with_suffix(".pixels").read_bytes()
+    )
     with pytest.warns(DataWarning, match="is damaged .*another data set's entry"):
         again = load_dataset(second, image_size=8)
-    assert torch.equal(again.images, original.images)
+    assert torch.equal(again.images, original)
 
 
 def test_an_entry_with_an_endless_note_is_decoded_again(tmp_path):
     source = str(write_npz(tmp_path / "a.npz", images=squares()))
     original = load_dataset(source, image_size=8)
-    entry = only_cache_entry()
-    with safe_open(str(entry), "pt") as handle:
-        metadata = {**handle.metadata(), "warnings": json.dumps(["x" * 10**6])}
-    save_file({"images": original.images}, entry, metadata=metadata)
+    header, _ = only_cache_entry()
+    rewrite_header(header, notes=["x" * 10**6])
     with pytest.warns(DataWarning, match="is damaged .*not short strings"):
         again = load_dataset(source, image_size=8)
     assert torch.equal(again.images, original.images)
@@ -138,9 +217,9 @@ def test_an_entry_with_an_endless_note_is_decoded_again(tmp_path):
 def test_a_cache_entry_of_another_kind_of_file_is_decoded_again(tmp_path):
     source = str(write_npz(tmp_path / "a.npz", images=squares()))
     original = load_dataset(source, image_size=8)
-    entry = only_cache_entry()
-    entry.unlink()
-    entry.mkdir()  # a folder where the entry was: read as a miss, written past with a warning
+    _, pixels = only_cache_entry()
+    pixels.unlink()
+    pixels.mkdir()  # a folder where the pixels were: damage, then written past with a warning
     with pytest.warns(DataWarning, match="could not cache"):
         again = load_dataset(source, image_size=8)
     assert torch.equal(again.images, original.images)
@@ -160,6 +239,13 @@ def test_a_full_or_read_only_cache_costs_a_warning(in_tmp, monkeypatch, small_di
     monkeypatch.setenv("GENTOOL_CACHE", str(small_disk(40)))
     with pytest.warns(DataWarning, match="could not cache .*No space left on device"):
         assert len(load_dataset(source, image_size=32)) == 64
+    # A disk that fills after some chunks of a folder were written: those are kept, in memory.
+    folder = in_tmp / "faces"
+    write_builtin_set("faces", folder, count=300, size=8)
+    whole = load_dataset(str(folder), image_size=8).images.clone()
+    monkeypatch.setenv("GENTOOL_CACHE", str(small_disk(40)))
+    with pytest.warns(DataWarning, match="could not cache .*No space left on device"):
+        assert torch.equal(load_dataset(str(folder), image_size=8).images, whole)
     locked = in_tmp / "locked"
     (locked / "data").mkdir(parents=True)
     monkeypatch.setenv("GENTOOL_CACHE", str(read_only(locked)))
@@ -271,20 +357,20 @@ def test_names_that_are_not_utf8_train_and_show_with_escapes(in_tmp):
 
 def test_a_file_that_fails_to_decode_in_an_unforeseen_way_is_skipped(tmp_path, monkeypatch):
     # No file at hand makes Pillow raise outside its usual errors; a decoder that does stands in.
-    from gentool.data import folders
+    from gentool import image_files
 
     folder = tmp_path / "images"
     folder.mkdir()
     for index in range(3):
-        Image.new("RGB", (8, 8)).save(folder / f"{index}.png")
-    read_image = folders._read_image
+        Image.new("RGB", (8, 8), (index, index, index)).save(folder / f"{index}.png")
+    fit_image = image_files.fit_image
 
-    def read_or_fail(path, digest, size):
-        if path.name == "1.png":
+    def fit_or_fail(image, size):
+        if image.getpixel((0, 0)) == (1, 1, 1):
             raise ZeroDivisionError("a decoder's own bug")
-        return read_image(path, digest, size)
+        return fit_image(image, size)
 
-    monkeypatch.setattr(folders, "_read_image", read_or_fail)
+    monkeypatch.setattr(image_files, "fit_image", fit_or_fail)
     with pytest.warns(DataWarning, match="skipped 1 of 3 files .*a decoder's own bug"):
         assert len(load_dataset(str(folder), image_size=8)) == 2
 
@@ -346,23 +432,23 @@ def test_an_image_of_another_format_never_runs_a_program(tmp_path, monkeypatch):
 
 
 def test_a_file_rewritten_while_the_data_is_read_is_never_cached_as_the_old(tmp_path, monkeypatch):
-    from gentool.data import folders
+    from gentool import image_files
 
     folder = tmp_path / "images"
     folder.mkdir()
     for index in range(3):
         Image.new("RGB", (8, 8), (index * 60, 0, 0)).save(folder / f"{index}.png")
-    read_image = folders._read_image
+    read_content = image_files.read_content
 
-    def rewrite_then_read(path, digest, size):  # the file changes after its fingerprint
-        if path.name == "1.png":
-            Image.new("RGB", (8, 8), (250, 250, 250)).save(path)
-        return read_image(path, digest, size)
+    def rewrite_then_read(item):  # the file changes after it was listed
+        if item.path.endswith("1.png"):
+            Image.new("RGB", (8, 8), (250, 250, 250)).save(item.path)
+        return read_content(item)
 
-    monkeypatch.setattr(folders, "_read_image", rewrite_then_read)
+    monkeypatch.setattr(image_files, "read_content", rewrite_then_read)
     with pytest.raises(DataError, match="1.png changed while the data was read: run again"):
         load_dataset(str(folder), image_size=8)
-    assert list(cache_dir().glob("*.safetensors")) == []
+    assert list(cache_dir().iterdir()) == []
     monkeypatch.undo()
     settled = load_dataset(str(folder), image_size=8)
     assert settled.images[1, 0, 0, 0] == 250

@@ -121,6 +121,44 @@ def data_make(
     console.print(f"wrote {shown}", highlight=False)
 
 
+@data_app.command("cache")
+@user_errors
+def data_cache(
+    clear: bool = typer.Option(
+        False, "--clear", help="Remove every cached data set (and nothing else in the folder)."
+    ),
+) -> None:
+    """List the decoded data sets cached on disk, largest first, or remove them all.
+
+    A data set is decoded once, into one file under $GENTOOL_CACHE/data (default
+    ~/.cache/gentool/data) as large as its pixels, and mapped from there by every later run.
+
+    [dim]Example: gentool data cache --clear[/]
+    """
+    from gentool.data.cache import cache_dir, cache_entries, clear_cache
+    from gentool.limits import format_bytes
+
+    if clear:
+        removed, freed = clear_cache()
+        said = (
+            f"removed {removed} data sets ({format_bytes(freed)}) from"
+            if freed
+            else ("no data set is cached in")
+        )
+        console.print(f"{said} {escaped(cache_dir())}", highlight=False)
+        return
+    entries = cache_entries()
+    table = Table("source", "images", "shape", "size", title=escaped(cache_dir()))
+    for entry in entries:
+        images, shape = (
+            (str(entry.shape[0]), "×".join(map(str, entry.shape[1:]))) if entry.shape else ("", "")
+        )
+        table.add_row(escaped(entry.source), images, shape, format_bytes(entry.bytes))
+    console.print(table)
+    total = sum(entry.bytes for entry in entries)
+    console.print(f"{len(entries)} data sets, {format_bytes(total)}", highlight=False)
+
+
 @plugin_app.command("check")
 @user_errors
 def plugin_check(

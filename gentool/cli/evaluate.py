@@ -6,17 +6,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from gentool.cli.app import app, console, error_console, user_errors
 from gentool.cli.options import DeviceOption, JsonOption, RawWeightsOption, RunOption, SeedOption
 from gentool.errors import GentoolError
+from gentool.progress import Tracker, progress_bars
 from gentool.registry import resolve
 from gentool.terminal import escaped
 
@@ -248,21 +247,10 @@ def _metrics_table(title: str, values: dict[str, Any]) -> Table:
     return table
 
 
-@contextlib.contextmanager
-def feature_progress() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
+def feature_progress() -> contextlib.AbstractContextManager[Tracker | None]:
     """A progress bar per feature extraction, on standard error: Inception on a CPU takes a
     tenth of a second an image."""
-    columns = (
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
-    )  # fmt: skip
-    shown = error_console.is_terminal  # elsewhere a bar is noise, and its last frame a blank line
-    with Progress(*columns, console=error_console, transient=True, disable=not shown) as progress:
-
-        def track(description: str, total: int) -> Callable[[int], None]:
-            task = progress.add_task(escaped(description), total=total)
-            return lambda images: progress.advance(task, images)
-
-        yield track
+    return progress_bars(error_console, "images")
 
 
 @app.command()

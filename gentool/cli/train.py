@@ -26,7 +26,8 @@ DataOption = Annotated[
     typer.Option(
         "--data",
         "-d",
-        help="Image folder, .npz file, or builtin:faces / builtin:shapes (default: a built-in set)",
+        help="Image folder, .zip of images, .npz file, or builtin:faces / builtin:shapes "
+        "(default: a built-in set)",
         rich_help_panel=DATA,
     ),
 ]
@@ -35,6 +36,25 @@ LimitOption = Annotated[
     typer.Option(
         "--limit",
         help="Use at most N images (built-in sets: generate N) (default: all; 5000 built-in)",
+        rich_help_panel=DATA,
+    ),
+]
+AugmentOption = Annotated[
+    str | None,
+    typer.Option(
+        "--augment",
+        metavar="NAMES",
+        help="Augment the data: flip (mirror each image left to right at random, drawn from the "
+        "seed, epoch and image) (default: none; on --resume, the run's own)",
+        rich_help_panel=DATA,
+    ),
+]
+VerifyDataOption = Annotated[
+    bool,
+    typer.Option(
+        "--verify-data",
+        help="Read every data file and cached pixel again and check them against the cache, "
+        "which otherwise trusts files whose names, sizes and times are unchanged",
         rich_help_panel=DATA,
     ),
 ]
@@ -220,6 +240,8 @@ def train(
     name: Annotated[str, typer.Argument(help="Model to train (see `gentool list`), or DIST:NAME.")],
     data: DataOption = None,
     limit: LimitOption = None,
+    augment: AugmentOption = None,
+    verify_data: VerifyDataOption = False,
     epochs: EpochsOption = None,
     batch_size: BatchOption = None,
     seed: TrainSeedOption = None,
@@ -248,6 +270,7 @@ def train(
 
     [dim]Examples:
       gentool train dcgan --data ./faces --epochs 20
+      gentool train dcgan --data faces.zip --augment flip
       gentool train dcgan --limit 2000 -o image_size=32 --epochs 3
       gentool train dcgan --resume --epochs 30
       gentool train dcgan --nproc 2 --batch-size 128 --ema 0.999
@@ -266,6 +289,7 @@ def train(
         batch_size=batch_size, seed=seed, device=device, run_dir=run_dir, resume=resume,
         overwrite=overwrite, ema=ema, eval_every=eval_every, eval_n=eval_n,
         eval_metrics=eval_metrics, eval_features=eval_features, log_every=log_every, log=log,
+        augment=augment, verify_data=verify_data,
         acceleration=Acceleration(amp, compile_networks, channels_last, sync_bn, kernels),
     )  # fmt: skip
     if nproc is not None:  # each process checks the rest, and rank 0 says what it found

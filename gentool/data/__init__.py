@@ -1,16 +1,19 @@
-"""Training data: image folders, .npz arrays and the built-in synthetic sets, as one uint8 tensor.
+"""Training data: image folders, zip archives, .npz arrays and the built-in synthetic sets, as one
+uint8 tensor.
 
-Images are decoded once with Pillow (`decode`), fitted to the model's size (shorter side resized,
-centre cropped) and kept as a single (N, C, H, W) uint8 tensor (`dataset`). Decoded folders and
-arrays are cached on disk, keyed by a fingerprint of their content and the preprocessing
-(`cache`), so a second run decodes nothing. Batches are slices of that tensor, scaled to the
-model's value range on the device (`batches`).
+Images are decoded once with Pillow, in worker processes (`decoding`, `gentool.image_files`),
+fitted to the model's size (shorter side resized, centre cropped) and written as they are decoded
+into a cache entry on disk (`pixels`), which every later run maps rather than reads (`cache`).
+The entry is keyed by the source's listing (names, sizes, times) and the preprocessing, so a
+restart decodes nothing and reads no image. Batches are gathered from the mapped tensor and
+scaled to the model's value range on the device, copied one batch ahead on a GPU (`batches`).
 
 Sources (`sources`):
 - a folder of images, searched recursively; when every image lies in an immediate sub-folder, the
-  sub-folders name the classes (sorted) and the images are labelled;
+  sub-folders name the classes (sorted) and the images are labelled (`folders`);
+- a zip archive of images, labelled as a folder is by the folders inside it (`zips`);
 - an ``.npz`` file with ``images`` (uint8, (N, H, W), (N, H, W, C) or (N, C, H, W)) and optional
-  ``labels`` (N,) and ``class_names``;
+  ``labels`` (N,) and ``class_names`` (`arrays`);
 - ``builtin:faces`` (cartoon faces) or ``builtin:shapes`` (labelled shapes), generated
   deterministically; used when no source is given.
 """

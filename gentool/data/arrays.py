@@ -8,33 +8,68 @@ that decides the decoded content: the pixels with their shape, the labels and th
 
 from __future__ import annotations
 
-import json
+import hashlib
 import math
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
-from gentool.data.cache import Fingerprint, cached
+from gentool.data.cache import Built, DataKey
 from gentool.data.dataset import ImageDataset
-from gentool.data.decode import fit_image, stack_images
+from gentool.data.pixels import PixelWriter, cached
 from gentool.errors import DataError
+from gentool.image_files import fit_image
 from gentool.limits import MAX_CLASSES, MAX_IMAGE_SIDE, check_allocation, open_untrusted
 
 MEMBERS = ("images", "labels", "class_names")
+_WRITE_CHUNK = 1024  # images fitted and written at a time
 _HEADER_READERS = {
     (1, 0): np.lib.format.read_array_header_1_0,
     (2, 0): np.lib.format.read_array_header_2_0,
 }
 
 
-def load_npz(path: Path, source: str, image_size: int | None, limit: int | None) -> ImageDataset:
+def load_npz(
+    path: Path,
+    source: str,
+    image_size: int | None,
+    limit: int | None,
+    *,
+    verify: bool = False,
+) -> ImageDataset:
+    key = DataKey("npz", image_size)
+    try:
+        key.add_files([("", str(path), path.stat())])
+    except OSError as error:
+        raise DataError(f"cannot read {source!r}: {error.strerror or error}") from None
+    key.add(str(limit))
+
+    def build(writer: PixelWriter) -> Built:
+        images, labels, class_names = _read_npz(path, source, limit)
+        for start in range(0, len(images), _WRITE_CHUNK):
+            chunk = images[start : start + _WRITE_CHUNK]
+            if image_size is not None and images.shape[1:3] != (image_size, image_size):
+                writer.write(
+                    [np.asarray(fit_image(_pil_image(image), image_size)) for image in chunk]
+                )
+            else:
+                writer.write([image[..., 0] if image.shape[-1] == 1 else image for image in chunk])
+        return Built(labels, class_names, file_digest(path))
+
+    recheck = (lambda: file_digest(path)) if verify else None
+    return cached(key, source, build, source_digest=recheck)
+
+
+def _read_npz(
+    path: Path, source: str, limit: int | None
+) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...]]:
     arrays = read_arrays(path, source, MEMBERS)
     if "images" not in arrays:
-        raise DataError(f"{source!r} has no 'images' array (found: {', '.join(arrays) or 'none'})")
+        found = ", ".join(sorted(array_names(path, source))) or "none"
+        raise DataError(f"{source!r} has no 'images' array (found: {found})")
     images = _images(arrays["images"], source)
     labels = arrays.get("labels")
     if labels is not None:
@@ -42,24 +77,16 @@ def load_npz(path: Path, source: str, image_size: int | None, limit: int | None)
     if limit is not None:
         images = images[:limit]
         labels = None if labels is None else labels[:limit]
-    class_names = _class_names(arrays.get("class_names"), labels, source)
-    digest = Fingerprint("npz", image_size)
-    digest.add(b"images", images.tobytes())
-    digest.add(b"shape", json.dumps(images.shape).encode())
-    digest.add(b"labels", b"" if labels is None else labels.tobytes())
-    digest.add(b"class_names", json.dumps(class_names).encode())
-    fingerprint = str(digest)
+    return images, labels, _class_names(arrays.get("class_names"), labels, source)
 
-    def build() -> ImageDataset:
-        if image_size is not None and images.shape[1:3] != (image_size, image_size):
-            fitted = [fit_image(_pil_image(image), image_size) for image in images]
-            tensor = stack_images(fitted, source)
-        else:
-            tensor = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
-        label_tensor = None if labels is None else torch.from_numpy(labels)
-        return ImageDataset(tensor, label_tensor, class_names, source, fingerprint)
 
-    return cached(fingerprint, source, build)
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open_untrusted(path) as file:
+        while chunk := file.read(2**23):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def array_names(path: Path, source: str) -> set[str]:

@@ -1,210 +1,276 @@
-"""The on-disk cache of decoded data sets, keyed by a fingerprint of their content."""
+"""The on-disk cache of decoded data sets: one entry per data set, mapped into memory, not read.
+
+An entry is two files in `cache_dir()`, named by the data set's key:
+
+- KEY.pixels: the images as one flat uint8 array (N, C, H, W), then the labels, if any, as N
+  little-endian int64;
+- KEY.json: what the pixels are (shape, class names, what decoding warned about, their SHA-256,
+  the digest of the source's bytes), written last, so that an entry without it was never
+  finished.
+
+The key hashes what decides the decoding without reading the images: each file's name, size and
+modification and change times, and the preprocessing. A restart therefore lists the folder and
+maps the entry; a training process then touches only the pages of the batches it reads, and the
+kernel may drop them again, so the decoded set never counts against the process's own memory.
+Every load checks an entry's layout, its key and its size; `--verify-data` also reads every source
+file and every pixel again and compares their digests with the entry's.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import re
+import stat
+import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
 
-from gentool.atomic import atomic_write
 from gentool.data.dataset import DataWarning, ImageDataset
-from gentool.limits import available_memory, open_untrusted
+from gentool.limits import available_memory, open_untrusted, read_untrusted
 
-DECODING_VERSION = 2  # bump when decoding changes what the same files decode to
-_CACHE_LAYOUT = 4  # in an entry's name: bump when what an entry holds changes
+DECODING_VERSION = 3  # bump when decoding changes what the same files decode to
+ENTRY_FORMAT = 5  # bump when what an entry holds changes
 MAX_NOTE_CHARS = 2000  # a class name or a note about skipped files; longer is damage
-_SAFETENSORS_DTYPES = {torch.uint8: "U8", torch.int64: "I64"}
-_HASH_CHUNK = 2**20
+MAX_SIDECAR_BYTES = 2**26  # room for the most class names a data set may have
+_HASH_CHUNK = 2**23
+RECENT_NS = 2 * 10**9  # a file changed this recently is keyed by its content as well
+PIXELS, SIDECAR, TEMPORARY = ".pixels", ".json", ".tmp"
+# An entry's files, and the temporary files of one being written (mkstemp's random part).
+_ENTRY_NAME = re.compile(r"\.?[a-z]+-[0-9a-f]{32}\.v[0-9]+(\.json|\.pixels|\.[A-Za-z0-9_]+\.tmp)")
 
 
-class Fingerprint:
-    """Identifies decoded data: everything that decides it (content, names, preprocessing),
-    hashed. A resumed run checks it, and the cache is keyed by it."""
+class DataKey:
+    """What decides a data set's decoding, hashed: the listing of its source (names, sizes,
+    times) and the preprocessing."""
 
     def __init__(self, kind: str, image_size: int | None) -> None:
         self.kind = kind
         self._digest = hashlib.sha256(f"{kind}:{DECODING_VERSION}:{image_size}".encode())
 
-    def add(self, name: bytes, content: bytes) -> None:
-        self._digest.update(name)
-        self._digest.update(len(content).to_bytes(8, "little"))
-        self._digest.update(content)
+    def add(self, *parts: bytes | int | str) -> None:
+        for part in parts:
+            encoded = str(part).encode() if isinstance(part, int | str) else part
+            self._digest.update(len(encoded).to_bytes(8, "little") + encoded)
 
-    def add_file(self, name: bytes, path: Path, size: int) -> bytes:
-        """Add a file of `size` bytes, read in chunks; the SHA-256 of its content alone. On an
-        OSError nothing of it is added."""
-        digest, own = self._digest.copy(), hashlib.sha256()
-        digest.update(name)
-        digest.update(size.to_bytes(8, "little"))
-        read = 0
-        with open_untrusted(path) as file:
-            while chunk := file.read(_HASH_CHUNK):
-                digest.update(chunk)
-                own.update(chunk)
-                read += len(chunk)
-        if read != size:
-            raise OSError(f"it changed while it was read ({size} bytes, then {read})")
-        self._digest = digest
-        return own.digest()
+    def add_files(self, files: Sequence[tuple[str, str, os.stat_result]]) -> list[bytes | None]:
+        """Add files, each (its name in the source, its path, its status), by name, size and
+        times; and a file changed so recently that a change to follow could leave its times as
+        they are (they move in ticks of a few milliseconds) by its content too. Each file's
+        content SHA-256 where it was read (b"unreadable" where it could not be), for the
+        decoding to check, else None."""
+        listing = "".join(
+            f"{name}\0{status.st_size}\0{status.st_mtime_ns}\0{status.st_ctime_ns}\n"
+            for name, _, status in files
+        )  # names hold no NUL: each record parses one way
+        self._digest.update(listing.encode("utf-8", "surrogateescape"))
+        recent_since = time.time_ns() - RECENT_NS
+        digests: list[bytes | None] = []
+        for _, path, status in files:
+            if max(status.st_mtime_ns, status.st_ctime_ns) < recent_since:
+                digests.append(None)
+                continue
+            try:
+                with open_untrusted(path) as file:
+                    digests.append(hashlib.sha256(file.read(status.st_size + 1)).digest())
+            except OSError:
+                digests.append(b"unreadable")  # and so left out when it is decoded
+            self.add(digests[-1])
+        return digests
 
     def __str__(self) -> str:
-        return f"{self.kind}:{self._digest.hexdigest()[:32]}"
+        return f"{self.kind}-{self._digest.hexdigest()[:32]}"
+
+
+@dataclass(frozen=True)
+class Built:
+    """What a source's decoding gives besides the pixels written: labels and class names, and
+    the digest of the bytes it read (which --verify-data compares with the source again)."""
+
+    labels: np.ndarray | None
+    class_names: tuple[str, ...]
+    source_digest: str
 
 
 def cache_dir() -> Path:
-    """Where decoded datasets are cached: $GENTOOL_CACHE, else ~/.cache/gentool."""
+    """Where decoded data sets are cached: $GENTOOL_CACHE/data, else ~/.cache/gentool/data."""
     base = os.environ.get("GENTOOL_CACHE") or Path.home() / ".cache" / "gentool"
     return Path(base) / "data"
 
 
-def cached(fingerprint: str, source: str, build: Callable[[], ImageDataset]) -> ImageDataset:
-    """The dataset from the on-disk cache, or built and then cached.
+def read_entry(
+    base: Path, key: str, source: str, *, verify: bool = False
+) -> tuple[ImageDataset, list[str], str] | None:
+    """The entry at `base` as (data set, notes, source digest), or None for a missing or
+    damaged one (with a warning)."""
+    sidecar, pixels = entry_files(base)
+    try:
+        if not sidecar.is_file():
+            return None
+        header = json.loads(read_untrusted(sidecar, MAX_SIDECAR_BYTES))
+        if not isinstance(header, dict) or header.get("key") != key:
+            raise ValueError("it is another data set's entry")
+        shape, labelled, class_names, notes = _layout(header)
+        if header["fingerprint"] != fingerprint_of(header["sha256"], shape, class_names, labelled):
+            raise ValueError("its header does not fit its own digest: it was edited")
+        status = os.stat(pixels)
+        if not stat.S_ISREG(status.st_mode):
+            raise ValueError(f"{pixels.name} is not a regular file")
+        if status.st_size != header["bytes"]:
+            raise ValueError(f"{pixels.name} holds {status.st_size} bytes, not {header['bytes']}")
+        images = np.memmap(pixels, np.uint8, mode="c", shape=shape)  # copied only if written
+        _read_ahead(pixels, status.st_size)
+        labels = None
+        if labelled:
+            labels = np.fromfile(pixels, "<i8", count=shape[0], offset=math.prod(shape))
+            if labels.shape != (shape[0],) or labels.min() < 0 or labels.max() >= len(class_names):
+                raise ValueError("its labels do not index its class names")
+        if verify and content_digest(pixels) != header["sha256"]:
+            raise ValueError("its pixels changed since it was written (SHA-256 mismatch)")
+        dataset = ImageDataset(
+            torch.from_numpy(images),
+            None if labels is None else torch.from_numpy(labels.astype(np.int64)),
+            tuple(class_names),
+            source,
+            header["fingerprint"],
+        )
+        return dataset, notes, header["source_digest"]
+    except (OSError, KeyError, ValueError, TypeError, RecursionError) as error:
+        reason = "it nests too deeply" if isinstance(error, RecursionError) else error
+        warn_damaged(source, base, reason, stacklevel=4)
+        return None
 
-    An entry is verified before use (its layout, and a SHA-256 of its content); a damaged one is
-    decoded again. A cache that cannot be written (a read-only or full disk, $GENTOOL_CACHE
-    naming a file) costs a warning, never the run. What building warned about (files skipped,
-    say) is kept with the entry and said again on every load: a cached data set still has the
-    holes its files had.
-    """
-    path = cache_dir() / f"{fingerprint.replace(':', '-')}.v{_CACHE_LAYOUT}.safetensors"
-    entry = _read_entry(path, fingerprint, source)
-    if entry is not None:
-        dataset, notes = entry
-    else:
-        dataset, notes = _build_noting(build)
-        _write_entry(path, dataset, notes, source)
-    for note in notes:
-        warnings.warn(note, DataWarning, stacklevel=3)
-    return dataset
+
+def _read_ahead(pixels: Path, size: int) -> None:
+    """Ask the kernel to bring a set that fits in memory into its page cache in the background:
+    batches gather images from all over the file, and one by one from disk they would come at
+    the speed of random reads. A set larger than memory is left to be paged in as it is read."""
+    available = available_memory()
+    if not hasattr(os, "posix_fadvise") or available is None or size > available // 2:
+        return
+    with open(pixels, "rb") as file:
+        os.posix_fadvise(file.fileno(), 0, 0, os.POSIX_FADV_WILLNEED)
 
 
-def _build_noting(build: Callable[[], ImageDataset]) -> tuple[ImageDataset, list[str]]:
-    """Build, keeping what it warned about the data to say again on every load."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", DataWarning)
-        dataset = build()
-    notes = []
-    for warning in caught:
-        if issubclass(warning.category, DataWarning):
-            notes.append(str(warning.message))
-        else:
-            warnings.warn_explicit(
-                warning.message, warning.category, warning.filename, warning.lineno
-            )
-    return dataset, notes
+def entry_files(base: Path) -> tuple[Path, Path]:
+    """An entry's (header, pixels) files."""
+    return base.with_name(base.name + SIDECAR), base.with_name(base.name + PIXELS)
 
 
-def _content_digest(dataset: ImageDataset, notes: list[str]) -> str:
-    """SHA-256 of everything an entry holds, its key (the fingerprint) included, so that an
-    entry copied under another key is refused. Hashed in place: no copy of the pixels."""
-    digest = hashlib.sha256(dataset.fingerprint.encode())
-    digest.update(memoryview(dataset.images.numpy()).cast("B"))
-    if dataset.labels is not None:
-        digest.update(memoryview(dataset.labels.numpy()).cast("B"))
-    digest.update(json.dumps([dataset.class_names, notes]).encode())
+def _layout(header: dict) -> tuple[tuple[int, ...], bool, list[str], list[str]]:
+    """(shape, labelled, class names, notes) of an entry's header, checked; and the pixel file
+    must hold exactly that many bytes."""
+    shape, labelled = header["shape"], header["labelled"]
+    class_names, notes = header["class_names"], header["notes"]
+    if not (
+        isinstance(shape, list)
+        and len(shape) == 4
+        and all(isinstance(side, int) and side > 0 for side in shape)
+        and shape[1] in (1, 3)
+    ):
+        raise ValueError(f"its shape {shape!r} is not that of images")
+    if not all(isinstance(item, str) and len(item) <= MAX_NOTE_CHARS for item in class_names):
+        raise ValueError("its class names or notes are not short strings")
+    if not all(isinstance(item, str) and len(item) <= MAX_NOTE_CHARS for item in notes):
+        raise ValueError("its class names or notes are not short strings")
+    if not isinstance(header["fingerprint"], str) or not isinstance(header["sha256"], str):
+        raise ValueError("its digests are not strings")
+    if labelled is not True and labelled is not False:
+        raise ValueError("it does not say whether it holds labels")
+    expected = math.prod(shape) + (8 * shape[0] if labelled else 0)
+    if header.get("bytes") != expected:
+        raise ValueError(f"it declares {header.get('bytes')} bytes for {expected}")
+    return tuple(shape), labelled, class_names, notes
+
+
+def fingerprint_of(
+    digest: str, shape: tuple[int, ...], class_names: tuple[str, ...] | list[str], labelled: bool
+) -> str:
+    """A data set's identity, which a resumed run checks: the digest of its pixel file with what
+    the pixels are. Its content, not where it came from: a copied folder, or a zip of it, is the
+    same data."""
+    identity = json.dumps([digest, list(shape), list(class_names), labelled])
+    return f"decoded:{hashlib.sha256(identity.encode()).hexdigest()[:32]}"
+
+
+def content_digest(pixels: Path) -> str:
+    """SHA-256 of a pixel file, read in chunks: no copy of the data set in memory."""
+    digest = hashlib.sha256()
+    with open(pixels, "rb") as file:
+        while chunk := file.read(_HASH_CHUNK):
+            digest.update(chunk)
     return digest.hexdigest()
 
 
-def _read_entry(path: Path, fingerprint: str, source: str) -> tuple[ImageDataset, list[str]] | None:
-    """A verified cache entry, or None for a missing or damaged one."""
+def warn_damaged(source: str, base: Path, reason: object, *, stacklevel: int) -> None:
+    warnings.warn(
+        f"the cached decoding of {source!r} ({base}) is damaged ({reason}); decoding again",
+        DataWarning,
+        stacklevel=stacklevel,
+    )
+
+
+@dataclass(frozen=True)
+class CachedSet:
+    """One entry of the cache, as `gentool data cache` lists it."""
+
+    name: str
+    source: str
+    shape: tuple[int, ...]
+    bytes: int
+
+
+def cache_entries() -> list[CachedSet]:
+    """The finished entries in the cache, largest first; damaged ones are listed as such."""
+    entries = []
+    for sidecar in _entry_files(SIDECAR):
+        pixels = sidecar.with_suffix(PIXELS)
+        try:
+            header = json.loads(read_untrusted(sidecar, MAX_SIDECAR_BYTES))
+            shape, source = tuple(header["shape"]), str(header["source"])
+            size = pixels.stat().st_size + sidecar.stat().st_size
+        except (OSError, ValueError, KeyError, TypeError):
+            shape, source, size = (), "(damaged)", _size_of(sidecar) + _size_of(pixels)
+        entries.append(CachedSet(sidecar.stem, source, shape, size))
+    return sorted(entries, key=lambda entry: -entry.bytes)
+
+
+def clear_cache() -> tuple[int, int]:
+    """Remove the cache's entries, finished or not, and nothing else that lies there (a cache
+    folder may be shared, or set to a folder of the user's): (data sets, bytes) removed."""
+    removed, freed = 0, 0
+    for path in _entry_files(SIDECAR, PIXELS, TEMPORARY):
+        size = _size_of(path)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        removed += path.name.endswith(SIDECAR)
+        freed += size
+    return removed, freed
+
+
+def _entry_files(*endings: str) -> list[Path]:
+    """The files in the cache named as gentool names its entries, with one of `endings`."""
+    folder = cache_dir()
+    if not folder.is_dir():
+        return []
+    return sorted(
+        folder / name
+        for name in os.listdir(folder)
+        if _ENTRY_NAME.fullmatch(name) and name.endswith(endings)
+    )
+
+
+def _size_of(path: Path) -> int:
     try:
-        if not path.is_file():
-            return None
-        size = path.stat().st_size
-        available = available_memory()
-        if available is not None and size > available:
-            raise ValueError(f"{size} bytes is more than the memory available")
-        with safe_open(str(path), "pt") as handle:
-            metadata = handle.metadata() or {}
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
-        if metadata.get("fingerprint") != fingerprint:
-            raise ValueError("it is another data set's entry")
-        class_names, notes = json.loads(metadata["class_names"]), json.loads(metadata["warnings"])
-        if not all(
-            isinstance(item, str) and len(item) <= MAX_NOTE_CHARS for item in [*class_names, *notes]
-        ):
-            raise ValueError("its class names or notes are not short strings")
-        dataset = ImageDataset(
-            tensors["images"], tensors.get("labels"), tuple(class_names), source, fingerprint
-        )
-        _check_layout(dataset)
-        if _content_digest(dataset, notes) != metadata["sha256"]:
-            raise ValueError("its content changed since it was written (SHA-256 mismatch)")
-    except (OSError, SafetensorError, KeyError, ValueError, TypeError, RecursionError) as error:
-        reason = "it nests too deeply" if isinstance(error, RecursionError) else error
-        warnings.warn(
-            f"the cached decoding of {source!r} ({path}) is damaged ({reason}); decoding again",
-            DataWarning,
-            stacklevel=4,
-        )
-        return None
-    return dataset, notes
-
-
-def _check_layout(dataset: ImageDataset) -> None:
-    images, labels = dataset.images, dataset.labels
-    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f"its images are {images.dtype} of shape {tuple(images.shape)}")
-    if 0 in images.shape:
-        raise ValueError("it holds no pixels")
-    if labels is None:
-        return
-    if labels.dtype != torch.int64 or labels.shape != (images.shape[0],):
-        raise ValueError(f"its labels are {labels.dtype} of shape {tuple(labels.shape)}")
-    if int(labels.min()) < 0 or int(labels.max()) >= len(dataset.class_names):
-        raise ValueError("its labels do not index its class names")
-
-
-def _write_entry(path: Path, dataset: ImageDataset, notes: list[str], source: str) -> None:
-    tensors = {"images": dataset.images}
-    if dataset.labels is not None:
-        tensors["labels"] = dataset.labels
-    metadata = {
-        "fingerprint": dataset.fingerprint,
-        "class_names": json.dumps(dataset.class_names),
-        "warnings": json.dumps(notes),
-        "sha256": _content_digest(dataset, notes),
-    }
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(path) as temporary:
-            write_safetensors(temporary, tensors, metadata)
-    except OSError as error:
-        warnings.warn(
-            f"could not cache the decoded {source!r} in {path.parent} "
-            f"({error.strerror or error}); it is decoded again next time (set $GENTOOL_CACHE to "
-            "a writable folder)",
-            DataWarning,
-            stacklevel=4,
-        )
-
-
-def write_safetensors(
-    path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]
-) -> None:
-    """Write `tensors` (contiguous, on the CPU) in the safetensors format straight from their
-    memory: the library's own writer copies each tensor into a bytes object first, which for a
-    data set is one more copy of it all."""
-    header: dict[str, object] = {"__metadata__": metadata}
-    offset = 0
-    for name, tensor in tensors.items():
-        size = tensor.numel() * tensor.element_size()
-        header[name] = {
-            "dtype": _SAFETENSORS_DTYPES[tensor.dtype],
-            "shape": list(tensor.shape),
-            "data_offsets": [offset, offset + size],
-        }
-        offset += size
-    encoded = json.dumps(header, separators=(",", ":")).encode()
-    encoded += b" " * (-len(encoded) % 8)  # the data starts 8-byte aligned
-    with path.open("wb") as file:
-        file.write(len(encoded).to_bytes(8, "little"))
-        file.write(encoded)
-        for tensor in tensors.values():
-            file.write(memoryview(tensor.contiguous().numpy()).cast("B"))
+        return path.lstat().st_size
+    except OSError:
+        return 0

@@ -4,239 +4,191 @@ Every file in it is untrusted: only regular files with an image suffix are read,
 than MAX_IMAGE_FILE_BYTES is skipped before a byte of it is read (a sparse terabyte costs
 nothing), and a file that cannot be read or decoded, for whatever reason, is skipped with a
 count. Names that are not valid UTF-8 are kept as they are on disk and shown with escapes.
+
+Listing reads no image: the data set's key comes from each file's name, size and times, so a
+restart on a cached folder starts without reading its images.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import os
 import random
 import warnings
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple
 
 import numpy as np
-import torch
-from PIL import Image, UnidentifiedImageError
 
-from gentool.data.cache import Fingerprint, cached
+from gentool.data.cache import Built, DataKey
 from gentool.data.dataset import DataWarning, ImageDataset
-from gentool.data.decode import IMAGE_SUFFIXES, fit_image, open_image, stack_images
+from gentool.data.decoding import Tracker, content_digest_of, decode_into
+from gentool.data.pixels import PixelWriter, cached
 from gentool.errors import DataError
-from gentool.limits import (
-    MAX_FOLDER_DEPTH,
-    MAX_IMAGE_FILE_BYTES,
-    check_allocation,
-    open_untrusted,
-)
+from gentool.image_files import IMAGE_SUFFIXES, ImageFile
+from gentool.limits import MAX_FOLDER_DEPTH, MAX_IMAGE_FILE_BYTES
 
-Decoded = TypeVar("Decoded")
+_SUFFIXES = tuple(IMAGE_SUFFIXES)
 
 
-def load_folder(root: Path, source: str, image_size: int | None, limit: int | None) -> ImageDataset:
-    paths = _image_paths(root, source)
-    if limit is not None and limit < len(paths):
-        # A seeded sample rather than the first files, so every class folder is represented.
-        paths = sorted(random.Random(0).sample(paths, limit))
-    digest = Fingerprint("folder", image_size)
-    files = _read_files(root, paths, source, digest)
-    fingerprint = str(digest)
-    if image_size is not None:
-        check_allocation(
-            len(files) * 3 * image_size**2,
-            f"{len(files)} images of {image_size}×{image_size}",
-            "lower --limit or the model's image_size",
-            DataError,
+@dataclass(frozen=True)
+class Listing:
+    """The images a source holds, before any is read: what to decode, each one's path inside
+    the source (its parts, which name its class), and the key they give."""
+
+    items: list[ImageFile]
+    parts: list[tuple[str, ...]]
+    shown: Callable[[int], str]  # image `index` as a message names it
+    key: DataKey
+    root: str  # the source as a message names it
+
+
+def load_folder(
+    root: Path,
+    source: str,
+    image_size: int | None,
+    limit: int | None,
+    *,
+    verify: bool = False,
+    track: Tracker | None = None,
+) -> ImageDataset:
+    key = DataKey("folder", image_size)
+    files = _image_files(root, source, limit)
+    contents = key.add_files([("/".join(found.parts), found.path, found.status) for found in files])
+    items = [
+        ImageFile(found.path, None, found.status.st_size, found.status.st_mtime_ns, content)
+        for found, content in zip(files, contents, strict=True)
+    ]
+    parts = [found.parts for found in files]
+    listing = Listing(items, parts, lambda index: _escaped(files[index].path), key, shown(root))
+    return load_listing(listing, source, image_size, verify=verify, track=track)
+
+
+def load_listing(
+    listing: Listing,
+    source: str,
+    image_size: int | None,
+    *,
+    verify: bool,
+    track: Tracker | None,
+) -> ImageDataset:
+    """The listed images, from the cache or decoded into it; labelled by their class folders."""
+    classes = _classes(listing)
+
+    def build(writer: PixelWriter) -> Built:
+        kept, digest = decode_into(
+            writer, listing.items, image_size, source, names=listing.shown, track=track
         )
-    class_of = _class_names_by_file(root, list(files))
+        if classes is None:
+            return Built(None, (), digest)
+        kept_classes = [classes[index] for index in kept]
+        class_names = tuple(sorted(set(kept_classes)))
+        index_of = {name: index for index, name in enumerate(class_names)}
+        labels = np.array([index_of[name] for name in kept_classes], dtype=np.int64)
+        return Built(labels, class_names, digest)
 
-    def build() -> ImageDataset:
-        images, kept = decode_files(files, image_size, source)
-        if class_of is None:
-            return ImageDataset(images, None, (), source, fingerprint)
-        class_names = tuple(sorted({class_of[path] for path in kept}))
-        index = {name: i for i, name in enumerate(class_names)}
-        labels = torch.tensor([index[class_of[path]] for path in kept], dtype=torch.int64)
-        return ImageDataset(images, labels, class_names, source, fingerprint)
-
-    return cached(fingerprint, source, build)
+    recheck = (lambda: content_digest_of(listing.items)) if verify else None
+    return cached(listing.key, source, build, source_digest=recheck)
 
 
-def _image_paths(root: Path, source: str) -> list[Path]:
-    """The regular files with an image suffix under `root`, small enough to read."""
-    paths, too_large, too_deep = [], [], []
-    # Linked folders are followed (data sets are often assembled from links), each real folder
-    # once, so a link loop cannot trap the search; and only so deep, as os.walk recurses.
-    visited = {os.path.realpath(root)}
-    for folder, subfolders, names in os.walk(root, followlinks=True):
-        unseen = []
-        for name in sorted(subfolders):
-            real = os.path.realpath(Path(folder, name))  # never raises on a loop, unlike resolve
-            if not name.startswith(".") and real not in visited:
-                visited.add(real)
-                unseen.append(name)
-        if unseen and len(Path(folder).relative_to(root).parts) >= MAX_FOLDER_DEPTH:
-            too_deep.append(Path(folder, unseen[0]))
-            unseen = []
-        subfolders[:] = unseen
-        for name in sorted(names):
-            path = Path(folder, name)
-            if path.suffix.lower() not in IMAGE_SUFFIXES or name.startswith("."):
-                continue
-            try:
-                regular, size = path.is_file(), path.stat().st_size
-            except OSError:
-                continue
-            if regular:
-                (too_large if size > MAX_IMAGE_FILE_BYTES else paths).append(path)
-    if too_deep:
-        warnings.warn(
-            f"skipped the folders more than {MAX_FOLDER_DEPTH} levels down (first: "
-            f"{shown(too_deep[0])})",
-            DataWarning,
-            stacklevel=4,
-        )
-    if too_large:
-        warnings.warn(
-            f"skipped {len(too_large)} image files larger than {MAX_IMAGE_FILE_BYTES // 2**20} "
-            f"MiB (first: {shown(too_large[0])})",
-            DataWarning,
-            stacklevel=4,
-        )
-    if not paths:
-        raise DataError(
-            f"no images found in {source!r} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
-        )
-    return paths
-
-
-def _read_files(
-    root: Path, paths: list[Path], source: str, digest: Fingerprint
-) -> dict[Path, bytes]:
-    """The files whose content went into `digest`, each with its own SHA-256; one that cannot
-    be read is skipped with a count (and so is left out of the data and of the fingerprint)."""
-    files, unreadable = {}, []
-    for path in paths:
-        try:
-            name = os.fsencode(path.relative_to(root))
-            files[path] = digest.add_file(name, path, path.stat().st_size)
-        except OSError as error:
-            unreadable.append(f"{shown(path)}: {error.strerror or error}")
-    if unreadable:
-        warnings.warn(
-            f"skipped {len(unreadable)} image files that could not be read (first: "
-            f"{unreadable[0]})",
-            DataWarning,
-            stacklevel=4,
-        )
-    if not files:
-        raise DataError(f"none of the {len(paths)} image files in {source!r} could be read")
-    return files
-
-
-def shown(path: Path) -> str:
-    """A path for a message, its undecodable bytes as escapes."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
-
-
-def _class_names_by_file(root: Path, files: list[Path]) -> dict[Path, str] | None:
-    """Each file's class (its immediate sub-folder), or None when the folder is unlabelled."""
-    class_of = {path: shown(Path(path.relative_to(root).parts[0])) for path in files}
-    loose = [path for path in files if len(path.relative_to(root).parts) == 1]
+def _classes(listing: Listing) -> list[str] | None:
+    """Each image's class (its immediate sub-folder), or None when the source is unlabelled."""
+    loose = sum(len(parts) == 1 for parts in listing.parts)
     if not loose:
-        return class_of
-    if len(loose) < len(files):
+        shown_as = {parts[0]: _escaped(parts[0]) for parts in listing.parts}
+        return [shown_as[parts[0]] for parts in listing.parts]
+    if loose < len(listing.parts):
         warnings.warn(
-            f"{len(loose)} images lie directly in {shown(root)} beside class sub-folders; "
+            f"{loose} images lie directly in {listing.root} beside class sub-folders; "
             "the data is treated as unlabelled",
             DataWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
     return None
 
 
-class DataChanged(DataError):
-    """A file's content changed between its fingerprint and its decoding."""
+def sample(items: list, limit: int | None) -> list:
+    """`limit` of `items`, in their order: a seeded sample rather than the first, so that every
+    class folder is represented."""
+    if limit is None or limit >= len(items):
+        return items
+    chosen = set(random.Random(0).sample(range(len(items)), limit))
+    return [item for index, item in enumerate(items) if index in chosen]
 
 
-def decode_files(
-    files: Mapping[Path, bytes], image_size: int | None, source: str
-) -> tuple[torch.Tensor, list[Path]]:
-    """The files decoded into one (N, C, H, W) uint8 tensor, and the files it holds.
-
-    Each file is read once, checked against the digest its fingerprint was made of (a file
-    rewritten meanwhile must not be cached under the old content's key) and decoded from those
-    very bytes. At a fixed size, each image is written straight into a tensor made for them all,
-    so that decoding takes little more memory than the data set itself.
-    """
-    paths = list(files)
-    if image_size is None:
-        images = _decode_each(paths, lambda i: _read_image(paths[i], files[paths[i]], None), source)
-        kept = [index for index, image in enumerate(images) if image is not None]
-        return stack_images([images[i] for i in kept], source), [paths[i] for i in kept]
-    pixels = np.empty((len(paths), 3, image_size, image_size), dtype=np.uint8)
-    grey = np.zeros(len(paths), dtype=bool)
-
-    def decode_into(index: int) -> bool:
-        array = np.asarray(_read_image(paths[index], files[paths[index]], image_size))
-        grey[index] = array.ndim == 2  # (H, W) grey, replicated below, or (H, W, 3)
-        pixels[index] = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
-        return True
-
-    kept = [index for index, done in enumerate(_decode_each(paths, decode_into, source)) if done]
-    for position, index in enumerate(kept):  # close the gaps of skipped files, in place
-        if position != index:
-            pixels[position] = pixels[index]
-    pixels = pixels[: len(kept)]
-    if grey[kept].all():  # colour wins: one colour image keeps the whole set in colour
-        pixels = np.ascontiguousarray(pixels[:, :1])
-    return torch.from_numpy(pixels), [paths[index] for index in kept]
-
-
-def _read_image(path: Path, digest: bytes, image_size: int | None) -> Image.Image:
-    """One file's image from the bytes that match its fingerprint's digest, fitted."""
-    with open_untrusted(path) as file:
-        content = file.read()
-    if hashlib.sha256(content).digest() != digest:
-        raise DataChanged(
-            f"{shown(path)} changed while the data was read: run again once it is settled"
-        )
-    with open_image(io.BytesIO(content)) as image:
-        return fit_image(image, image_size)
-
-
-def _decode_each(
-    paths: list[Path], decode: Callable[[int], Decoded], source: str
-) -> list[Decoded | None]:
-    """`decode(index)` for each file in parallel threads; None where it failed. A failure skips
-    that file with a count, whatever it raised, except a file that changed meanwhile."""
-
-    def attempt(index: int) -> tuple[Decoded | None, str | None]:
+def _image_files(root: Path, source: str, limit: int | None) -> list[_Found]:
+    """The regular files with an image suffix under `root`, small enough to read, in order of
+    their parts. Plain strings, not Path objects, which would cost more than the listing."""
+    files: list[_Found] = []
+    too_large, too_deep = [], []
+    # Linked folders are followed (data sets are often assembled from links), each real folder
+    # once, so a link loop cannot trap the search; and only so deep.
+    visited = {os.path.realpath(root)}
+    folders: list[tuple[str, tuple[str, ...]]] = [(str(root), ())]
+    while folders:
+        folder, parts = folders.pop()
+        subfolders = []
         try:
-            return decode(index), None
-        except DataChanged:
-            raise
-        except UnidentifiedImageError:  # Pillow's message names an in-memory copy, not the file
-            return None, f"{shown(paths[index])}: not an image in a format gentool reads"
-        except Exception as error:  # whatever one file does, it is that file that is skipped
-            return None, f"{shown(paths[index])}: {error or type(error).__name__}"
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            name = entry.name
+            if name.startswith("."):
+                continue
+            try:
+                if entry.is_dir():
+                    subfolders.append((entry.path, (*parts, name)))
+                elif name.lower().endswith(_SUFFIXES) and entry.is_file():
+                    found = _Found((*parts, name), entry.path, entry.stat())
+                    (too_large if found.status.st_size > MAX_IMAGE_FILE_BYTES else files).append(
+                        found
+                    )
+            except OSError:
+                continue
+        unseen = sorted(sub for sub in subfolders if os.path.realpath(sub[0]) not in visited)
+        if unseen and len(parts) >= MAX_FOLDER_DEPTH:
+            too_deep.append(unseen[0][0])
+            continue
+        visited.update(os.path.realpath(path) for path, _ in unseen)
+        folders.extend(unseen)
+    _warn_skipped(too_large, too_deep)
+    if not files:
+        raise DataError(
+            f"no images found in {source!r} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
+        )
+    files.sort(key=lambda found: found.parts)
+    return sample(files, limit)
 
-    with warnings.catch_warnings(), ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        # Pillow's own remarks on damaged files (truncated tags, odd metadata) would be one
-        # line per file; a file that fails is counted below instead.
-        warnings.filterwarnings("ignore", module="PIL")
-        outcomes = list(pool.map(attempt, range(len(paths))))
-    failures = [failure for _, failure in outcomes if failure is not None]
-    if len(failures) == len(paths):
-        raise DataError(f"none of the {len(paths)} image files in {source!r} could be decoded")
-    if failures:
+
+class _Found(NamedTuple):
+    parts: tuple[str, ...]  # the path below the root
+    path: str
+    status: os.stat_result
+
+
+def _warn_skipped(too_large: list[_Found], too_deep: list[str]) -> None:
+    if too_deep:
         warnings.warn(
-            f"skipped {len(failures)} of {len(paths)} files that could not be decoded "
-            f"(first: {failures[0]})",
+            f"skipped the folders more than {MAX_FOLDER_DEPTH} levels down (first: "
+            f"{shown(Path(too_deep[0]))})",
             DataWarning,
             stacklevel=5,
         )
-    return [result for result, _ in outcomes]
+    if too_large:
+        warnings.warn(
+            f"skipped {len(too_large)} image files larger than {MAX_IMAGE_FILE_BYTES // 2**20} "
+            f"MiB (first: {shown(Path(too_large[0].path))})",
+            DataWarning,
+            stacklevel=5,
+        )
+
+
+def shown(path: Path) -> str:
+    """A path for a message, its undecodable bytes as escapes."""
+    return _escaped(str(path))
+
+
+def _escaped(name: str) -> str:
+    return os.fsencode(name).decode("utf-8", "backslashreplace")

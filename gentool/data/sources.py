@@ -1,5 +1,5 @@
-"""Where images come from: a folder (`folders`), an .npz file (`arrays`), or a built-in set,
-and the one place that tells which a source is."""
+"""Where images come from: a folder (`folders`), a zip archive (`zips`), an .npz file
+(`arrays`), or a built-in set, and the one place that tells which a source is."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from PIL import Image
 from gentool import synthetic
 from gentool.data.arrays import load_npz
 from gentool.data.dataset import ImageDataset
+from gentool.data.decoding import Tracker
 from gentool.data.folders import load_folder
+from gentool.data.zips import load_zip
 from gentool.errors import DataError
 from gentool.limits import MAX_IMAGE_SIDE, check_allocation
 
@@ -33,14 +35,23 @@ def load_dataset(
     image_size: int | None,
     needs_labels: bool = False,
     limit: int | None = None,
+    verify: bool = False,
+    track: Tracker | None = None,
 ) -> ImageDataset:
-    """Load `source` (a folder, an .npz file or "builtin:NAME"), fitted to `image_size`."""
+    """Load `source` (a folder, a zip archive, an .npz file or "builtin:NAME"), fitted to
+    `image_size`. `verify` reads every file again and checks it against the cache (--verify-data);
+    `track` shows the decoding's progress."""
     if limit is not None and limit < 1:
         raise DataError(f"--limit must be at least 1, got {limit}")
     if image_size is not None and not 1 <= image_size <= MAX_IMAGE_SIDE:
         raise DataError(
             f"image_size {image_size} is out of reach: images are fitted to 1 to "
             f"{MAX_IMAGE_SIDE} pixels a side"
+        )
+    if source == "":
+        raise DataError(
+            "--data is empty (an unset shell variable?): give a folder of images, a .zip or .npz "
+            "file or a built-in set, or leave --data out for the built-in one"
         )
     source = source or default_source(needs_labels)
     if source.startswith(BUILTIN_PREFIX):
@@ -49,13 +60,16 @@ def load_dataset(
         path = Path(source).expanduser()
         if not path.exists():
             raise DataError(f"data path {source!r} does not exist")
+        suffix = path.suffix.lower()
         if path.is_dir():
-            dataset = load_folder(path, source, image_size, limit)
-        elif path.suffix.lower() == ".npz" and path.is_file():
-            dataset = load_npz(path, source, image_size, limit)
+            dataset = load_folder(path, source, image_size, limit, verify=verify, track=track)
+        elif suffix == ".npz" and path.is_file():
+            dataset = load_npz(path, source, image_size, limit, verify=verify)
+        elif suffix == ".zip" and path.is_file():
+            dataset = load_zip(path, source, image_size, limit, verify=verify, track=track)
         else:
             raise DataError(
-                f"cannot read {source!r}: give a folder of images, an .npz file, "
+                f"cannot read {source!r}: give a folder of images, a .zip or .npz file, "
                 f"or one of {', '.join(BUILTIN_PREFIX + name for name in BUILTIN_SETS)}"
             )
     if needs_labels and dataset.labels is None:

@@ -62,6 +62,8 @@ class TrainRequest:
     eval_features: str | None = None
     log_every: int = DEFAULT_LOG_EVERY  # steps between copies of the logged values to the CPU
     log: str | Sequence[str] | None = None  # None: none for a new run, a resumed run's own
+    augment: str | Sequence[str] | None = None  # None: none for a new run, a resumed run's own
+    verify_data: bool = False  # read every data file and cached pixel again
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class TrainingPlan:
     acceleration: Acceleration  # with `kernels` settled
     eval_schedule: EvalSchedule | None
     loggers: LoggerChoice | None  # those --log named, imported; None when it was not given
+    augment: tuple[str, ...]  # a new run's augmentations (a resumed run keeps its own)
 
 
 def plan_training(request: TrainRequest, *, world_size: int | None = None) -> TrainingPlan:
@@ -92,8 +95,24 @@ def plan_training(request: TrainRequest, *, world_size: int | None = None) -> Tr
         shard_size(request.batch_size or plugin.default_batch_size, Ranks(world_size=world_size))
     loggers = None if request.log is None else load_loggers(parse_logger_names(request.log))
     return TrainingPlan(
-        request, plugin, config_values, acceleration, _eval_schedule(request, plugin), loggers
-    )
+        request, plugin, config_values, acceleration, _eval_schedule(request, plugin), loggers,
+        augment=parse_augmentations(request.augment),
+    )  # fmt: skip
+
+
+def parse_augmentations(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    """--augment's comma-separated names, each one gentool has."""
+    from gentool.data.batches import AUGMENTATIONS
+
+    names = value.split(",") if isinstance(value, str) else list(value or ())
+    names = [name.strip() for name in names if name.strip() and name.strip() != "none"]
+    for name in names:
+        if name not in AUGMENTATIONS:
+            raise ConfigError(
+                f"unknown augmentation {name!r}: --augment takes {', '.join(AUGMENTATIONS)} "
+                "(comma-separated), or none"
+            )
+    return tuple(dict.fromkeys(names))
 
 
 def _check_run_options(request: TrainRequest) -> None:

@@ -28,6 +28,7 @@ from gentool.jsonl import JsonLinesWriter
 from gentool.kernels import fused_blocks_running_plain
 from gentool.loggers import RunInfo
 from gentool.models import build_model, plugin_for_config
+from gentool.progress import progress_bars
 from gentool.record import Progress, RunRecord
 from gentool.run_files import checkpoint_name
 from gentool.training.claim import RunClaim, StagedRun
@@ -123,7 +124,8 @@ def open_session(
     """Start or resume the run `plan` asks for, up to its first step (or step 0's checkpoint,
     which `gentool.training.loop` writes)."""
     start_run = start_resumed_run if plan.request.resume else start_new_run
-    start = start_run(plan, files if ranks.main else None)
+    with progress_bars(console if ranks.main else None, "files") as track:
+        start = start_run(plan, files if ranks.main else None, track)
     plan = dataclasses.replace(plan, plugin=plugin_for_config(plan.plugin, start.config))
     torch.manual_seed(seed_of(plan, start))  # before build, so initialisation follows the seed
     model = build_model(plan.plugin, start.config, start.dataset.spec, device)
@@ -141,6 +143,7 @@ def open_session(
         seed=record.training.seed,
         rank=ranks.rank,
         world_size=ranks.world_size,
+        augment=tuple(record.training.augment),
     )
     run = _agreed_run(start, ranks)
     if plan.request.resume:

@@ -15,8 +15,9 @@ from typing import Any
 from gentool.api import Phase
 from gentool.checkpoint import RunFolder, latest_run, new_run_folder
 from gentool.config import config_to_dict
-from gentool.data import ImageDataset, load_dataset
-from gentool.errors import DataError, GentoolError
+from gentool.data import BUILTIN_PREFIX, ImageDataset, load_dataset
+from gentool.data.decoding import Tracker
+from gentool.errors import ConfigError, DataError, GentoolError
 from gentool.models import image_size_of, plugin_for_config
 from gentool.record import DataInfo, PluginInfo, RunRecord, TrainingSettings
 from gentool.run_files import enclosing_run
@@ -40,9 +41,11 @@ class RunStart:
     loggers: LoggerChoice  # what --log named or, when it was not given, a resumed run's own
 
 
-def start_new_run(plan: TrainingPlan, claims: ExitStack | None) -> RunStart:
+def start_new_run(
+    plan: TrainingPlan, claims: ExitStack | None, track: Tracker | None = None
+) -> RunStart:
     """A new run; the process that writes it claims its folder, held until `claims` closes
-    (None in the processes that do not write)."""
+    (None in the processes that do not write). `track` shows the data's decoding."""
     request, plugin = plan.request, plan.plugin
     config = plugin.parse_config(plan.config_values)
     run = _fresh_run_folder(request.run_dir, plugin.name, overwrite=request.overwrite)
@@ -55,6 +58,8 @@ def start_new_run(plan: TrainingPlan, claims: ExitStack | None) -> RunStart:
         image_size=image_size_of(config),
         needs_labels=plugin_for_config(plugin, config).capabilities.conditional,
         limit=request.limit,
+        verify=request.verify_data,
+        track=track,
     )
     loggers = plan.loggers if plan.loggers is not None else LoggerChoice(names=())
     return RunStart(run, config, dataset, record=None, claim=claim, loggers=loggers)
@@ -86,6 +91,7 @@ def new_record(plan: TrainingPlan, start: RunStart, phases: list[Phase], device:
             device=device,
             ema=request.ema,
             loggers=list(start.loggers.names),
+            augment=list(plan.augment),
         ),
     )
 
@@ -97,8 +103,11 @@ def seed_of(plan: TrainingPlan, start: RunStart) -> int:
     return DEFAULT_SEED if plan.request.seed is None else plan.request.seed
 
 
-def start_resumed_run(plan: TrainingPlan, claims: ExitStack | None) -> RunStart:
-    """The run to resume, checked to continue exactly; claimed as `start_new_run` says."""
+def start_resumed_run(
+    plan: TrainingPlan, claims: ExitStack | None, track: Tracker | None = None
+) -> RunStart:
+    """The run to resume, checked to continue exactly; claimed and tracked as `start_new_run`
+    says."""
     request, plugin = plan.request, plan.plugin
     run = (
         RunFolder(request.run_dir) if request.run_dir else latest_run(plugin.name, flag="--run-dir")
@@ -118,12 +127,15 @@ def start_resumed_run(plan: TrainingPlan, claims: ExitStack | None) -> RunStart:
         record.training.loggers = list(loggers.names)
     else:
         loggers = load_loggers(record.training.loggers, recorded=True)
-    source = request.data or record.data.source
+    _check_resumed_augmentation(plan, record)
+    source = request.data or _recorded_source(record, run)
     dataset = load_dataset(
         source,
         image_size=image_size_of(config),
         needs_labels=plugin_for_config(plugin, config).capabilities.conditional,
         limit=record.data.limit,
+        verify=request.verify_data,
+        track=track,
     )
     if dataset.fingerprint != record.data.fingerprint:
         raise DataError(
@@ -131,6 +143,26 @@ def start_resumed_run(plan: TrainingPlan, claims: ExitStack | None) -> RunStart:
             "an exact resume needs the same data"
         )
     return RunStart(run, config, dataset, record, claim, loggers)
+
+
+def _check_resumed_augmentation(plan: TrainingPlan, record: RunRecord) -> None:
+    """--augment on a resume may repeat the run's own augmentations, never change them."""
+    if plan.request.augment is not None and list(plan.augment) != record.training.augment:
+        own = ", ".join(record.training.augment) or "none"
+        raise ConfigError(
+            f"--augment cannot change a run being resumed (it trains with: {own}); leave it out"
+        )
+
+
+def _recorded_source(record: RunRecord, run: RunFolder) -> str:
+    """The data the run was trained on, which must still be where it was."""
+    source = record.data.source
+    if not source.startswith(BUILTIN_PREFIX) and not Path(source).expanduser().exists():
+        raise DataError(
+            f"{run} was trained on {source!r}, which does not exist now: if it moved, give its "
+            "new place with --resume --data NEW_PATH"
+        )
+    return source
 
 
 def _fresh_run_folder(run_dir: Path | None, model_name: str, *, overwrite: bool) -> RunFolder:
