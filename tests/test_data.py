@@ -90,11 +90,12 @@ def test_corrupt_files_are_skipped_with_a_count(tmp_path):
         ("all_corrupt", "none of the 2 image files .* could be decoded .*a.png: not an image"),
         ("text_file", "cannot read .*: give a folder of images, a .zip or .npz file"),
         ("empty_name", "--data is empty .*an unset shell variable"),
+        ("system", "'/proc/self' is a folder of the system, not data"),
     ],
 )
 def test_unusable_sources_are_clear_errors(tmp_path, layout, message):
     source = tmp_path / "data"
-    if layout not in ("missing", "text_file", "empty_name"):
+    if layout not in ("missing", "text_file", "empty_name", "system"):
         source.mkdir()
     if layout == "only_text":
         (source / "readme.md").write_text("hello")
@@ -104,7 +105,8 @@ def test_unusable_sources_are_clear_errors(tmp_path, layout, message):
     if layout == "text_file":
         source.write_text("hello")
     with pytest.raises(DataError, match=message):
-        load_dataset("" if layout == "empty_name" else str(source), image_size=8)
+        named = {"empty_name": "", "system": "/proc/self"}.get(layout, str(source))
+        load_dataset(named, image_size=8)
 
 
 def test_mixed_sizes_need_a_model_size(tmp_path):

@@ -142,6 +142,8 @@ def test_zip_members_named_as_paths_out_or_twice_are_counted_not_dropped(tmp_pat
         ("/etc/absolute.png", png_bytes((4, 0, 0))),
         ("cat/1.png", png_bytes((5, 0, 0))),
         ("cat/1.png", png_bytes((6, 0, 0))),  # appended later: it replaces the first
+        ("./cat/2.png", png_bytes((7, 0, 0))),
+        ("cat\\2.png", png_bytes((8, 0, 0))),  # the same name, written another way
     ]
     archive = tmp_path / "odd.zip"
     with zipfile.ZipFile(archive, "w") as writing, pytest.warns(UserWarning, match="Duplicate"):
@@ -150,10 +152,10 @@ def test_zip_members_named_as_paths_out_or_twice_are_counted_not_dropped(tmp_pat
     with pytest.warns(DataWarning) as caught:
         dataset = load_dataset(str(archive), image_size=8)
     said = " ".join(str(warning.message) for warning in caught)
-    assert "skipped 2 members of" in said and "names are absolute or climb out with '..'" in said
-    assert "whose names a later member repeats (first: cat/1.png)" in said
+    assert "skipped 2 members of" in said and "names are absolute or contain '..'" in said
+    assert "skipped 2 members of" in said and "names a later member repeats" in said
     assert dataset.class_names == ("cat", "dog")
-    assert dataset.images[:, 0, 0, 0].tolist() == [1, 6, 2]
+    assert dataset.images[:, 0, 0, 0].tolist() == [1, 6, 8, 2]
 
 
 def test_a_zip_of_a_folder_is_the_same_data_as_the_folder(tmp_path):
@@ -353,12 +355,20 @@ def test_data_cache_lists_the_entries_and_clears_them(tmp_path):
     load_dataset(str(folder), image_size=8)
     listed = CliRunner().invoke(app, ["data", "cache"])
     assert listed.exit_code == 0, listed.output
-    assert "3×8×8" in listed.output and "1 data sets, 1.4 KiB" in listed.output  # and a header
+    assert "3×8×8" in listed.output and "1 data sets, 1.5 KiB" in listed.output  # and a header
     mine = cache_dir() / "notes" / "mine.txt"  # a file gentool did not write: never removed
     mine.parent.mkdir()
     mine.write_text("keep")
     cleared = CliRunner().invoke(app, ["data", "cache", "--clear"])
-    assert cleared.exit_code == 0 and "removed 1 data sets (1.4 KiB)" in cleared.output
+    assert cleared.exit_code == 0 and "removed 1 data sets (1.5 KiB)" in cleared.output
     assert sorted(path.name for path in cache_dir().rglob("*")) == ["mine.txt", "notes"]
+    load_dataset(str(folder), image_size=8)
+    blocking = cache_dir() / f"folder-{'0' * 32}.v5.json"  # a folder named as a header is
+    blocking.mkdir()
+    partly = CliRunner().invoke(app, ["data", "cache", "--clear"])
+    assert partly.exit_code == 1 and "removed 1 data sets" in partly.output
+    assert "could not remove 1 files named as cache entries (first: folder-0000" in partly.output
+    assert blocking.is_dir() and len(list(cache_dir().glob("*.pixels"))) == 0
+    blocking.rmdir()
     again = CliRunner().invoke(app, ["data", "cache", "--clear"])
     assert again.exit_code == 0 and "no data set is cached in" in again.output

@@ -83,6 +83,8 @@ def test_resuming_on_data_that_moved_says_how_to_point_to_it(in_tmp):
     assert result.exit_code == 1
     assert "run was trained on 'd.npz', which does not exist now" in result.output
     assert "--resume --data NEW_PATH" in result.output
+    empty = runner.invoke(app, [*resume, "--data", ""])  # an unset variable: not the run's data
+    assert empty.exit_code == 1 and "--data is empty" in empty.output
     assert runner.invoke(app, [*resume, "--data", "moved.npz"]).exit_code == 0
 
 
@@ -103,19 +105,31 @@ def only_cache_entry() -> tuple[Path, Path]:
 
 
 def rewrite_header(header: Path, **changes) -> None:
+    """Edit fields of an entry's header, as damage would: its seal no longer matches."""
     header.write_text(json.dumps({**json.loads(header.read_text()), **changes}))
 
 
+def forge_header(header: Path, **changes) -> None:
+    """Edit fields of an entry's header and seal it again, as only a deliberate hand would: what
+    it says must then still fit its pixel file."""
+    from gentool.data.cache import seal_of
+
+    edited = {**json.loads(header.read_text()), **changes}
+    header.write_text(json.dumps({**edited, "seal": seal_of(edited)}))
+
+
 def fewer_images(header: Path, pixels: Path, count: int) -> None:
-    """The entry cut to its first `count` images, its header saying so."""
+    """The entry cut to its first `count` images, its header forged to say so."""
     shape = json.loads(header.read_text())["shape"]
     size = count * shape[1] * shape[2] * shape[3]
-    rewrite_header(header, shape=[count, *shape[1:]], bytes=size)
     pixels.write_bytes(pixels.read_bytes()[:size])
+    forge_header(header, shape=[count, *shape[1:]], bytes=size)
 
 
 def zero_pixels(header: Path, pixels: Path) -> None:
-    pixels.write_bytes(bytes(pixels.stat().st_size))
+    status = pixels.stat()
+    pixels.write_bytes(bytes(status.st_size))
+    os.utime(pixels, ns=(status.st_atime_ns, status.st_mtime_ns))  # as if bits had rotted
 
 
 @pytest.mark.parametrize(
@@ -123,16 +137,19 @@ def zero_pixels(header: Path, pixels: Path) -> None:
     [
         (lambda header, pixels: pixels.write_bytes(pixels.read_bytes()[:-1]), "holds 511 bytes"),
         (lambda header, pixels: pixels.write_bytes(pixels.read_bytes() * 2), "holds 1024 bytes"),
-        (lambda header, pixels: rewrite_header(header, shape=[8, 3, 8]), "is not that of images"),
-        (lambda header, pixels: rewrite_header(header, shape=[8, 2, 8, 8]), "is not that of"),
-        (lambda header, pixels: rewrite_header(header, bytes=7), "declares 7 bytes for 512"),
-        (lambda header, pixels: rewrite_header(header, labelled="yes"), "whether it holds labels"),
+        (lambda header, pixels: forge_header(header, shape=[8, 3, 8]), "is not that of images"),
+        (lambda header, pixels: forge_header(header, shape=[8, 2, 8, 8]), "is not that of"),
+        (lambda header, pixels: forge_header(header, bytes=7), "declares 7 bytes for 512"),
+        (lambda header, pixels: forge_header(header, labelled="yes"), "whether it holds labels"),
+        (lambda header, pixels: forge_header(header, notes="x"), "are not lists"),
         (lambda header, pixels: header.write_text("{"), "Expecting property name"),
         (lambda header, pixels: pixels.unlink(), "No such file"),
-        # Edits that keep the byte count: the header's own digest of what it says no longer fits.
-        (lambda header, pixels: rewrite_header(header, shape=[16, 1, 8, 4]), "does not fit"),
-        (lambda header, pixels: rewrite_header(header, class_names=["x"]), "does not fit"),
-        (lambda header, pixels: fewer_images(header, pixels, 4), "does not fit"),
+        # Edits that keep the byte count: the header's seal of what it says no longer matches.
+        (lambda header, pixels: rewrite_header(header, shape=[16, 1, 8, 4]), "seal does not"),
+        (lambda header, pixels: rewrite_header(header, class_names=["x"]), "seal does not"),
+        (lambda header, pixels: rewrite_header(header, notes=["forged"]), "seal does not"),
+        # A header sealed again over a pixel file that is not the one it was written with.
+        (lambda header, pixels: fewer_images(header, pixels, 4), "not the file its header was"),
     ],
 )
 def test_a_damaged_cache_entry_is_decoded_again(tmp_path, damage, why):
@@ -149,9 +166,11 @@ def test_labels_that_do_not_index_the_class_names_are_damage(tmp_path):
     source = str(write_npz(tmp_path / "a.npz", images=squares(), labels=np.arange(8) % 2))
     original = load_dataset(source, image_size=8)
     _, pixels = only_cache_entry()
+    status = pixels.stat()
     content = bytearray(pixels.read_bytes())
     content[-8:] = (5).to_bytes(8, "little")  # the last label, past the two classes
     pixels.write_bytes(bytes(content))
+    os.utime(pixels, ns=(status.st_atime_ns, status.st_mtime_ns))  # as if bits had rotted
     with pytest.warns(DataWarning, match="is damaged .*labels do not index its class names"):
         again = load_dataset(source, image_size=8)
     assert torch.equal(again.labels, original.labels)
@@ -183,32 +202,55 @@ def test_verify_data_reads_the_pixels_and_the_files_again(tmp_path):
         path for path in cache_dir().glob("*.json")
         if json.loads(path.read_text())["fingerprint"] == changed.fingerprint
     ]  # fmt: skip
-    rewrite_header(header, source_digest="0" * 64)
+    forge_header(header, source_digest="0" * 64)
     with pytest.warns(DataWarning, match="is damaged .*its files changed since it was cached"):
         load_dataset(str(folder), image_size=8, verify=True)
 
 
 def test_an_entry_copied_under_another_data_sets_key_is_decoded_again(tmp_path):
     first = str(write_npz(tmp_path / "a.npz", images=squares()))
-    second = str(write_npz(tmp_path / "b.npz", images=squares(count=9)))
+    second = str(write_npz(tmp_path / "b.npz", images=squares()[::-1].copy()))
     load_dataset(first, image_size=8)
     (first_header,) = cache_dir().glob("*.json")
     original = load_dataset(second, image_size=8).images.clone()
     (second_header,) = set(cache_dir().glob("*.json")) - {first_header}
-    second_header.write_bytes(first_header.read_bytes())
-    second_header.with_suffix(".pixels").write_bytes(
-        first_header.with_suffix(".pixels").read_bytes()
+    first_pixels, second_pixels = (
+        first_header.with_suffix(".pixels"),
+        second_header.with_suffix(".pixels"),
     )
-    with pytest.warns(DataWarning, match="is damaged .*another data set's entry"):
-        again = load_dataset(second, image_size=8)
-    assert torch.equal(again.images, original)
+    second_key = json.loads(second_header.read_text())["key"]
+
+    def copied_with_its_key_edited() -> None:
+        second_header.write_bytes(first_header.read_bytes())
+        second_pixels.write_bytes(first_pixels.read_bytes())
+        rewrite_header(second_header, key=second_key)
+
+    copies = [
+        ("another data set's entry", lambda: second_header.write_bytes(first_header.read_bytes())),
+        ("seal does not match", copied_with_its_key_edited),
+        # The pixel files swapped, headers left: each header names the file it was written with.
+        ("not the file its header was written with", lambda: swap(first_pixels, second_pixels)),
+    ]
+    for why, copy in copies:
+        load_dataset(second, image_size=8)  # a sound entry again
+        copy()
+        with pytest.warns(DataWarning, match=f"is damaged .*{why}"):
+            again = load_dataset(second, image_size=8)
+        assert torch.equal(again.images, original)
+
+
+def swap(first: Path, second: Path) -> None:
+    spare = first.with_name("spare")
+    first.rename(spare)
+    second.rename(first)
+    spare.rename(second)
 
 
 def test_an_entry_with_an_endless_note_is_decoded_again(tmp_path):
     source = str(write_npz(tmp_path / "a.npz", images=squares()))
     original = load_dataset(source, image_size=8)
     header, _ = only_cache_entry()
-    rewrite_header(header, notes=["x" * 10**6])
+    forge_header(header, notes=["x" * 10**6])
     with pytest.warns(DataWarning, match="is damaged .*not short strings"):
         again = load_dataset(source, image_size=8)
     assert torch.equal(again.images, original.images)

@@ -139,13 +139,18 @@ def data_cache(
     from gentool.limits import format_bytes
 
     if clear:
-        removed, freed = clear_cache()
+        removed, freed, kept = clear_cache()
         said = (
             f"removed {removed} data sets ({format_bytes(freed)}) from"
             if freed
-            else ("no data set is cached in")
+            else "no data set is cached in"
         )
         console.print(f"{said} {escaped(cache_dir())}", highlight=False)
+        if kept:
+            raise GentoolError(
+                f"could not remove {len(kept)} files named as cache entries (first: "
+                f"{escaped(kept[0])}): remove them by hand"
+            )
         return
     entries = cache_entries()
     table = Table("source", "images", "shape", "size", title=escaped(cache_dir()))

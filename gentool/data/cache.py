@@ -18,6 +18,7 @@ file and every pixel again and compares their digests with the entry's.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -117,14 +118,16 @@ def read_entry(
         header = json.loads(read_untrusted(sidecar, MAX_SIDECAR_BYTES))
         if not isinstance(header, dict) or header.get("key") != key:
             raise ValueError("it is another data set's entry")
+        if header.get("seal") != seal_of(header):
+            raise ValueError("its header was edited: its seal does not match")
         shape, labelled, class_names, notes = _layout(header)
-        if header["fingerprint"] != fingerprint_of(header["sha256"], shape, class_names, labelled):
-            raise ValueError("its header does not fit its own digest: it was edited")
         status = os.stat(pixels)
         if not stat.S_ISREG(status.st_mode):
             raise ValueError(f"{pixels.name} is not a regular file")
         if status.st_size != header["bytes"]:
             raise ValueError(f"{pixels.name} holds {status.st_size} bytes, not {header['bytes']}")
+        if [status.st_ino, status.st_mtime_ns] != header["pixel_file"]:
+            raise ValueError(f"{pixels.name} is not the file its header was written with")
         images = np.memmap(pixels, np.uint8, mode="c", shape=shape)  # copied only if written
         _read_ahead(pixels, status.st_size)
         labels = None
@@ -169,6 +172,8 @@ def _layout(header: dict) -> tuple[tuple[int, ...], bool, list[str], list[str]]:
     must hold exactly that many bytes."""
     shape, labelled = header["shape"], header["labelled"]
     class_names, notes = header["class_names"], header["notes"]
+    if not isinstance(class_names, list) or not isinstance(notes, list):
+        raise ValueError("its class names or notes are not lists")
     if not (
         isinstance(shape, list)
         and len(shape) == 4
@@ -188,6 +193,13 @@ def _layout(header: dict) -> tuple[tuple[int, ...], bool, list[str], list[str]]:
     if header.get("bytes") != expected:
         raise ValueError(f"it declares {header.get('bytes')} bytes for {expected}")
     return tuple(shape), labelled, class_names, notes
+
+
+def seal_of(header: dict) -> str:
+    """SHA-256 of all that an entry's header says but its seal: an edit to any field shows,
+    notes and key included, as does a header copied in from another entry."""
+    fields = {name: value for name, value in header.items() if name != "seal"}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
 def fingerprint_of(
@@ -242,19 +254,25 @@ def cache_entries() -> list[CachedSet]:
     return sorted(entries, key=lambda entry: -entry.bytes)
 
 
-def clear_cache() -> tuple[int, int]:
+def clear_cache() -> tuple[int, int, list[str]]:
     """Remove the cache's entries, finished or not, and nothing else that lies there (a cache
-    folder may be shared, or set to a folder of the user's): (data sets, bytes) removed."""
-    removed, freed = 0, 0
+    folder may be shared, or set to a folder of the user's): (data sets removed, bytes freed,
+    what could not be removed and why)."""
+    removed, freed, kept = 0, 0, []
     for path in _entry_files(SIDECAR, PIXELS, TEMPORARY):
         size = _size_of(path)
         try:
+            if path.is_dir() and not path.is_symlink():
+                raise IsADirectoryError(errno.EISDIR, "a folder, which gentool never writes")
             path.unlink()
         except FileNotFoundError:
             continue
+        except OSError as error:
+            kept.append(f"{path.name} ({error.strerror or error})")
+            continue
         removed += path.name.endswith(SIDECAR)
         freed += size
-    return removed, freed
+    return removed, freed, kept
 
 
 def _entry_files(*endings: str) -> list[Path]:

@@ -27,7 +27,7 @@ from gentool.data.decoding import Tracker, content_digest_of, decode_into
 from gentool.data.pixels import PixelWriter, cached
 from gentool.errors import DataError
 from gentool.image_files import IMAGE_SUFFIXES, ImageFile
-from gentool.limits import MAX_FOLDER_DEPTH, MAX_IMAGE_FILE_BYTES
+from gentool.limits import MAX_FOLDER_DEPTH, MAX_IMAGE_FILE_BYTES, SYSTEM_FOLDERS
 
 _SUFFIXES = tuple(IMAGE_SUFFIXES)
 
@@ -125,6 +125,8 @@ def _image_files(root: Path, source: str, limit: int | None) -> list[_Found]:
     # Linked folders are followed (data sets are often assembled from links), each real folder
     # once, so a link loop cannot trap the search; and only so deep.
     visited = {os.path.realpath(root)}
+    if _is_system(os.path.realpath(root)):
+        raise DataError(f"{source!r} is a folder of the system, not data: give a folder of images")
     folders: list[tuple[str, tuple[str, ...]]] = [(str(root), ())]
     while folders:
         folder, parts = folders.pop()
@@ -147,11 +149,15 @@ def _image_files(root: Path, source: str, limit: int | None) -> list[_Found]:
                     )
             except OSError:
                 continue
-        unseen = sorted(sub for sub in subfolders if os.path.realpath(sub[0]) not in visited)
+        # A link to the system's folders (/proc holds one to / itself) leads to no data.
+        real = {sub: os.path.realpath(sub[0]) for sub in subfolders}
+        unseen = sorted(
+            sub for sub in subfolders if real[sub] not in visited and not _is_system(real[sub])
+        )
         if unseen and len(parts) >= MAX_FOLDER_DEPTH:
             too_deep.append(unseen[0][0])
             continue
-        visited.update(os.path.realpath(path) for path, _ in unseen)
+        visited.update(real[sub] for sub in unseen)
         folders.extend(unseen)
     _warn_skipped(too_large, too_deep)
     if not files:
@@ -160,6 +166,10 @@ def _image_files(root: Path, source: str, limit: int | None) -> list[_Found]:
         )
     files.sort(key=lambda found: found.parts)
     return sample(files, limit)
+
+
+def _is_system(real_path: str) -> bool:
+    return (real_path + "/").startswith(SYSTEM_FOLDERS)
 
 
 class _Found(NamedTuple):

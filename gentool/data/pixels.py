@@ -25,6 +25,7 @@ from gentool.data.cache import (
     entry_files,
     fingerprint_of,
     read_entry,
+    seal_of,
     warn_damaged,
 )
 from gentool.data.dataset import DataWarning, ImageDataset
@@ -188,19 +189,22 @@ class PixelWriter:
         sidecar, pixels = entry_files(self.base)
         os.replace(self._temporary, pixels)
         self._temporary = pixels  # until its header is written, an unfinished entry
+        written = pixels.stat()
         header = {
             "format": ENTRY_FORMAT,
             "key": self.key,
             "source": self.source,
             "shape": list(shape),
             "labelled": labels is not None,
-            "bytes": pixels.stat().st_size,
+            "bytes": written.st_size,
             "class_names": list(built.class_names),
             "notes": notes,
             "sha256": digest,
             "fingerprint": fingerprint_of(digest, shape, built.class_names, labels is not None),
             "source_digest": built.source_digest,
+            "pixel_file": [written.st_ino, written.st_mtime_ns],
         }
+        header["seal"] = seal_of(header)
         write_text(sidecar, json.dumps(header, ensure_ascii=False))
         entry = read_entry(self.base, self.key, self.source)
         if entry is None:

@@ -75,7 +75,8 @@ def _image_members(path: Path, source: str) -> list[zipfile.ZipInfo]:
                 infos = archive.infolist()
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, struct.error) as error:
         raise DataError(f"cannot read {source!r} as a zip archive: {error}") from None
-    latest = {info.filename: info for info in infos}  # a name appended again replaces the first
+    # A name appended again replaces the first, however it is written ("./a.png", "a\\b.png").
+    latest = {member_parts(info.filename): info for info in infos}
     members, too_large, escaping, repeated = [], [], [], []
     for info in infos:
         parts = member_parts(info.filename)
@@ -89,7 +90,7 @@ def _image_members(path: Path, source: str) -> list[zipfile.ZipInfo]:
             continue
         if info.filename.replace("\\", "/").startswith("/") or ".." in parts:
             escaping.append(info)
-        elif latest[info.filename] is not info:
+        elif latest[parts] is not info:
             repeated.append(info)
         else:
             (too_large if info.file_size > MAX_IMAGE_FILE_BYTES else members).append(info)
@@ -114,7 +115,7 @@ def _warn_skipped(
 ) -> None:
     skipped = [
         (too_large, f"images in {source!r} larger than {MAX_IMAGE_FILE_BYTES // 2**20} MiB"),
-        (escaping, f"members of {source!r} whose names are absolute or climb out with '..'"),
+        (escaping, f"members of {source!r} whose names are absolute or contain '..'"),
         (repeated, f"members of {source!r} whose names a later member repeats"),
     ]
     for members, what in skipped:

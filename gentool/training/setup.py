@@ -128,7 +128,7 @@ def start_resumed_run(
     else:
         loggers = load_loggers(record.training.loggers, recorded=True)
     _check_resumed_augmentation(plan, record)
-    source = request.data or _recorded_source(record, run)
+    source = _recorded_source(record, run) if request.data is None else request.data
     dataset = load_dataset(
         source,
         image_size=image_size_of(config),
