@@ -32,6 +32,7 @@ from gentool.data import (
     builtin_arrays,
     cache_dir,
     check_fits,
+    labels_by_name,
     load_dataset,
     to_value_range,
 )
@@ -215,13 +216,18 @@ def measure(
         values["diversity_real"] = mean_pairwise_distance(real_stats.features[:DIVERSITY_COUNT])
         if plugin.capabilities.baseline_sampler:
             values["sampler"] = "baseline"  # what fid, kid and pr measured: see Capabilities
+    labelled_spec = spec if plugin.capabilities.conditional else None
     if "recon" in settings.metrics:
-        originals, labels, held_out = recon_images(source, image_size, settings.n, held_out_from)
+        originals, labels, held_out = recon_images(
+            source, labelled_spec, image_size, settings.n, held_out_from
+        )
         check_fits(_spec_of(originals), spec, source)
         values.update(reconstruction_metrics(model, plugin, originals, labels))
         values["held_out"] = held_out
     if callable(getattr(model, "evaluation_metrics", None)):
-        originals, labels, _ = recon_images(source, image_size, settings.n, held_out_from)
+        originals, labels, _ = recon_images(
+            source, labelled_spec, image_size, settings.n, held_out_from
+        )
         check_fits(_spec_of(originals), spec, source)
         own = model_metrics(model, plugin, originals, labels)
         clashes = sorted(set(own) & RESERVED_METRIC_NAMES)
@@ -372,17 +378,28 @@ def _fid(real: FeatureStatistics, fake: FeatureStatistics) -> float:
 
 
 def recon_images(
-    source: str, image_size: int | None, count: int, held_out_from: int | None
+    source: str,
+    spec: DataSpec | None,
+    image_size: int | None,
+    count: int,
+    held_out_from: int | None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
-    """(N, C, H, W) uint8 images to reconstruct, their labels (None for unlabelled data), and
+    """(N, C, H, W) uint8 images to reconstruct, their labels as indexes of the run's classes
+    (`spec`, given for a conditional model; None for unlabelled data and the other models), and
     whether the model never trained on them."""
     if source.startswith(BUILTIN_PREFIX) and held_out_from is not None:
         name, size = source.removeprefix(BUILTIN_PREFIX), image_size or DEFAULT_IMAGE_SIZE
-        pixels, labels, _ = builtin_arrays(name, count, size, start=held_out_from)
+        pixels, labels, class_names = builtin_arrays(name, count, size, start=held_out_from)
         images = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
-        return images, None if labels is None else torch.from_numpy(labels).long(), True
+        if spec is None or labels is None:
+            return images, None, True
+        labels = torch.from_numpy(labels).long()
+        return images, labels_by_name(labels, class_names, spec.class_names, source), True
     dataset = load_dataset(source, image_size=image_size, limit=count)
-    return dataset.images, dataset.labels, held_out_from is None
+    if spec is None:
+        return dataset.images, None, held_out_from is None
+    labels = labels_by_name(dataset.labels, dataset.class_names, spec.class_names, source)
+    return dataset.images, labels, held_out_from is None
 
 
 def reconstruction_metrics(

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import save_file
 
 from gentool.atomic import atomic_write
-from gentool.data import ImageDataset, check_fits, load_dataset, to_uint8
+from gentool.data import ImageDataset, check_fits, labels_by_name, load_dataset, to_uint8
 from gentool.devices import resolve_device
 from gentool.errors import GentoolError
 from gentool.images import save_grid
@@ -212,7 +212,9 @@ def _data_labels(model: TrainedModel, dataset: ImageDataset, command: str) -> to
             f"and {dataset.source} has no labels; give --data a labelled dataset (a folder with "
             "a sub-folder per class, or an .npz with labels)"
         )
-    return dataset.labels
+    return labels_by_name(
+        dataset.labels, dataset.class_names, model.spec.class_names, dataset.source
+    )
 
 
 def _check_label(model: TrainedModel, label: str | None) -> None:

@@ -148,3 +148,28 @@ def test_a_conditional_models_epoch_grid_has_one_row_per_class(recording, monkey
     per_class = loop.SAMPLE_GRID_SIZE // classes
     rows = grids[0].view(classes, per_class)  # one row of the grid per class
     assert rows.tolist() == [[label] * per_class for label in range(classes)]
+
+
+def test_labels_of_other_data_are_matched_to_the_runs_classes_by_name(recording, in_tmp):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    gentool("train", "recorder-cond", "--data", "shapes", *TRAIN, "--run-dir", "run")
+    gentool("encode", "recorder-cond", "--run", "run", "--out", "all.safetensors")
+    subset = in_tmp / "subset"
+    for name in ("square", "circle"):  # fewer classes, in other positions than the run's
+        shutil.copytree(Path("shapes", name), subset / name)
+    gentool(
+        "encode", "recorder-cond", "--run", "run", "--data", str(subset), "--out", "sub.safetensors"
+    )
+    every, some = load_file("all.safetensors"), load_file("sub.safetensors")
+    square = sorted(Path("shapes").rglob("*.png")).index(
+        sorted(Path("shapes/square").glob("*.png"))[0]
+    )
+    assert (some["codes"][2] == every["codes"][square]).all()  # encoded as a square still
+    (subset / "hexagon").mkdir()
+    shutil.copy(next((subset / "square").glob("*.png")), subset / "hexagon" / "0.png")
+    command = ["encode", "recorder-cond", "--run", "run", "--data", str(subset), "--out", "x.st"]
+    result = runner.invoke(app, command)
+    assert "holds the class 'hexagon', which the run was not trained on" in one_line_error(result)

@@ -20,7 +20,14 @@ Sources (`sources`):
 
 from gentool.data.batches import BatchLoader
 from gentool.data.cache import cache_dir
-from gentool.data.dataset import DataWarning, ImageDataset, check_fits, to_uint8, to_value_range
+from gentool.data.dataset import (
+    DataWarning,
+    ImageDataset,
+    check_fits,
+    labels_by_name,
+    to_uint8,
+    to_value_range,
+)
 from gentool.data.decode import load_image
 from gentool.data.sources import (
     BUILTIN_PREFIX,
@@ -43,6 +50,7 @@ __all__ = [
     "cache_dir",
     "check_fits",
     "default_source",
+    "labels_by_name",
     "load_dataset",
     "load_image",
     "to_uint8",

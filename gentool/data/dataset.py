@@ -46,6 +46,26 @@ def to_uint8(images: torch.Tensor, value_range: tuple[float, float]) -> torch.Te
     return scaled.round().clamp(0, 255).to(torch.uint8)
 
 
+def labels_by_name(
+    labels: torch.Tensor | None,
+    class_names: tuple[str, ...],
+    run_classes: tuple[str, ...],
+    source: str,
+) -> torch.Tensor | None:
+    """Labels of data whose classes are `class_names` as indexes of a run's classes, matched by
+    name: other data may hold fewer classes than the run was trained on, or others."""
+    if labels is None or tuple(class_names) == tuple(run_classes):
+        return labels
+    index_of = {name: index for index, name in enumerate(run_classes)}
+    unknown = [name for name in class_names if name not in index_of]
+    if unknown:
+        raise DataError(
+            f"{source!r} holds the class {unknown[0]!r}, which the run was not trained on; its "
+            f"classes are {', '.join(run_classes)}: give data of those classes"
+        )
+    return torch.tensor([index_of[name] for name in class_names], dtype=torch.int64)[labels]
+
+
 def check_fits(found: DataSpec, trained: DataSpec, source: str) -> None:
     """Refuse data whose images are not the shape a run was trained on."""
     if (found.channels, found.height, found.width) != (
