@@ -12,6 +12,9 @@ plugin and the option that supplies them (`supplied_by`).
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
+
 import torch
 
 from gentool.api import ModelPlugin
@@ -59,7 +62,7 @@ def call_encode(
     supplied_by: str = "labelled --data",
 ) -> torch.Tensor:
     """`model.encode(x)`, with `labels=` for conditional models: one code per image."""
-    by_class = _labels(plugin, "encode", labels, supplied_by)
+    by_class = _taken_by(model.encode, _labels(plugin, "encode", labels, supplied_by))
     with calling(plugin, "encode"):
         codes = model.encode(images, **by_class)
     return check_codes(plugin, "encode", codes, images.shape[0])
@@ -89,7 +92,7 @@ def call_reconstruct(
     supplied_by: str = "labelled --data",
 ) -> torch.Tensor:
     """`model.reconstruct(x)`, with `labels=` for conditional models: images of x's shape."""
-    by_class = _labels(plugin, "reconstruct", labels, supplied_by)
+    by_class = _taken_by(model.reconstruct, _labels(plugin, "reconstruct", labels, supplied_by))
     with calling(plugin, "reconstruct"):
         images_back = model.reconstruct(images, **by_class)
     check_images(plugin, images_back, tuple(images.shape), "reconstruct")
@@ -138,6 +141,19 @@ def _labels(
             f"give {supplied_by}"
         )
     return {"labels": labels}
+
+
+def _taken_by(method: Callable[..., object], by_class: dict[str, torch.Tensor]) -> dict:
+    """`by_class` if `method` takes labels: a conditional model written for API 1.0 encodes and
+    reconstructs without them (1.1 added them), and keeps working."""
+    if not by_class:
+        return by_class
+    try:
+        parameters = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: as API 1.1 says
+        return by_class
+    takes = any(p.name == "labels" or p.kind is p.VAR_KEYWORD for p in parameters)
+    return by_class if takes else {}
 
 
 def check_images(

@@ -173,3 +173,22 @@ def test_labels_of_other_data_are_matched_to_the_runs_classes_by_name(recording,
     command = ["encode", "recorder-cond", "--run", "run", "--data", str(subset), "--out", "x.st"]
     result = runner.invoke(app, command)
     assert "holds the class 'hexagon', which the run was not trained on" in one_line_error(result)
+
+
+def test_a_conditional_model_of_api_1_0_encodes_and_reconstructs_without_labels():
+    import torch
+
+    from gentool.model_calls import call_encode, call_reconstruct
+
+    class WrittenForOneZero(torch.nn.Module):  # 1.0 gave labels to sample and decode only
+        def encode(self, x):
+            return x.flatten(1)[:, :3]
+
+        def reconstruct(self, x):
+            return x
+
+    plugin, images = resolve("cgan").plugin, torch.rand(2, 1, 4, 4)
+    labels = torch.tensor([0, 1])
+    model = WrittenForOneZero()
+    assert call_encode(model, plugin, images, labels=labels).shape == (2, 3)
+    assert call_reconstruct(model, plugin, images, labels=labels).shape == images.shape
