@@ -154,7 +154,8 @@ def load_trained(
     config = entry.plugin.parse_config(record.config)
     model = build_model(entry.plugin, config, record.data.spec, device)
     try:
-        _load_weights(run, record, model, averaged=averaged)
+        with calling(entry.plugin, "load_state_dict"):
+            _load_weights(run, record, model, averaged=averaged)
     except CheckpointError:
         # A training of the run may have committed a newer checkpoint and removed this one
         # between the two reads: the newer one is the run's, then.
@@ -163,7 +164,8 @@ def load_trained(
         if newer.checkpoint == record.checkpoint or not same_model:
             raise
         record = newer
-        _load_weights(run, record, model, averaged=averaged)
+        with calling(entry.plugin, "load_state_dict"):
+            _load_weights(run, record, model, averaged=averaged)
     return model.eval(), record, run
 
 

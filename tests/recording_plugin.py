@@ -71,6 +71,17 @@ def build(config, spec, conditional):
         def _shift(self, labels):
             return self.label_shift(labels) if conditional else 0
 
+        # Not recorded (torch calls them too, and the kit need not): they raise on demand only.
+        def state_dict(self, *args, **kwargs):
+            if os.environ.get("RAISE_IN") == "state_dict":
+                raise RuntimeError("state_dict fell over")
+            return super().state_dict(*args, **kwargs)
+
+        def load_state_dict(self, *args, **kwargs):
+            if os.environ.get("RAISE_IN") == "load_state_dict":
+                raise SystemExit(0)  # a plugin does not decide gentool's exit either
+            return super().load_state_dict(*args, **kwargs)
+
         @_recorded
         def configure_optimizers(self):
             return {"all": torch.optim.Adam(self.parameters(), lr=1e-2)}

@@ -28,6 +28,7 @@ from gentool.api import Batch
 from gentool.checkpoint import RunFolder
 from gentool.errors import CheckpointError, Interrupted, TrainingError
 from gentool.images import image_grid, save_png
+from gentool.models import calling
 from gentool.sampling import class_grid, draw_uint8
 from gentool.training.display import StopRequest, stop_on_signals
 from gentool.training.distributed import all_agree, broadcast_from_main, gather_to_all
@@ -215,7 +216,8 @@ def save_checkpoint(session: Session, *, first: bool = False) -> None:
 
 def _saved_tensors(session: Session) -> dict[str, torch.Tensor]:
     """What a checkpoint holds: the weights, the optimizers' state and the moving average."""
-    tensors = dict(session.model.state_dict())
+    with calling(session.plugin, "state_dict"):  # a model may have its own
+        tensors = dict(session.model.state_dict())
     parameter_names = {id(value): key for key, value in session.model.named_parameters()}
     for name, optimizer in session.context.optimizers.items():
         for parameter, state in optimizer.state.items():

@@ -27,7 +27,7 @@ from gentool.errors import CheckpointError, ConfigError
 from gentool.jsonl import JsonLinesWriter
 from gentool.kernels import fused_blocks_running_plain
 from gentool.loggers import RunInfo
-from gentool.models import build_model, plugin_for_config
+from gentool.models import build_model, calling, plugin_for_config
 from gentool.progress import progress_bars
 from gentool.record import Progress, RunRecord
 from gentool.run_files import checkpoint_name
@@ -148,7 +148,8 @@ def open_session(
     run = _agreed_run(start, ranks)
     if plan.request.resume:
         _check_progress(run, record, loader.steps_per_epoch)
-        _restore(run, record, model, optimizers, ranks, console)
+        with calling(plan.plugin, "load_state_dict"):
+            _restore(run, record, model, optimizers, ranks, console)
     elif ranks.distributed:  # one set of weights, but each process its own noise
         torch.manual_seed(rank_seed(record.training.seed, ranks.rank))
     if ranks.distributed:
