@@ -216,19 +216,14 @@ def measure(
         values["diversity_real"] = mean_pairwise_distance(real_stats.features[:DIVERSITY_COUNT])
         if plugin.capabilities.baseline_sampler:
             values["sampler"] = "baseline"  # what fid, kid and pr measured: see Capabilities
-    labelled_spec = spec if plugin.capabilities.conditional else None
+
+    reconstructed = (plugin, spec, source, image_size, settings.n, held_out_from)
     if "recon" in settings.metrics:
-        originals, labels, held_out = recon_images(
-            source, labelled_spec, image_size, settings.n, held_out_from
-        )
-        check_fits(_spec_of(originals), spec, source)
+        originals, labels, held_out = _data_to_reconstruct(*reconstructed)
         values.update(reconstruction_metrics(model, plugin, originals, labels))
         values["held_out"] = held_out
     if callable(getattr(model, "evaluation_metrics", None)):
-        originals, labels, _ = recon_images(
-            source, labelled_spec, image_size, settings.n, held_out_from
-        )
-        check_fits(_spec_of(originals), spec, source)
+        originals, labels, _ = _data_to_reconstruct(*reconstructed)
         own = model_metrics(model, plugin, originals, labels)
         clashes = sorted(set(own) & RESERVED_METRIC_NAMES)
         if clashes:
@@ -375,6 +370,21 @@ def _fid(real: FeatureStatistics, fake: FeatureStatistics) -> float:
         if pairs <= real.features.shape[1] ** 2:
             return feature_frechet_distance(real.features, fake.features)
     return frechet_distance(real.gaussian, fake.gaussian)
+
+
+def _data_to_reconstruct(
+    plugin: ModelPlugin,
+    spec: DataSpec,
+    source: str,
+    image_size: int | None,
+    count: int,
+    held_out_from: int | None,
+) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
+    """`recon_images` of data checked to fit the run; labelled for conditional models only."""
+    labelled = spec if plugin.capabilities.conditional else None
+    data = recon_images(source, labelled, image_size, count, held_out_from)
+    check_fits(_spec_of(data[0]), spec, source)
+    return data
 
 
 def recon_images(
