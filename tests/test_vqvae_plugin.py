@@ -66,6 +66,18 @@ def test_capabilities_follow_the_runs_config(vqvae):
     )
 
 
+def test_evaluations_during_training_follow_the_configs_capabilities(vqvae):
+    every_epoch = ["-o", "sampler=none", "--epochs", "1", "--eval-every", "1", "--eval-n", "10"]
+    trained = gentool("train", "vqvae", *TRAIN, *every_epoch, "--run-dir", "run")
+    logged = [json.loads(line) for line in Path("run/metrics.jsonl").read_text().splitlines()]
+    (evaluation,) = [line for line in logged if line.get("event") == "eval"]
+    assert "fid" not in evaluation and "perplexity" in evaluation, trained
+    asked = [*TRAIN, *every_epoch, "--eval-metrics", "fid", "--run-dir", "run-fid"]
+    line = one_line_error(runner.invoke(app, ["train", "vqvae", *asked]))
+    assert "vqvae does not sample new images, so fid, kid and pr do not apply" in line
+    assert not Path("run-fid").exists()
+
+
 def test_codes_stay_integers_and_cannot_be_walked(vqvae):
     gentool("train", "vqvae", *TRAIN, "--epochs", "1", "--run-dir", "run")
     gentool("encode", "vqvae", "--run", "run", "--out", "codes.safetensors")

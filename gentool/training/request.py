@@ -95,7 +95,7 @@ def plan_training(request: TrainRequest, *, world_size: int | None = None) -> Tr
         shard_size(request.batch_size or plugin.default_batch_size, Ranks(world_size=world_size))
     loggers = None if request.log is None else load_loggers(parse_logger_names(request.log))
     return TrainingPlan(
-        request, plugin, config_values, acceleration, _eval_schedule(request, plugin), loggers,
+        request, plugin, config_values, acceleration, eval_schedule(request, plugin), loggers,
         augment=parse_augmentations(request.augment),
     )  # fmt: skip
 
@@ -190,7 +190,8 @@ def merged_config(request: TrainRequest, plugin: ModelPlugin) -> dict[str, Any]:
     return values
 
 
-def _eval_schedule(request: TrainRequest, plugin: ModelPlugin) -> EvalSchedule | None:
+def eval_schedule(request: TrainRequest, plugin: ModelPlugin) -> EvalSchedule | None:
+    """What --eval-every and its options ask, for `plugin` as its capabilities stand."""
     options = {
         "--eval-n": request.eval_n,
         "--eval-metrics": request.eval_metrics,

@@ -44,7 +44,7 @@ from gentool.training.ema import ExponentialMovingAverage
 from gentool.training.faults import check_finite, divergence_advice
 from gentool.training.logbook import StepLog
 from gentool.training.monitor import EpochMonitor, MonitorLogs
-from gentool.training.request import TrainingPlan
+from gentool.training.request import TrainingPlan, eval_schedule
 from gentool.training.setup import (
     RunStart,
     new_record,
@@ -126,7 +126,7 @@ def open_session(
     start_run = start_resumed_run if plan.request.resume else start_new_run
     with progress_bars(console if ranks.main else None, "files") as track:
         start = start_run(plan, files if ranks.main else None, track)
-    plan = dataclasses.replace(plan, plugin=plugin_for_config(plan.plugin, start.config))
+    plan = _for_config(plan, start.config)
     torch.manual_seed(seed_of(plan, start))  # before build, so initialisation follows the seed
     model = build_model(plan.plugin, start.config, start.dataset.spec, device)
     model = prepare_model(model, plan.acceleration)
@@ -178,6 +178,17 @@ def open_session(
     log.check = session.check_finite
     session.trackers = log.trackers = _trackers(start.loggers, record, plan, ranks, console, files)
     return session
+
+
+def _for_config(plan: TrainingPlan, config: Any) -> TrainingPlan:
+    """The plan with the capabilities of the run's config, and the evaluations they allow (a
+    model that samples only in some configs is not measured by sampling in the others)."""
+    plugin = plugin_for_config(plan.plugin, config)
+    if plugin is plan.plugin or plan.eval_schedule is None:
+        return dataclasses.replace(plan, plugin=plugin)
+    return dataclasses.replace(
+        plan, plugin=plugin, eval_schedule=eval_schedule(plan.request, plugin)
+    )
 
 
 def _check_fused_blocks(model: torch.nn.Module, acceleration: Acceleration) -> None:
