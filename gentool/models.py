@@ -80,6 +80,8 @@ def calling(plugin: ModelPlugin, method: str) -> Iterator[None]:
     except ValueError as error:
         if method != "build":
             raise _plugin_failure(plugin, method, error) from None
+        if plugin_tracebacks():
+            raise
         message = str(error)
         shown = message if message.startswith(plugin.name) else f"{plugin.name}: {message}"
         raise ConfigError(shown) from None

@@ -56,6 +56,8 @@ def build(config, spec, conditional):
 
     if os.environ.get("RAISE_IN") == "build":
         raise RuntimeError("build fell over")
+    if os.environ.get("RAISE_IN") == "build-refusal":
+        raise ValueError("recorder needs images of at least 16 pixels a side")
     pixels = spec.channels * spec.height * spec.width
 
     class Recording(nn.Module):

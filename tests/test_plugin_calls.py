@@ -121,6 +121,18 @@ def test_gentool_debug_shows_the_plugins_own_traceback(recording, monkeypatch):
     )
 
 
+def test_a_config_build_refuses_is_the_configs_error_with_a_traceback_on_demand(
+    recording, monkeypatch
+):
+    monkeypatch.setenv("RAISE_IN", "build-refusal")
+    train = ["train", "recorder", "--data", "shapes", *TRAIN, "--run-dir", "refused"]
+    line = one_line_error(runner.invoke(app, train))
+    assert line == "error: recorder needs images of at least 16 pixels a side"
+    monkeypatch.setenv("GENTOOL_DEBUG", "1")
+    result = runner.invoke(app, train)
+    assert isinstance(result.exception, ValueError)
+
+
 def test_a_conditional_model_without_labels_says_which_option_gives_them(recording):
     gentool("train", "recorder-cond", "--data", "shapes", *TRAIN, "--run-dir", "run")
     faces = ["--data", "builtin:faces", "--run", "run"]
