@@ -168,9 +168,7 @@ def interpolate(
 @app.command()
 @user_errors
 def reconstruct(
-    name: Annotated[
-        str, typer.Argument(help="Model whose run reconstructs (an autoencoder or vae).")
-    ],
+    name: Annotated[str, typer.Argument(help="Model whose run reconstructs (see gentool list).")],
     run_dir: RunOption = None,
     data: ImagesToReadOption = None,
     count: Annotated[
@@ -203,7 +201,7 @@ def reconstruct(
 @app.command()
 @user_errors
 def encode(
-    name: Annotated[str, typer.Argument(help="Model whose run encodes (an autoencoder or vae).")],
+    name: Annotated[str, typer.Argument(help="Model whose run encodes (see gentool list).")],
     out: Annotated[Path, typer.Option("--out", help="safetensors file to write the codes to")],
     data: ImagesToReadOption = None,
     run_dir: RunOption = None,
