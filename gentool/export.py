@@ -35,7 +35,15 @@ from gentool import __version__
 from gentool.api import DataSpec, ModelPlugin
 from gentool.atomic import atomic_write, write_text
 from gentool.errors import CapabilityError, GentoolError, describe_exception
+from gentool.export_parts import (
+    ConditionalDecoderNetwork,
+    ConditionalEncoderNetwork,
+    DecoderNetwork,
+    EncoderNetwork,
+    PartNetwork,
+)
 from gentool.kernels.dispatch import use_backend
+from gentool.model_calls import takes_labels
 from gentool.models import calling
 from gentool.registry import PluginEntry, strict_plugins
 from gentool.run_files import file_output_path
@@ -58,49 +66,6 @@ CHECK_SEED = 0
 RELATIVE_TOLERANCE = 1e-4
 # Packages whose lines in a traceback are the exporters' own, not the model's.
 EXPORTER_PACKAGES = ("torch", "onnx", "onnxscript", "onnx_ir", "onnxruntime")
-
-
-class PartNetwork(nn.Module):
-    """A part of a model with the fixed signature that exported files have."""
-
-    input_names: tuple[str, ...]
-    output_name: str
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        # Held outside the module tree, so that exporters keep only the tensors this part uses
-        # (as constants): a GAN's decoder leaves its discriminator behind.
-        self.held = (model,)
-
-
-class DecoderNetwork(PartNetwork):
-    """latent (B, ...) → images (B, C, H, W) in the plugin's value range."""
-
-    input_names = ("latent",)
-    output_name = "images"
-
-    def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        return self.held[0].decode(latent)
-
-
-class ConditionalDecoderNetwork(PartNetwork):
-    """latent (B, ...) and labels (B,) int64 → images (B, C, H, W) of those classes."""
-
-    input_names = ("latent", "labels")
-    output_name = "images"
-
-    def forward(self, latent: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.held[0].decode(latent, labels=labels)
-
-
-class EncoderNetwork(PartNetwork):
-    """images (B, C, H, W) in the plugin's value range → codes (B, ...)."""
-
-    input_names = ("images",)
-    output_name = "codes"
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.held[0].encode(images)
 
 
 @dataclass(frozen=True)
@@ -211,16 +176,9 @@ def _importable(module: str) -> bool:
 
 def _plan(plugin: ModelPlugin, model: nn.Module, spec: DataSpec, part: str) -> Plan:
     generator = torch.Generator().manual_seed(CHECK_SEED)
+    output_notes: dict[str, Any] = {}
     if part == "encoder":
-        network: PartNetwork = EncoderNetwork(model)
-        low, high = plugin.value_range
-
-        def draw(n: int) -> tuple[torch.Tensor, ...]:
-            shape = (n, spec.channels, spec.height, spec.width)
-            return (torch.rand(shape, generator=generator) * (high - low) + low,)
-
-        input_notes: tuple[dict[str, Any], ...] = ({"value_range": [low, high]},)
-        output_notes: dict[str, Any] = {}
+        network, draw, input_notes = _encoder(plugin, model, spec, generator)
     else:
         network, draw, input_notes = _decoder(plugin, model, spec, generator)
         output_notes = {"value_range": list(plugin.value_range)}
@@ -228,6 +186,28 @@ def _plan(plugin: ModelPlugin, model: nn.Module, spec: DataSpec, part: str) -> P
     with calling(plugin, "encode" if part == "encoder" else "decode"):
         expected = network(*checked)
     return Plan(network, traced, checked, expected, input_notes, output_notes)
+
+
+def _encoder(
+    plugin: ModelPlugin, model: nn.Module, spec: DataSpec, generator: torch.Generator
+) -> tuple[PartNetwork, Callable[[int], tuple[torch.Tensor, ...]], tuple[dict[str, Any], ...]]:
+    """The encoder network, how to draw a batch of its inputs, and what their values mean: a
+    conditional model's encoder takes the images' labels too (unless written for API 1.0)."""
+    low, high = plugin.value_range
+    image_notes = {"value_range": [low, high]}
+
+    def images(n: int) -> torch.Tensor:
+        shape = (n, spec.channels, spec.height, spec.width)
+        return torch.rand(shape, generator=generator) * (high - low) + low
+
+    if not (plugin.capabilities.conditional and takes_labels(model.encode)):
+        return EncoderNetwork(model), lambda n: (images(n),), (image_notes,)
+
+    def labelled_images(n: int) -> tuple[torch.Tensor, ...]:
+        return images(n), torch.arange(n) % spec.num_classes  # every class, in turn
+
+    label_notes = {"values": f"class indexes from 0 to {spec.num_classes - 1} into class_names"}
+    return ConditionalEncoderNetwork(model), labelled_images, (image_notes, label_notes)
 
 
 def _decoder(
@@ -265,12 +245,13 @@ def _latent_source(
 
         return from_prior, plugin.latent_distribution
     if plugin.capabilities.encode:
-        blank = torch.full((1, spec.channels, spec.height, spec.width), plugin.value_range[0])
-        with calling(plugin, "encode"):
-            code_shape = model.encode(blank).shape[1:]
+        encoder, draw_images, _ = _encoder(plugin, model, spec, torch.Generator())
 
         def like_codes(n: int, labels: torch.Tensor | None, generator: torch.Generator):
-            return torch.randn((n, *code_shape), generator=generator)
+            """Codes of random images: of the dtype and range the decoder takes (integer
+            indexes into a codebook, say), which random numbers would not be."""
+            with calling(plugin, "encode"):
+                return encoder(*draw_images(n)).detach()
 
         return like_codes, "codes of images from the encoder (--part encoder)"
     raise CapabilityError(

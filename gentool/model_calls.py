@@ -146,14 +146,16 @@ def _labels(
 def _taken_by(method: Callable[..., object], by_class: dict[str, torch.Tensor]) -> dict:
     """`by_class` if `method` takes labels: a conditional model written for API 1.0 encodes and
     reconstructs without them (1.1 added them), and keeps working."""
-    if not by_class:
-        return by_class
+    return by_class if not by_class or takes_labels(method) else {}
+
+
+def takes_labels(method: Callable[..., object]) -> bool:
+    """Whether `method` takes a `labels` keyword (as API 1.1 has it, when it cannot be read)."""
     try:
         parameters = inspect.signature(method).parameters.values()
-    except (TypeError, ValueError):  # no signature to read: as API 1.1 says
-        return by_class
-    takes = any(p.name == "labels" or p.kind is p.VAR_KEYWORD for p in parameters)
-    return by_class if takes else {}
+    except (TypeError, ValueError):
+        return True
+    return any(p.name == "labels" or p.kind is p.VAR_KEYWORD for p in parameters)
 
 
 def check_images(

@@ -205,3 +205,19 @@ def test_a_conditional_model_of_api_1_0_encodes_and_reconstructs_without_labels(
     model = WrittenForOneZero()
     assert call_encode(model, plugin, images, labels=labels).shape == (2, 3)
     assert call_reconstruct(model, plugin, images, labels=labels).shape == images.shape
+
+
+def test_a_conditional_models_encoder_exports_with_its_labels(recording):
+    import json
+
+    import torch
+
+    gentool("train", "recorder-cond", "--data", "shapes", *TRAIN, "--run-dir", "run")
+    gentool("export", "recorder-cond", "--run", "run", "--part", "encoder",
+            "--format", "torchscript", "--out", "encoder.pt")  # fmt: skip
+    described = json.loads(Path("encoder.pt.json").read_text())
+    assert [item["name"] for item in described["inputs"]] == ["images", "labels"]
+    encoder = torch.jit.load("encoder.pt")
+    images = torch.rand(2, 3, 8, 8)
+    circle, square = (torch.tensor([index, index]) for index in (0, 4))
+    assert not torch.equal(encoder(images, circle), encoder(images, square))
