@@ -99,7 +99,8 @@ def test_eval_reports_the_codebook_perplexity_and_the_baseline_sampler(vqvae):
     assert '"perplexity"' in shown and '"sampler": "baseline"' in shown
     table = gentool("eval", "vqvae", "--run", "run", "--n", "10", "--metrics", "fid")
     assert "perplexity" in table and "samples with a baseline sampler" in table
-    assert "sample (a baseline sampler)" in gentool("info", "vqvae")
+    described = gentool("info", "vqvae")
+    assert "sample (a baseline sampler)" in described and "they follow the config" in described
 
 
 def test_two_processes_update_the_ema_codebook_as_one(vqvae, tmp_path, tiny_cpu_training):

@@ -88,6 +88,8 @@ def info(
         console.print_json(json.dumps(summary))
         return
     capabilities = ", ".join(_capability_names(entry)) or "train only"
+    if plugin.capabilities_for is not None:
+        capabilities += " (with the default config; they follow the config)"
     console.print(f"[bold]{escaped(plugin.name)}[/] — {escaped(plugin.summary)}", highlight=False)
     console.print(
         f"from {escaped(entry.distribution)} {escaped(entry.version)} · plugin API "
