@@ -514,3 +514,15 @@ def test_a_folder_nested_deeper_than_python_recurses_is_searched_to_a_depth(tmp_
             os.close(child)
             os.rmdir("d", dir_fd=parent)
         os.close(descriptors[0])
+
+
+def test_a_run_whose_data_was_identified_by_an_earlier_gentool_says_so(in_tmp):
+    write_npz(in_tmp / "d.npz", images=squares(16, 16))
+    arguments = ["-o", "image_size=16", "-b", "8", "--device", "cpu", "--epochs", "1"]
+    first = runner.invoke(app, ["train", "ae", "--data", "d.npz", *arguments, "--run-dir", "run"])
+    assert first.exit_code == 0, first.output
+    record = json.loads((in_tmp / "run" / "run.json").read_text())
+    record["data"]["fingerprint"] = "npz:" + "0" * 32  # as gentool wrote it before
+    (in_tmp / "run" / "run.json").write_text(json.dumps(record))
+    result = runner.invoke(app, ["train", "ae", "--resume", "--run-dir", "run", "--epochs", "2"])
+    assert "was trained by an earlier gentool" in result.output and result.exit_code == 1

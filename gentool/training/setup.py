@@ -26,6 +26,8 @@ from gentool.training.request import TrainingPlan
 from gentool.training.tracking import LoggerChoice, load_loggers
 
 DEFAULT_EPOCHS = 5
+# How gentool 0.1 before its mapped data cache named folder and .npz data: by the files' bytes.
+_FILE_FINGERPRINTS = ("folder:", "npz:")
 DEFAULT_SEED = 0
 
 
@@ -138,6 +140,12 @@ def start_resumed_run(
         track=track,
     )
     if dataset.fingerprint != record.data.fingerprint:
+        if record.data.fingerprint.startswith(_FILE_FINGERPRINTS):
+            raise DataError(
+                f"{run} was trained by an earlier gentool, which identified its data by the "
+                "files' bytes rather than the decoded pixels: resume it with that version, or "
+                "start a new run"
+            )
         raise DataError(
             f"the data at {source!r} differs from what {run} was trained on; "
             "an exact resume needs the same data"
