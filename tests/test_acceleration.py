@@ -239,7 +239,7 @@ class FakeTorchrun:
         self.exit_code, self.interrupted = exit_code, interrupted
         self.commands: list[list[str]] = []
 
-    def __call__(self, command: list[str]) -> FakeTorchrun:
+    def __call__(self, command: list[str], env: dict[str, str] | None = None) -> FakeTorchrun:
         self.commands.append(command)
         return self
 
@@ -260,7 +260,7 @@ def test_nproc_runs_the_same_command_under_torchrun(exit_code, interrupted, monk
     result = CliRunner().invoke(app, arguments)
     assert result.exit_code == (130 if interrupted else exit_code)
     (command,) = torchrun.commands
-    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    launcher = ["-m", "gentool.launcher", "--standalone", "--nproc-per-node", "2"]
     assert command[1:] == [
         *launcher,
         "-m",

@@ -221,3 +221,21 @@ def test_a_conditional_models_encoder_exports_with_its_labels(recording):
     images = torch.rand(2, 3, 8, 8)
     circle, square = (torch.tensor([index, index]) for index in (0, 4))
     assert not torch.equal(encoder(images, circle), encoder(images, square))
+
+
+def test_a_plugins_exception_in_several_processes_is_one_line(recording, tmp_path):
+    import os
+    import subprocess
+
+    command = [sys.executable, "-m", "gentool", "train", "recorder", "--data", "shapes", *TRAIN,
+               "--run-dir", "run", "--nproc", "2"]  # fmt: skip
+    environment = {**os.environ, "RAISE_IN": "training_step", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    said = (done.stdout + done.stderr).strip().splitlines()
+    assert (
+        "Traceback" not in done.stderr and [line for line in said if "error" in line] == said[-1:]
+    )
+    assert said[-1].startswith(
+        "error: plugin 'recorder' (from fake-models 1.2) raised RuntimeError"
+    )

@@ -7,12 +7,14 @@ plugins do not import torch. Commands that compute import torch inside their bod
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import os
 import sys
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import typer
@@ -20,6 +22,7 @@ import typer
 from gentool import __version__
 from gentool.errors import GentoolError, Interrupted
 from gentool.interrupts import EXIT_INTERRUPTED, interrupted
+from gentool.launcher import PROCESS_ERRORS
 from gentool.terminal import StreamConsole, escaped
 
 app = typer.Typer(
@@ -69,10 +72,21 @@ def user_errors(command: Command) -> Command:
                     abort()
                 # An OSError: the file system refused (a full disk, a read-only folder).
                 shown = describe_os_error(error) if isinstance(error, OSError) else str(error)
-                error_console.print(f"[red]error:[/] {escaped(shown)}", highlight=False)
+                report_error(shown)
                 raise typer.Exit(EXIT_USER_ERROR) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def report_error(message: str) -> None:
+    """Print an error as one line; a process of `train --nproc` leaves it for `gentool train`,
+    which shows one line for them all (the processes of one failure say it each in their way)."""
+    folder = os.environ.get(PROCESS_ERRORS)
+    if folder:
+        with contextlib.suppress(OSError):  # unwritable: said on standard error as ever
+            Path(folder, f"rank-{os.environ.get('RANK', '0')}").write_text(message)
+            return
+    error_console.print(f"[red]error:[/] {escaped(message)}", highlight=False)
 
 
 def abort() -> NoReturn:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from gentool.cli.app import EXIT_INTERRUPTED, app, console, user_errors
+from gentool.cli.app import EXIT_INTERRUPTED, app, console, error_console, user_errors
 from gentool.cli.options import DeviceOption, ModelOverridesOption
 from gentool.errors import GentoolError
+from gentool.launcher import PROCESS_ERRORS
 from gentool.loggers import installed_loggers
 from gentool.registry import resolve
 from gentool.terminal import escaped
@@ -328,13 +330,29 @@ def _run_torchrun(nproc: int) -> int:
             skip_value = True
         elif not argument.startswith("--nproc="):
             forwarded.append(argument)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command = [sys.executable, "-m", "gentool.launcher", "--standalone"]
     # "--": torchrun's parser reads no further. It takes an option of gentool's that begins one
     # of its own for an abbreviation, and refuses --log as ambiguous (--log-dir, --logs-specs).
     command += ["--nproc-per-node", str(nproc), "-m", "--", "gentool", "train", *forwarded]
-    process = subprocess.Popen(command)
-    try:
-        return process.wait()
-    except KeyboardInterrupt:  # torchrun reports its workers' stop as a failure: it was not one
-        process.wait()
-        return EXIT_INTERRUPTED
+    with tempfile.TemporaryDirectory(prefix="gentool-errors-") as errors:
+        process = subprocess.Popen(command, env={**os.environ, PROCESS_ERRORS: errors})
+        try:
+            code = process.wait()
+        except KeyboardInterrupt:  # torchrun reports its workers' stop as a failure: it was not one
+            process.wait()
+            return EXIT_INTERRUPTED
+        _report_process_errors(Path(errors))
+    return code
+
+
+def _report_process_errors(folder: Path) -> None:
+    """One line for a failure of the training processes: rank 0's, which holds the run and so
+    knows what its folder keeps; else the first other process's that said why it stopped."""
+    said = {
+        int(path.name.removeprefix("rank-")): path.read_text() for path in folder.glob("rank-*")
+    }
+    if not said:
+        return
+    rank = min(said)
+    where = "" if rank == 0 else f"process {rank}: "
+    error_console.print(f"[red]error:[/] {escaped(where + said[rank])}", highlight=False)
