@@ -372,3 +372,39 @@ def test_data_cache_lists_the_entries_and_clears_them(tmp_path):
     blocking.rmdir()
     again = CliRunner().invoke(app, ["data", "cache", "--clear"])
     assert again.exit_code == 0 and "no data set is cached in" in again.output
+
+
+def test_two_decodings_of_one_set_at_once_leave_a_sound_entry(tmp_path, monkeypatch):
+    """As the processes of a --nproc run on a cold cache do: each writes the entry; the one that
+    puts its pixel file in place last must also be the one whose header names it."""
+    import warnings
+
+    from gentool.data import pixels
+
+    folder = tmp_path / "faces"
+    write_builtin_set("faces", folder, count=6, size=8)
+    in_place, go_on = threading.Event(), threading.Event()
+    seal_of = pixels.seal_of
+
+    def slow_seal(header):  # the first writer stops between its pixel file and its header
+        if threading.current_thread().name == "first":
+            in_place.set()
+            go_on.wait(10)
+        return seal_of(header)
+
+    monkeypatch.setattr(pixels, "seal_of", slow_seal)
+    threads = [
+        threading.Thread(target=load_dataset, args=(str(folder),), kwargs={"image_size": 8},
+                         name=name)
+        for name in ("first", "second")
+    ]  # fmt: skip
+    threads[0].start()
+    assert in_place.wait(10)
+    threads[1].start()
+    threads[1].join(1)  # unlocked, the second writer would be done by now
+    go_on.set()
+    for thread in threads:
+        thread.join(10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        assert len(load_dataset(str(folder), image_size=8)) == 6

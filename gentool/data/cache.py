@@ -43,9 +43,11 @@ MAX_NOTE_CHARS = 2000  # a class name or a note about skipped files; longer is d
 MAX_SIDECAR_BYTES = 2**26  # room for the most class names a data set may have
 _HASH_CHUNK = 2**23
 RECENT_NS = 2 * 10**9  # a file changed this recently is keyed by its content as well
-PIXELS, SIDECAR, TEMPORARY = ".pixels", ".json", ".tmp"
-# An entry's files, and the temporary files of one being written (mkstemp's random part).
-_ENTRY_NAME = re.compile(r"\.?[a-z]+-[0-9a-f]{32}\.v[0-9]+(\.json|\.pixels|\.[A-Za-z0-9_]+\.tmp)")
+PIXELS, SIDECAR, TEMPORARY, LOCK = ".pixels", ".json", ".tmp", ".lock"
+# An entry's files, its lock, and the temporary files of one being written (mkstemp's part).
+_ENTRY_NAME = re.compile(
+    r"\.?[a-z]+-[0-9a-f]{32}\.v[0-9]+(\.json|\.pixels|\.lock|\.[A-Za-z0-9_]+\.tmp)"
+)
 
 
 class DataKey:
@@ -259,7 +261,7 @@ def clear_cache() -> tuple[int, int, list[str]]:
     folder may be shared, or set to a folder of the user's): (data sets removed, bytes freed,
     what could not be removed and why)."""
     removed, freed, kept = 0, 0, []
-    for path in _entry_files(SIDECAR, PIXELS, TEMPORARY):
+    for path in _entry_files(SIDECAR, PIXELS, TEMPORARY, LOCK):
         size = _size_of(path)
         try:
             if path.is_dir() and not path.is_symlink():

@@ -3,12 +3,13 @@ decoding holds one chunk of images in memory, never the whole set."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ import torch
 from gentool.atomic import fsync_path, new_file_mode, write_text
 from gentool.data.cache import (
     ENTRY_FORMAT,
+    LOCK,
     MAX_NOTE_CHARS,
     Built,
     DataKey,
@@ -30,6 +32,11 @@ from gentool.data.cache import (
 )
 from gentool.data.dataset import DataWarning, ImageDataset
 from gentool.errors import DataError
+
+try:
+    import fcntl
+except ImportError:  # not on POSIX: two processes decoding one set at once may race there
+    fcntl = None  # type: ignore[assignment]
 
 _COMPACT_CHUNK = 2**24  # bytes of pixels read at a time when a grey set drops its copies
 
@@ -186,26 +193,28 @@ class PixelWriter:
         fsync_path(self._temporary)
         shape = (self.count, channels, *self.size)
         digest = content_digest(self._temporary)
-        sidecar, pixels = entry_files(self.base)
-        os.replace(self._temporary, pixels)
-        self._temporary = pixels  # until its header is written, an unfinished entry
-        written = pixels.stat()
+        labelled = labels is not None
         header = {
             "format": ENTRY_FORMAT,
             "key": self.key,
             "source": self.source,
             "shape": list(shape),
-            "labelled": labels is not None,
-            "bytes": written.st_size,
+            "labelled": labelled,
             "class_names": list(built.class_names),
             "notes": notes,
             "sha256": digest,
-            "fingerprint": fingerprint_of(digest, shape, built.class_names, labels is not None),
+            "fingerprint": fingerprint_of(digest, shape, built.class_names, labelled),
             "source_digest": built.source_digest,
-            "pixel_file": [written.st_ino, written.st_mtime_ns],
         }
-        header["seal"] = seal_of(header)
-        write_text(sidecar, json.dumps(header, ensure_ascii=False))
+        sidecar, pixels = entry_files(self.base)
+        with _committing(self.base):
+            os.replace(self._temporary, pixels)
+            self._temporary = pixels  # until its header is written, an unfinished entry
+            written = pixels.stat()
+            header["bytes"] = written.st_size
+            header["pixel_file"] = [written.st_ino, written.st_mtime_ns]
+            header["seal"] = seal_of(header)
+            write_text(sidecar, json.dumps(header, ensure_ascii=False))
         entry = read_entry(self.base, self.key, self.source)
         if entry is None:
             raise DataError(f"the decoded {self.source!r} could not be read back from {pixels}")
@@ -246,6 +255,22 @@ class PixelWriter:
         if self._descriptor is not None:
             os.close(self._descriptor)
             self._descriptor = None
+
+
+@contextlib.contextmanager
+def _committing(base: Path) -> Iterator[None]:
+    """Hold the entry's lock while its files are put in place: two processes that decoded the
+    same set at once (those of a --nproc run on a cold cache) must not leave one's pixel file
+    under the other's header."""
+    if fcntl is None:
+        yield
+        return
+    descriptor = os.open(f"{base}{LOCK}", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
 
 
 def _write_all(descriptor: int | None, array: np.ndarray) -> None:
