@@ -10,6 +10,7 @@ itself, so that is said here.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -18,14 +19,19 @@ PROCESS_ERRORS = "GENTOOL_PROCESS_ERRORS"
 
 
 def main() -> int:
-    os.environ.setdefault("LOGLEVEL", "CRITICAL")  # read by torchrun's loggers as they are made
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import main as torchrun
 
+    for name in list(logging.Logger.manager.loggerDict):
+        if name.startswith("torch.distributed"):  # its log of the failure it then raises
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         torchrun()
     except ChildFailedError as failed:
+        said = os.environ.get(PROCESS_ERRORS)
+        if said and any(os.scandir(said)):
+            return 1  # a process said why; torchrun then stopped the others with SIGTERM
         for rank, failure in sorted(failed.failures.items()):
             if failure.exitcode < 0:
                 killed_by = signal.Signals(-failure.exitcode).name

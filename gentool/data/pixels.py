@@ -57,7 +57,8 @@ def cached(
     has the holes its files had.
     """
     base = cache_dir() / f"{key}.v{ENTRY_FORMAT}"
-    entry = read_entry(base, str(key), source, verify=source_digest is not None)
+    with entry_lock(base, exclusive=False):  # never between another's pixel file and header
+        entry = read_entry(base, str(key), source, verify=source_digest is not None)
     if entry is not None and source_digest is not None and entry[2] != source_digest():
         warn_damaged(source, base, "its files changed since it was cached", stacklevel=3)
         entry = None
@@ -207,7 +208,7 @@ class PixelWriter:
             "source_digest": built.source_digest,
         }
         sidecar, pixels = entry_files(self.base)
-        with _committing(self.base):
+        with entry_lock(self.base, exclusive=True):
             os.replace(self._temporary, pixels)
             self._temporary = pixels  # until its header is written, an unfinished entry
             written = pixels.stat()
@@ -215,7 +216,7 @@ class PixelWriter:
             header["pixel_file"] = [written.st_ino, written.st_mtime_ns]
             header["seal"] = seal_of(header)
             write_text(sidecar, json.dumps(header, ensure_ascii=False))
-        entry = read_entry(self.base, self.key, self.source)
+            entry = read_entry(self.base, self.key, self.source)
         if entry is None:
             raise DataError(f"the decoded {self.source!r} could not be read back from {pixels}")
         return entry[0]
@@ -258,19 +259,22 @@ class PixelWriter:
 
 
 @contextlib.contextmanager
-def _committing(base: Path) -> Iterator[None]:
-    """Hold the entry's lock while its files are put in place: two processes that decoded the
-    same set at once (those of a --nproc run on a cold cache) must not leave one's pixel file
-    under the other's header."""
-    if fcntl is None:
-        yield
-        return
-    descriptor = os.open(f"{base}{LOCK}", os.O_RDWR | os.O_CREAT, 0o644)
+def entry_lock(base: Path, *, exclusive: bool) -> Iterator[None]:
+    """Hold an entry's lock: exclusive while its files are put in place, shared while they are
+    read. Two processes that decode one set at once (those of a --nproc run on a cold cache)
+    must not leave one's pixel file under the other's header, nor read a pair half replaced.
+    A cache that cannot hold a lock file is read and written unlocked."""
     try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        descriptor = os.open(f"{base}{LOCK}", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        descriptor = None
+    try:
+        if descriptor is not None and fcntl is not None:
+            fcntl.flock(descriptor, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         yield
     finally:
-        os.close(descriptor)
+        if descriptor is not None:
+            os.close(descriptor)
 
 
 def _write_all(descriptor: int | None, array: np.ndarray) -> None:
