@@ -245,11 +245,11 @@ def _latent_source(
 
         return from_prior, plugin.latent_distribution
     if plugin.capabilities.encode:
-        encoder, draw_images, _ = _encoder(plugin, model, spec, torch.Generator())
 
         def like_codes(n: int, labels: torch.Tensor | None, generator: torch.Generator):
             """Codes of random images: of the dtype and range the decoder takes (integer
             indexes into a codebook, say), which random numbers would not be."""
+            encoder, draw_images, _ = _encoder(plugin, model, spec, generator)
             with calling(plugin, "encode"):
                 return encoder(*draw_images(n)).detach()
 

@@ -3,6 +3,7 @@ flips, and the memory a large set costs."""
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -29,11 +30,8 @@ from gentool.errors import DataError
 
 
 def png_bytes(color: tuple[int, int, int], size: int = 8) -> bytes:
-    path_free = Image.new("RGB", (size, size), color)
-    from io import BytesIO
-
-    buffer = BytesIO()
-    path_free.save(buffer, format="PNG")
+    buffer = io.BytesIO()
+    Image.new("RGB", (size, size), color).save(buffer, format="PNG")
     return buffer.getvalue()
 
 

@@ -1,4 +1,4 @@
-"""Image files as tensors: one fitted to a model's data shape, or a list of equal-sized ones."""
+"""One image file as a tensor fitted to a model's data shape."""
 
 from __future__ import annotations
 
@@ -39,20 +39,3 @@ def fit_to_spec(image: Image.Image, spec: DataSpec) -> torch.Tensor:
     if pixels.ndim == 2:
         pixels = pixels[..., None]
     return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
-
-
-def stack_images(images: list[Image.Image], source: str) -> torch.Tensor:
-    sizes = {image.size for image in images}
-    if len(sizes) > 1:
-        shown = ", ".join(f"{w}×{h}" for w, h in sorted(sizes)[:4])
-        raise DataError(
-            f"images in {source!r} have different sizes ({shown}) and no size was set to fit "
-            "them to: set the model's image_size (gentool fid: --image-size)"
-        )
-    # Colour wins: one RGB image makes the whole set RGB (grey images are replicated to 3 channels).
-    mode = "L" if all(image.mode == "L" for image in images) else "RGB"
-    arrays = [np.asarray(image.convert(mode)) for image in images]
-    stacked = np.stack(arrays)  # (N, H, W) or (N, H, W, 3)
-    if stacked.ndim == 3:
-        stacked = stacked[..., None]
-    return torch.from_numpy(stacked).permute(0, 3, 1, 2).contiguous()  # (N, C, H, W)
