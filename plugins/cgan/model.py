@@ -32,6 +32,7 @@ from torch import nn
 
 from gentool.api import Batch, DataSpec, TrainContext
 from gentool.plugins._blocks import mlp
+from gentool.plugins._labels import check_classes, labels_or_default
 from gentool.plugins.cgan import Config
 
 LEAKY_SLOPE = 0.2
@@ -83,12 +84,7 @@ class CGAN(nn.Module):
 
     def __init__(self, config: Config, spec: DataSpec) -> None:
         super().__init__()
-        if spec.num_classes < 2:
-            found = f"1 class ({spec.class_names[0]})" if spec.class_names else "no labels"
-            raise ValueError(
-                f"cgan needs labelled data with at least 2 classes, and the data has {found}; "
-                "put the images in one sub-folder per class"
-            )
+        check_classes(spec.num_classes, spec.class_names, "cgan")
         if (spec.height, spec.width) != (config.image_size, config.image_size):
             raise ValueError(
                 f"cgan was configured for {config.image_size}×{config.image_size} images, "
@@ -163,7 +159,7 @@ class CGAN(nn.Module):
     @torch.no_grad()
     def decode(self, z: torch.Tensor, *, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Images of classes `labels` (default: i mod num_classes) from noise vectors z."""
-        labels = self._labels_or_default(labels, z.shape[0])
+        labels = labels_or_default(labels, z.shape[0], self.class_names, "cgan")
         return self.generator(z, labels.to(device=z.device, dtype=torch.int64))
 
     @torch.no_grad()
@@ -176,34 +172,5 @@ class CGAN(nn.Module):
     ) -> torch.Tensor:
         """(n, C, H, W) in [-1, 1]; image i shows class labels[i], by default i mod num_classes,
         so that any grid of at least num_classes images shows every class."""
-        labels = self._labels_or_default(labels, n)
+        labels = labels_or_default(labels, n, self.class_names, "cgan")
         return self.decode(self.sample_latent(n, generator=generator), labels=labels)
-
-    def _labels_or_default(self, labels: torch.Tensor | None, n: int) -> torch.Tensor:
-        if labels is None:
-            return torch.arange(n) % len(self.class_names)
-        if not (torch.compiler.is_exporting() or torch.jit.is_tracing()):
-            # An exported graph cannot branch on its inputs: its description says which it takes.
-            self._check_labels(labels, n)
-        return labels
-
-    def _check_labels(self, labels: torch.Tensor, n: int) -> None:
-        if not isinstance(labels, torch.Tensor) or labels.shape != (n,):
-            got = (
-                f"shape {tuple(labels.shape)}"
-                if isinstance(labels, torch.Tensor)
-                else type(labels).__name__
-            )
-            raise ValueError(
-                f"labels must be a tensor of {n} class indexes, shape ({n},), got {got}"
-            )
-        if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
-            raise ValueError(f"labels must be integer class indexes, got dtype {labels.dtype}")
-        count = len(self.class_names)
-        outside = labels[(labels < 0) | (labels >= count)]
-        if len(outside):
-            classes = ", ".join(f"{index}={name}" for index, name in enumerate(self.class_names))
-            raise ValueError(
-                f"label {int(outside[0])} is out of range: this cgan knows {count} classes, "
-                f"0 to {count - 1} ({classes})"
-            )
