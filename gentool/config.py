@@ -72,8 +72,12 @@ class ConfigField:
         """What values the field accepts, in words (for help and error messages)."""
         base, optional = _unwrap_optional(self.type)
         name = _type_name(base)
+        item = typing.get_args(base)[0] if typing.get_origin(base) is tuple else None
         if typing.get_origin(base) is Literal:
             text = "one of " + ", ".join(str(choice) for choice in typing.get_args(base))
+        elif typing.get_origin(item) is Literal:
+            choices = ", ".join(str(choice) for choice in typing.get_args(item))
+            text = f"comma-separated, any of {choices} (or empty for none)"
         elif self.min is not None and self.max is not None:
             text = f"{name} in [{self.min}, {self.max}]"
         elif self.min is not None:

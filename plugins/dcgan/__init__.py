@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gentool.api import Capabilities, DataSpec, ModelPlugin, option
+from gentool.plugins._gan_options import Augmentation, diffaugment_option
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,7 @@ class Config:
         0.5, "Adam β1; the paper lowers 0.9 to 0.5 to damp oscillation", min=0, max=0.9999
     )
     beta2: float = option(0.999, "Adam β2", min=0, max=0.9999)
+    diffaugment: tuple[Augmentation, ...] = diffaugment_option()
 
     def __post_init__(self) -> None:
         if self.image_size & (self.image_size - 1):

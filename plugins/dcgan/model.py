@@ -6,6 +6,9 @@
 - G uses ReLU everywhere but its tanh output; D uses LeakyReLU with slope 0.2.
 - Weights from N(0, 0.02) (BatchNorm scales from N(1, 0.02), shifts 0); Adam, lr 2e-4, β1 0.5.
 
+Beyond the paper, `diffaugment` (Zhao et al. 2020) shows D augmented images, real and fake alike,
+for data of a few thousand images.
+
 At 64×64 the generator is z 100 → 4×4×512 → 8×8×256 → 16×16×128 → 32×32×64 → 64×64×C; other
 powers of two add or remove middle blocks, and the discriminator mirrors it.
 """
@@ -20,6 +23,7 @@ from torch import nn
 
 from gentool.api import Batch, DataSpec, TrainContext
 from gentool.kernels import ConvTransposeBNReLU
+from gentool.plugins._diffaugment import diff_augment
 from gentool.plugins.dcgan import Config
 
 LEAKY_SLOPE = 0.2
@@ -71,7 +75,7 @@ def init_weights(module: nn.Module) -> None:
     """The paper's initialisation: N(0, 0.02) weights, BatchNorm scale N(1, 0.02) and shift 0."""
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
         nn.init.normal_(module.weight, 0.0, 0.02)
-    elif isinstance(module, nn.BatchNorm2d):
+    elif isinstance(module, nn.BatchNorm2d) and module.affine:
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)
 
@@ -100,6 +104,10 @@ class DCGAN(nn.Module):
             "g": torch.optim.Adam(self.generator.parameters(), lr=self.config.lr, betas=betas),
         }
 
+    def augment(self, images: torch.Tensor) -> torch.Tensor:
+        """What D sees of an image, real or fake: DiffAugment's policies (none by default)."""
+        return diff_augment(images, self.config.diffaugment)
+
     def training_step(self, batch: Batch, ctx: TrainContext) -> dict[str, torch.Tensor]:
         real = batch.images
         z = torch.randn(real.shape[0], self.config.latent_dim, device=real.device)
@@ -107,8 +115,8 @@ class DCGAN(nn.Module):
 
         # (1) Update D: maximise log D(x) + log(1 − D(G(z))), with G's output held fixed.
         ctx.optimizers["d"].zero_grad(set_to_none=True)
-        real_logits = self.discriminator(real)
-        fake_logits = self.discriminator(fake.detach())
+        real_logits = self.discriminator(self.augment(real))
+        fake_logits = self.discriminator(self.augment(fake.detach()))
         loss_d = F.binary_cross_entropy_with_logits(
             real_logits, torch.ones_like(real_logits)
         ) + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
@@ -117,7 +125,7 @@ class DCGAN(nn.Module):
 
         # (2) Update G: maximise log D(G(z)), the non-saturating loss (Goodfellow et al. 2014 §3).
         ctx.optimizers["g"].zero_grad(set_to_none=True)
-        fooled_logits = self.discriminator(fake)
+        fooled_logits = self.discriminator(self.augment(fake))
         loss_g = F.binary_cross_entropy_with_logits(fooled_logits, torch.ones_like(fooled_logits))
         ctx.backward(loss_g)
         ctx.step("g")
