@@ -1,0 +1,82 @@
+"""cDCGAN: a convolutional conditional GAN with a projection discriminator and class-conditional
+BatchNorm (Miyato & Koyama 2018; Dumoulin et al. 2017; de Vries et al. 2017).
+
+This module is what `gentool list` and `gentool info cdcgan` load: it must not import torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from gentool.api import Capabilities, DataSpec, ModelPlugin, option
+from gentool.plugins._gan_options import Augmentation, diffaugment_option
+
+
+@dataclass(frozen=True)
+class Config:
+    image_size: int = option(32, "side of the square images: a power of two, 16 or more", min=16)
+    latent_dim: int = option(100, "length of the noise vector z", min=1)
+    g_features: int = option(64, "generator width: channels of its last hidden block", min=1)
+    d_features: int = option(64, "discriminator width: channels of its first block", min=1)
+    conditional_blocks: int = option(
+        2,
+        "generator blocks, from the 4×4 one, whose BatchNorm takes the label (a gain and bias "
+        "per class); the finer ones run the fused ConvTransposeBNReLU",
+        min=1,
+    )
+    spectral_norm: bool = option(
+        True, "spectral normalisation of every discriminator layer, instead of its BatchNorm"
+    )
+    loss: Literal["hinge", "bce"] = option(
+        "hinge", "adversarial loss: hinge (SN-GAN's) or bce (the original, non-saturating)"
+    )
+    diffaugment: tuple[Augmentation, ...] = diffaugment_option()
+    lr: float = option(2e-4, "Adam learning rate of both networks", min=0)
+    beta1: float = option(0.5, "Adam β1", min=0, max=0.9999)
+    beta2: float = option(0.999, "Adam β2", min=0, max=0.9999)
+
+    def __post_init__(self) -> None:
+        if self.image_size & (self.image_size - 1):
+            raise ValueError(
+                f"image_size must be a power of two (16, 32, 64, 128, …), got {self.image_size}"
+            )
+        hidden_blocks = generator_hidden_blocks(self.image_size)
+        if self.conditional_blocks > hidden_blocks:
+            raise ValueError(
+                f"conditional_blocks is {self.conditional_blocks}, and the generator of "
+                f"{self.image_size}×{self.image_size} images has {hidden_blocks} hidden blocks: "
+                f"use 1 to {hidden_blocks}"
+            )
+
+
+def generator_hidden_blocks(image_size: int) -> int:
+    """The generator's BatchNorm blocks: the 4×4 one, and one per doubling up to half the image
+    side (the output layer makes the last doubling): log2(image_size) − 2."""
+    return image_size.bit_length() - 3
+
+
+def build(config: Config, spec: DataSpec):
+    from gentool.plugins.cdcgan.model import CDCGAN
+
+    return CDCGAN(config, spec)
+
+
+plugin = ModelPlugin(
+    name="cdcgan",
+    summary="Convolutional conditional GAN: projection discriminator, class-conditional "
+    "BatchNorm, spectral norm, hinge loss (Miyato & Koyama 2018)",
+    Config=Config,
+    build=build,
+    capabilities=Capabilities(sample=True, conditional=True),
+    value_range=(-1.0, 1.0),
+    latent_distribution="standard normal",  # sample_latent: torch.randn
+    default_batch_size=64,
+    test_config={
+        "image_size": 16,
+        "latent_dim": 8,
+        "g_features": 8,
+        "d_features": 8,
+        "diffaugment": ("color", "translation", "cutout"),
+    },
+)
