@@ -40,6 +40,7 @@ from gentool.devices import resolve_device
 from gentool.errors import GentoolError, PluginError
 from gentool.features import FeatureExtractor, load_extractor
 from gentool.jsonl import append_line
+from gentool.label_accuracy import label_accuracy, unknown_classes
 from gentool.limits import check_allocation
 from gentool.metrics import (
     PR_NEIGHBOURS,
@@ -60,7 +61,7 @@ from gentool.progress import Tracker
 from gentool.registry import PluginEntry
 from gentool.sampling import draw_uint8, evaluating
 
-METRIC_NAMES = ("fid", "kid", "pr", "recon")
+METRIC_NAMES = ("fid", "kid", "pr", "recon", "labels")
 SAMPLING_METRICS = frozenset({"fid", "kid", "pr"})
 MIN_IMAGES = 10  # fewer leave precision/recall's k-NN radii and KID's subsets meaningless
 DIVERSITY_COUNT = 1000  # features whose mean pairwise distance measures a sample's diversity
@@ -69,8 +70,8 @@ _RECONSTRUCT_BATCH = 250
 # What an evaluation reports, and metrics.jsonl's own fields: a model's metrics take other names.
 RESERVED_METRIC_NAMES = frozenset(
     {"n", "features", "seed", "fid", "kid", "kid_std", "precision", "recall", "diversity",
-     "diversity_real", "sampler", "mse", "psnr", "ssim", "held_out", "event", "epoch", "step",
-     "phase"}
+     "diversity_real", "sampler", "mse", "psnr", "ssim", "held_out", "label_accuracy",
+     "label_accuracy_by_class", "event", "epoch", "step", "phase"}
 )  # fmt: skip
 
 
@@ -82,6 +83,9 @@ class EvalSettings:
     n: int
     features: str = "builtin"
     seed: int = 0
+    # Chosen by the user, not by default: then a metric that does not apply to the run's data
+    # (label accuracy of classes the classifier does not know) is an error, not left out.
+    chosen: bool = False
 
 
 @dataclass(frozen=True)
@@ -94,10 +98,13 @@ class EvalResult:
 
 
 def default_metrics(plugin: ModelPlugin) -> tuple[str, ...]:
-    """Every metric the model's capabilities allow."""
+    """Every metric the model's capabilities allow (label accuracy where the run's classes are
+    built-in shapes: `measure` leaves it out for other data)."""
     chosen = ["fid", "kid", "pr"] if plugin.capabilities.sample else []
     if plugin.capabilities.reconstruct:
         chosen.append("recon")
+    if plugin.capabilities.sample and plugin.capabilities.conditional:
+        chosen.append("labels")
     return tuple(chosen)
 
 
@@ -127,6 +134,12 @@ def check_metrics_apply(chosen: tuple[str, ...], plugin: ModelPlugin, flag: str)
         )
     if not plugin.capabilities.reconstruct and "recon" in chosen:
         raise GentoolError(f"{plugin.name} does not reconstruct images, so recon does not apply")
+    conditional_sampler = plugin.capabilities.sample and plugin.capabilities.conditional
+    if "labels" in chosen and not conditional_sampler:
+        raise GentoolError(
+            f"{plugin.name} does not draw images of a class it is asked for, so labels (label "
+            "accuracy) does not apply"
+        )
 
 
 def evaluate_run(
@@ -216,6 +229,9 @@ def measure(
         values["diversity_real"] = mean_pairwise_distance(real_stats.features[:DIVERSITY_COUNT])
         if plugin.capabilities.baseline_sampler:
             values["sampler"] = "baseline"  # what fid, kid and pr measured: see Capabilities
+
+    if "labels" in settings.metrics and (settings.chosen or not unknown_classes(spec.class_names)):
+        values.update(label_accuracy(model, plugin, spec, settings.n, seed=settings.seed))
 
     reconstructed = (plugin, spec, source, image_size, settings.n, held_out_from)
     if "recon" in settings.metrics:

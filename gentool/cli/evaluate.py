@@ -36,8 +36,9 @@ MetricsOption = Annotated[
     str | None,
     typer.Option(
         "--metrics",
-        help="Comma-separated: fid, kid, pr (precision/recall), recon (MSE, PSNR, SSIM) "
-        "(default: all that the model can do)",
+        help="Comma-separated: fid, kid, pr (precision/recall), recon (MSE, PSNR, SSIM), labels "
+        "(label accuracy of a conditional model on the built-in shapes) (default: all that the "
+        "model can do)",
     ),
 ]
 FeaturesOption = Annotated[
@@ -78,8 +79,9 @@ def evaluate(
 
     entry = resolve(name)
     settings = EvalSettings(
-        metrics=parse_metrics(metrics, entry.plugin), n=count, features=features, seed=seed
-    )
+        metrics=parse_metrics(metrics, entry.plugin), n=count, features=features, seed=seed,
+        chosen=metrics is not None,
+    )  # fmt: skip
     with feature_progress() as track:
         result = evaluate_run(
             entry, run_dir=run_dir, data=data, settings=settings, device=device,
@@ -90,6 +92,8 @@ def evaluate(
         return
     title = f"{entry.name} · {result.run} · epoch {result.epoch} · n {count} · {features}"
     shown = {key: value for key, value in result.values.items() if key not in ("event", "n")}
+    for name, accuracy in shown.pop("label_accuracy_by_class", {}).items():
+        shown[f"label_accuracy {name}"] = accuracy
     console.print(_metrics_table(title, shown))
     if result.values.get("sampler") == "baseline":
         console.print(

@@ -212,6 +212,7 @@ def eval_schedule(request: TrainRequest, plugin: ModelPlugin) -> EvalSchedule | 
         metrics=parse_metrics(metrics, plugin, "--eval-metrics"),
         n=TRAINING_EVAL_IMAGES if request.eval_n is None else request.eval_n,
         features=features,
+        chosen=metrics is not None,
     )
     if settings.n < 10:
         raise ConfigError(f"--eval-n must be at least 10, got {settings.n}")
