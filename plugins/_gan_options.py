@@ -10,10 +10,10 @@ from gentool.api import option
 Augmentation = Literal["color", "translation", "cutout"]
 
 
-def diffaugment_option() -> Any:
-    """The `diffaugment` field: which DiffAugment policies D's inputs get (none by default)."""
+def diffaugment_option(default: tuple[str, ...] = ()) -> Any:
+    """The `diffaugment` field: which DiffAugment policies D's inputs get."""
     return option(
-        (),
+        default,
         "DiffAugment for small data: augmentations of real and generated images alike on D's "
         "input (see docs/evaluation.md)",
     )
