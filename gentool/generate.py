@@ -68,7 +68,8 @@ def sample_images(
     labels, columns = _sample_labels(model, count, label, grid_by_class)
     total = count if labels is None else len(labels)
     images = model.sample(total, seed=seed, labels=labels, output="float")
-    path = out or model.run.sample_file(seed, total, output_format)
+    chosen = None if label is None else model.class_index(label, called="--label")
+    path = out or model.run.sample_file(seed, total, output_format, chosen)
     if output_format == "npz":
         _save_npz(path, images, labels, plugin.value_range)
     else:
@@ -128,7 +129,8 @@ def interpolate_images(
         steps, rows=rows if start_image is None else 1, seed=seed, method=method,
         start=start_image, end=end_image, label=label,
     )  # fmt: skip
-    path = out or model.run.interpolation_file(method, seed)
+    chosen = None if label is None else model.class_index(label, called="--label")
+    path = out or model.run.interpolation_file(method, seed, chosen)
     save_grid(walk.flatten(0, 1), path, columns=steps)
     return Written(path, walk.shape[0] * steps, steps)
 
@@ -255,6 +257,10 @@ def _sample_labels(
             )
         return None, square
     if label is not None:
+        if grid_by_class:
+            raise GentoolError(
+                "--label draws one class and --grid-by-class one row of each: give one of them"
+            )
         index = model.class_index(label, called="--label")
         return torch.full((count,), index, dtype=torch.int64), square
     if grid_by_class is False:

@@ -87,14 +87,18 @@ def unknown_classes(class_names: tuple[str, ...]) -> list[str]:
     return [name for name in class_names if name not in SHAPE_CLASSES]
 
 
-def check_measurable(class_names: tuple[str, ...], model: str) -> None:
-    """Raise GentoolError unless label accuracy can be measured for a run with these classes."""
+def check_measurable(class_names: tuple[str, ...], model: str, flag: str = "--metrics") -> None:
+    """Raise GentoolError unless label accuracy can be measured for a run with these classes;
+    `flag` is the option that asked for it."""
     unknown = unknown_classes(class_names)
     if unknown or not class_names:
-        what = f"classes {', '.join(unknown)}" if unknown else "no classes"
+        what = "no classes"
+        if unknown:
+            others = " is not a shape" if len(unknown) == 1 else " are not shapes"
+            what = f"classes {', '.join(class_names)}, of which {', '.join(unknown)}{others}"
         raise GentoolError(
             f"label accuracy needs a run on the built-in shapes ({', '.join(SHAPE_CLASSES)}), "
-            f"and this {model} run has {what}: leave out labels from --metrics"
+            f"and this {model} run has {what}: leave out labels from {flag}"
         )
 
 
@@ -112,7 +116,7 @@ def label_accuracy(
     by_class = {}
     for index, name in enumerate(spec.class_names):
         shape = SHAPE_CLASSES.index(name)
-        by_class[name] = (drawn[asked == index] == shape).float().mean().item()
+        by_class[name] = (drawn[asked == index] == shape).double().mean().item()
     return {
         "label_accuracy": sum(by_class.values()) / len(by_class),
         "label_accuracy_by_class": by_class,

@@ -27,6 +27,7 @@ METRIC_PANELS: dict[str, tuple[str, ...]] = {
     "diversity (mean feature distance)": ("diversity", "diversity_real"),
     "reconstruction SSIM": ("ssim",),
     "reconstruction PSNR (dB)": ("psnr",),
+    "label accuracy": ("label_accuracy",),
 }
 _METRIC_KEYS = frozenset(key for keys in METRIC_PANELS.values() for key in keys)
 _NOT_LOSSES = frozenset({"epoch", "step", "phase", "event"})

@@ -89,11 +89,17 @@ class RunFiles:
         """The sample grid drawn after epoch `epoch` (from 1)."""
         return self.samples_dir / f"epoch_{epoch:04d}.png"
 
-    def sample_file(self, seed: int, count: int, output_format: str) -> Path:
-        return self.samples_dir / f"sample_seed{seed}_n{count}.{output_format}"
+    def sample_file(
+        self, seed: int, count: int, output_format: str, label: int | None = None
+    ) -> Path:
+        """Where `gentool sample` writes by default; one class's draws (`label`) apart from the
+        others', so that drawing another class does not replace them."""
+        drawn = "" if label is None else f"_class{label}"
+        return self.samples_dir / f"sample_seed{seed}_n{count}{drawn}.{output_format}"
 
-    def interpolation_file(self, method: str, seed: int) -> Path:
-        return self.samples_dir / f"interpolate_{method}_seed{seed}.png"
+    def interpolation_file(self, method: str, seed: int, label: int | None = None) -> Path:
+        walked = "" if label is None else f"_class{label}"
+        return self.samples_dir / f"interpolate_{method}_seed{seed}{walked}.png"
 
     def reconstruction_file(self, count: int) -> Path:
         return self.samples_dir / f"reconstruct_n{count}.png"

@@ -10,6 +10,15 @@ from gentool.api import option
 Augmentation = Literal["color", "translation", "cutout"]
 
 
+def check_diffaugment(policies: tuple[str, ...]) -> None:
+    """Raise ValueError for a policy named twice: each applies once, whatever the list says."""
+    repeated = sorted({policy for policy in policies if policies.count(policy) > 1})
+    if repeated:
+        raise ValueError(
+            f"diffaugment names {', '.join(repeated)} more than once: list each policy once"
+        )
+
+
 def diffaugment_option(default: tuple[str, ...] = ()) -> Any:
     """The `diffaugment` field: which DiffAugment policies D's inputs get."""
     return option(

@@ -87,7 +87,7 @@ def test_a_run_s_own_class_order_is_matched_to_the_classifier_s_by_name():
 def test_classes_the_classifier_does_not_know_are_refused():
     model = ShapeDrawer(lambda labels, generator: labels)
     spec = replace(SPEC, class_names=("circle", "cat"))
-    with pytest.raises(GentoolError, match="this cgan run has classes cat"):
+    with pytest.raises(GentoolError, match="has classes circle, cat, of which cat is not a shape"):
         label_accuracy(model, cgan, spec, 60, seed=0)
 
 
@@ -134,7 +134,8 @@ def test_label_accuracy_is_left_out_by_default_on_other_classes_and_refused_when
     assert asked.exit_code == 1
     assert asked.output.strip().splitlines() == [
         "error: label accuracy needs a run on the built-in shapes (circle, square, triangle, "
-        "cross, ring, star), and this cdcgan run has classes cat: leave out labels from --metrics"
+        "cross, ring, star), and this cdcgan run has classes cat, cross, ring, square, star, "
+        "triangle, of which cat is not a shape: leave out labels from --metrics"
     ]
 
 
@@ -142,3 +143,19 @@ def test_models_that_do_not_draw_a_chosen_class_refuse_the_metric():
     result = invoke("eval", "dcgan", "--metrics", "labels")
     assert result.exit_code == 1
     assert "dcgan does not draw images of a class it is asked for" in result.output
+
+
+def test_training_refuses_eval_metrics_labels_for_other_classes_before_it_starts(in_tmp):
+    made = invoke("data", "make", "shapes", "pets", "--n", "32", "--size", "16")
+    assert made.exit_code == 0, made.output
+    (in_tmp / "pets" / "circle").rename(in_tmp / "pets" / "cat")
+    result = invoke("train", "cdcgan", *TINY_CDCGAN, "--data", "pets", "-b", "16", "--epochs",
+                    "1", "--device", "cpu", "--run-dir", "run", "--eval-every", "1",
+                    "--eval-metrics", "labels")  # fmt: skip
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        "error: label accuracy needs a run on the built-in shapes (circle, square, triangle, "
+        "cross, ring, star), and this cdcgan run has classes cat, cross, ring, square, star, "
+        "triangle, of which cat is not a shape: leave out labels from --eval-metrics"
+    ]
+    assert not (in_tmp / "run").exists()

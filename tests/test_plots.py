@@ -88,3 +88,13 @@ def test_loss_png_of_a_long_history_is_drawn_in_bounded_memory(tmp_path):
         tracemalloc.stop()
     assert run.loss_plot.stat().st_size > 0
     assert peak < 32 * 2**20, f"{peak / 2**20:.0f} MiB"
+
+
+def test_label_accuracy_is_plotted_from_evaluations_and_its_classes_are_not():
+    evaluation = {"step": 4, "event": "eval", "label_accuracy": 0.5,
+                  "label_accuracy_by_class": {"circle": 0.25, "ring": 0.75}}  # fmt: skip
+    history = PlottedHistory([*losses(5), evaluation])
+    assert history.metrics["label_accuracy"].points() == [(4, 0.5)]
+    assert "label_accuracy_by_class" not in history.metrics
+    png = training_figure_png([*losses(5), evaluation], title="cdcgan")
+    assert png is not None and png.startswith(b"\x89PNG")

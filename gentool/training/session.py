@@ -26,6 +26,7 @@ from gentool.data import BatchLoader, ImageDataset
 from gentool.errors import CheckpointError, ConfigError
 from gentool.jsonl import JsonLinesWriter
 from gentool.kernels import fused_blocks_running_plain
+from gentool.label_accuracy import check_measurable
 from gentool.loggers import RunInfo
 from gentool.models import build_model, calling, plugin_for_config
 from gentool.progress import progress_bars
@@ -126,7 +127,7 @@ def open_session(
     start_run = start_resumed_run if plan.request.resume else start_new_run
     with progress_bars(console if ranks.main else None, "files") as track:
         start = start_run(plan, files if ranks.main else None, track)
-    plan = _for_config(plan, start.config)
+    plan = _for_data(plan, start)
     torch.manual_seed(seed_of(plan, start))  # before build, so initialisation follows the seed
     model = build_model(plan.plugin, start.config, start.dataset.spec, device)
     model = prepare_model(model, plan.acceleration)
@@ -189,6 +190,16 @@ def _for_config(plan: TrainingPlan, config: Any) -> TrainingPlan:
     return dataclasses.replace(
         plan, plugin=plugin, eval_schedule=eval_schedule(plan.request, plugin)
     )
+
+
+def _for_data(plan: TrainingPlan, start: RunStart) -> TrainingPlan:
+    """The plan for the run's config and data: `_for_config`'s, refusing now, not after the
+    first evaluation's epochs, an --eval-metrics that the data rules out."""
+    plan = _for_config(plan, start.config)
+    schedule = plan.eval_schedule
+    if schedule and schedule.settings.chosen and "labels" in schedule.settings.metrics:
+        check_measurable(start.dataset.spec.class_names, plan.plugin.name, "--eval-metrics")
+    return plan
 
 
 def _check_fused_blocks(model: torch.nn.Module, acceleration: Acceleration) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from gentool.api import Capabilities, DataSpec, ModelPlugin, option
-from gentool.plugins._gan_options import Augmentation, diffaugment_option
+from gentool.plugins._gan_options import Augmentation, check_diffaugment, diffaugment_option
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ class Config:
             raise ValueError(
                 f"image_size must be a power of two (16, 32, 64, 128, …), got {self.image_size}"
             )
+        check_diffaugment(self.diffaugment)
         hidden_blocks = generator_hidden_blocks(self.image_size)
         if self.conditional_blocks > hidden_blocks:
             raise ValueError(

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gentool.api import Capabilities, DataSpec, ModelPlugin, option
-from gentool.plugins._gan_options import Augmentation, diffaugment_option
+from gentool.plugins._gan_options import Augmentation, check_diffaugment, diffaugment_option
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,7 @@ class Config:
     diffaugment: tuple[Augmentation, ...] = diffaugment_option()
 
     def __post_init__(self) -> None:
+        check_diffaugment(self.diffaugment)
         if self.image_size & (self.image_size - 1):
             raise ValueError(
                 f"image_size must be a power of two (16, 32, 64, 128, …), got {self.image_size}"

@@ -289,9 +289,21 @@ def test_sample_draws_a_class_by_name_and_a_grid_by_class_through_the_cli(in_tmp
     with np.load(in_tmp / "circles.npz") as arrays:
         assert arrays["labels"].tolist() == [0] * 16  # builtin:shapes: circle is class 0
         assert arrays["images"].shape == (16, 3, 16, 16)
-    grid = runner.invoke(app, ["sample", "cdcgan", "--run", "run", "--label", "circle", "--n",
-                               "16"])  # fmt: skip
-    assert "wrote 16 samples (4 per row)" in grid.output, grid.output
+    for label in (
+        "circle",
+        "square",
+    ):  # each class its own default file: neither replaces the other
+        grid = runner.invoke(app, ["sample", "cdcgan", "--run", "run", "--label", label, "--n",
+                                   "16"])  # fmt: skip
+        assert "wrote 16 samples (4 per row)" in grid.output, grid.output
+    assert {path.name for path in (in_tmp / "run" / "samples").glob("sample_*")} == {
+        "sample_seed0_n16_class0.png",
+        "sample_seed0_n16_class1.png",
+    }
+    both = runner.invoke(app, ["sample", "cdcgan", "--run", "run", "--label", "circle",
+                               "--grid-by-class"])  # fmt: skip
+    assert both.exit_code == 1
+    assert "--label draws one class and --grid-by-class one row of each" in both.output
     by_class = runner.invoke(app, ["sample", "cdcgan", "--run", "run", "--grid-by-class",
                                    "--n", "12"])  # fmt: skip
     assert "wrote 12 samples (2 per row)" in by_class.output, by_class.output

@@ -115,3 +115,5 @@ def test_an_unknown_policy_is_refused_naming_the_choices():
     with pytest.raises(ConfigError, match="diffaugment") as refused:
         dcgan.parse_config({"diffaugment": "color,zoom"})
     assert "color, translation, cutout" in str(refused.value)
+    with pytest.raises(ConfigError, match="diffaugment names color more than once"):
+        dcgan.parse_config({"diffaugment": "color,cutout,color"})
