@@ -1,4 +1,5 @@
-"""The class labels a conditional model is given: checked, or chosen when none are.
+"""The class labels a conditional model is given: checked, or chosen when none are; and the
+sampling methods of a conditional GAN, whose generator takes noise and labels.
 
 Imports torch: load it from a plugin's `model.py`, never from its `__init__.py`.
 """
@@ -49,3 +50,42 @@ def check_classes(spec_classes: int, class_names: tuple[str, ...], model: str) -
             f"{model} needs labelled data with at least 2 classes, and the data has {found}; "
             "put the images in one sub-folder per class"
         )
+
+
+class ConditionalSampling:
+    """`sample_latent`, `decode` and `sample` of a conditional GAN module: z ~ N(0, I) of
+    `config.latent_dim`, drawn by `generator(z, labels)` for `class_names`; `model_name` names
+    the model in errors."""
+
+    model_name: str
+    class_names: tuple[str, ...]
+
+    def sample_latent(
+        self,
+        n: int,
+        *,
+        labels: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Noise vectors z ~ N(0, I); the class enters through `decode`'s labels."""
+        device = next(self.parameters()).device
+        return torch.randn(n, self.config.latent_dim, device=device, generator=generator)
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, *, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Images of classes `labels` (default: i mod num_classes) from noise vectors z."""
+        labels = labels_or_default(labels, z.shape[0], self.class_names, self.model_name)
+        return self.generator(z, labels.to(device=z.device, dtype=torch.int64))
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        *,
+        labels: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """(n, C, H, W) in [-1, 1]; image i shows class labels[i], by default i mod num_classes,
+        so that any grid of at least num_classes images shows every class."""
+        labels = labels_or_default(labels, n, self.class_names, self.model_name)
+        return self.decode(self.sample_latent(n, generator=generator), labels=labels)

@@ -37,7 +37,7 @@ from gentool.api import Batch, DataSpec, TrainContext
 from gentool.kernels import ConvTransposeBNReLU
 from gentool.plugins._diffaugment import diff_augment
 from gentool.plugins._gan_losses import discriminator_loss, generator_loss
-from gentool.plugins._labels import check_classes, labels_or_default
+from gentool.plugins._labels import ConditionalSampling, check_classes
 from gentool.plugins.cdcgan import Config
 from gentool.plugins.dcgan.model import LEAKY_SLOPE, init_weights
 
@@ -129,7 +129,8 @@ class Discriminator(nn.Module):
         return self.head(features).flatten() + projected  # (B,) logits
 
 
-class CDCGAN(nn.Module):
+class CDCGAN(ConditionalSampling, nn.Module):
+    model_name = "cdcgan"
     manual_optimization = True  # D and G alternate, each with its own optimizer
 
     def __init__(self, config: Config, spec: DataSpec) -> None:
@@ -185,32 +186,3 @@ class CDCGAN(nn.Module):
             "d_real": real_logits.mean().detach(),  # D's mean logit on real images
             "d_fake": fake_logits.mean().detach(),  # and on G's, before G's update
         }
-
-    def sample_latent(
-        self,
-        n: int,
-        *,
-        labels: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """Noise vectors z ~ N(0, I); the class enters through `decode`'s labels."""
-        device = next(self.parameters()).device
-        return torch.randn(n, self.config.latent_dim, generator=generator, device=device)
-
-    @torch.no_grad()
-    def decode(self, z: torch.Tensor, *, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Images of classes `labels` (default: i mod num_classes) from noise vectors z."""
-        labels = labels_or_default(labels, z.shape[0], self.class_names, "cdcgan")
-        return self.generator(z, labels.to(device=z.device, dtype=torch.int64))
-
-    @torch.no_grad()
-    def sample(
-        self,
-        n: int,
-        *,
-        labels: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """(n, C, H, W) in [-1, 1]; image i shows class labels[i], by default i mod num_classes."""
-        labels = labels_or_default(labels, n, self.class_names, "cdcgan")
-        return self.decode(self.sample_latent(n, generator=generator), labels=labels)

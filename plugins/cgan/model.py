@@ -32,7 +32,7 @@ from torch import nn
 
 from gentool.api import Batch, DataSpec, TrainContext
 from gentool.plugins._blocks import mlp
-from gentool.plugins._labels import check_classes, labels_or_default
+from gentool.plugins._labels import ConditionalSampling, check_classes
 from gentool.plugins.cgan import Config
 
 LEAKY_SLOPE = 0.2
@@ -79,7 +79,8 @@ class Discriminator(nn.Module):
         return self.net(xy).flatten()  # (B, C·H·W + label_dim) → (B,) logits
 
 
-class CGAN(nn.Module):
+class CGAN(ConditionalSampling, nn.Module):
+    model_name = "cgan"
     manual_optimization = True  # D and G alternate, each with its own optimizer
 
     def __init__(self, config: Config, spec: DataSpec) -> None:
@@ -106,17 +107,6 @@ class CGAN(nn.Module):
             "d": torch.optim.Adam(self.discriminator.parameters(), lr=self.config.lr, betas=betas),
             "g": torch.optim.Adam(self.generator.parameters(), lr=self.config.lr, betas=betas),
         }
-
-    def sample_latent(
-        self,
-        n: int,
-        *,
-        labels: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """Noise vectors z ~ N(0, I); the class enters through `decode`'s labels."""
-        device = next(self.parameters()).device
-        return torch.randn(n, self.config.latent_dim, device=device, generator=generator)
 
     def training_step(self, batch: Batch, ctx: TrainContext) -> dict[str, torch.Tensor]:
         if batch.labels is None:
@@ -155,22 +145,3 @@ class CGAN(nn.Module):
             "d_real": torch.sigmoid(real_logits).mean().detach(),  # D(x | y), → 0.5 at equilibrium
             "d_fake": torch.sigmoid(fake_logits).mean().detach(),  # D(G(z | y) | y), last D step
         }
-
-    @torch.no_grad()
-    def decode(self, z: torch.Tensor, *, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Images of classes `labels` (default: i mod num_classes) from noise vectors z."""
-        labels = labels_or_default(labels, z.shape[0], self.class_names, "cgan")
-        return self.generator(z, labels.to(device=z.device, dtype=torch.int64))
-
-    @torch.no_grad()
-    def sample(
-        self,
-        n: int,
-        *,
-        labels: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """(n, C, H, W) in [-1, 1]; image i shows class labels[i], by default i mod num_classes,
-        so that any grid of at least num_classes images shows every class."""
-        labels = labels_or_default(labels, n, self.class_names, "cgan")
-        return self.decode(self.sample_latent(n, generator=generator), labels=labels)
