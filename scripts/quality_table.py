@@ -111,6 +111,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def table(args: argparse.Namespace) -> None:
+    """The results as markdown rows, then the commands that made them, run by run."""
     records = [json.loads(line) for line in RESULTS.read_text().splitlines()]
     print("| model | data | images | options | budget | epochs | FID | precision | recall "
           "| label accuracy (lowest class) | seed |")  # fmt: skip
@@ -124,9 +125,19 @@ def table(args: argparse.Namespace) -> None:
         options = ", ".join(record["options"]) or "defaults"
         print(
             f"| {record['model']} | {record['data']} | {record['limit']:,} | {options} "
-            f"| {record['budget_minutes']} min | {record['epochs']} | {values['fid']:.1f} "
+            f"| {record['budget_minutes']:g} min | {record['epochs']} | {values['fid']:.1f} "
             f"| {values['precision']:.2f} | {values['recall']:.2f} | {labels} | {record['seed']} |"
         )
+    print("\n```sh")
+
+    def run_and_epochs(record: dict) -> tuple[str, int]:
+        train = record["train"]
+        return train[train.index("--run-dir") + 1], record["epochs"]
+
+    for record in sorted(records, key=run_and_epochs):
+        print(shlex.join(record["train"]))
+        print(shlex.join(record["eval"]))
+    print("```")
 
 
 def main() -> None:
