@@ -18,16 +18,15 @@ this form from the log density ratio of a conditional model; unlike concatenatin
 it makes "is this a real image of class y" an inner product D cannot ignore.
 
 Spectral normalisation (Miyato et al. 2018) divides every weight of D, V included, by its largest
-singular value (one power iteration a step), which bounds D's Lipschitz constant and replaces its
-BatchNorm. The hinge loss is the one those papers train with; bce is the original game.
+singular value (estimated by one power iteration each forward pass), which bounds D's Lipschitz
+constant and replaces its BatchNorm. The hinge loss is the one those papers train with; bce is the
+original game. DiffAugment, on by default, shows D real and generated images augmented alike.
 
 At 32×32 the generator is z 100 → 4×4×256 (conditional) → 8×8×128 (conditional) → 16×16×64
 (fused) → 32×32×C, and the discriminator mirrors it: 32×32×C → 16×16×64 → 8×8×128 → 4×4×256.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import nn
@@ -38,7 +37,7 @@ from gentool.kernels import ConvTransposeBNReLU
 from gentool.plugins._diffaugment import diff_augment
 from gentool.plugins._gan_losses import discriminator_loss, generator_loss
 from gentool.plugins._labels import ConditionalSampling, check_classes
-from gentool.plugins.cdcgan import Config
+from gentool.plugins.cdcgan import Config, generator_hidden_blocks
 from gentool.plugins.dcgan.model import LEAKY_SLOPE, init_weights
 
 
@@ -75,7 +74,7 @@ class ConditionalBlock(nn.Module):
 class Generator(nn.Module):
     def __init__(self, config: Config, channels: int, num_classes: int) -> None:
         super().__init__()
-        hidden = int(math.log2(config.image_size)) - 2  # the 4×4 block and the doublings after it
+        hidden = generator_hidden_blocks(config.image_size)
         width = config.g_features * 2 ** (hidden - 1)
         self.conditional = nn.ModuleList()
         fused: list[nn.Module] = []
