@@ -300,6 +300,9 @@ def test_sample_draws_a_class_by_name_and_a_grid_by_class_through_the_cli(in_tmp
         "sample_seed0_n16_class0.png",
         "sample_seed0_n16_class1.png",
     }
+    walk = runner.invoke(app, ["interpolate", "cdcgan", "--run", "run", "--label", "ring"])
+    assert walk.exit_code == 0, walk.output
+    assert (in_tmp / "run" / "samples" / "interpolate_slerp_seed0_class4.png").exists()
     both = runner.invoke(app, ["sample", "cdcgan", "--run", "run", "--label", "circle",
                                "--grid-by-class"])  # fmt: skip
     assert both.exit_code == 1
