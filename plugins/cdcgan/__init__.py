@@ -32,7 +32,7 @@ class Config:
         "hinge", "adversarial loss: hinge (SN-GAN's) or bce (the original, non-saturating)"
     )
     # On by default: on the built-in shapes, D without it tells the first fakes apart at once and
-    # G collapses to one image for every z and label; see docs/evaluation.md.
+    # G collapses towards one image for every z and label; see docs/evaluation.md.
     diffaugment: tuple[Augmentation, ...] = diffaugment_option(("color", "translation", "cutout"))
     # β1 = 0 as SN-GAN and BigGAN train: these three reached a higher label accuracy at the same
     # step than DCGAN's 2e-4, 0.5 and 0.999 (docs/evaluation.md).
