@@ -72,14 +72,14 @@ def load_classifier(device: torch.device, weights: Path = CLASSIFIER_WEIGHTS) ->
 
 
 def classify(network: ShapeClassifier, images: torch.Tensor) -> torch.Tensor:
-    """The shape each (N, C, H, W) uint8 image shows, as (N,) indexes into SHAPE_CLASSES."""
+    """The shape each of N ≥ 1 (N, C, H, W) uint8 images shows, as (N,) SHAPE_CLASSES indexes."""
     device = next(network.parameters()).device
     predicted = []
     with torch.no_grad():
         for start in range(0, images.shape[0], _BATCH):
             pixels = builtin_pixels(images[start : start + _BATCH].to(device))
             predicted.append(network(pixels).argmax(dim=1).cpu())
-    return torch.cat(predicted) if predicted else torch.empty(0, dtype=torch.int64)
+    return torch.cat(predicted)
 
 
 def unknown_classes(class_names: tuple[str, ...]) -> list[str]:

@@ -19,7 +19,9 @@ import torch.nn.functional as F
 LOSSES = ("bce", "hinge")
 
 
-def discriminator_loss(kind: str, real_logits: torch.Tensor, fake_logits: torch.Tensor):
+def discriminator_loss(
+    kind: str, real_logits: torch.Tensor, fake_logits: torch.Tensor
+) -> torch.Tensor:
     """D's loss on logits of real images and of G's images (detached from G)."""
     if kind == "hinge":
         return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
