@@ -8,7 +8,8 @@ A budget is minutes of training on this machine, turned into whole epochs by the
 seconds an epoch (`calibrate` times two epochs and keeps the second: the first pays for start-up).
 The run then trains for that many epochs, so a row reproduces with the same command on any
 machine, however loaded; only the minutes it stands for belong to the machine that calibrated.
-Each budget resumes the run of the one before, exactly as an uninterrupted run would train.
+Each budget resumes the run of the one before, exactly as an uninterrupted run would train, and
+a budget whose epochs the run already has is skipped, so longer budgets extend earlier runs.
 
 Every command the script runs is `gentool` itself, printed and recorded with its results in
 `quality/results.jsonl`, so each row of the table carries the commands that made it.
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> None:
     per_epoch = calibration[key]
     run_dir = OUT / "runs" / run_name(model, data, args.limit, args.seed, args.option)
     train = train_arguments(model, data, args.limit, args.seed, args.option)
-    done = 0
+    done = len(epoch_seconds(run_dir)) if run_dir.exists() else 0  # budgets run before
     for budget in sorted(args.budgets):
         epochs = max(1, round(budget * 60 / per_epoch))
         if epochs <= done:

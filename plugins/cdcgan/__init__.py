@@ -1,5 +1,6 @@
-"""cDCGAN: a convolutional conditional GAN with a projection discriminator and class-conditional
-BatchNorm (Miyato & Koyama 2018; Dumoulin et al. 2017; de Vries et al. 2017).
+"""cDCGAN: a convolutional conditional GAN with a projection discriminator, an auxiliary classifier
+and class-conditional BatchNorm (Miyato & Koyama 2018; Odena et al. 2017; Dumoulin et al. 2017;
+de Vries et al. 2017).
 
 This module is what `gentool list` and `gentool info cdcgan` load: it must not import torch.
 """
@@ -31,9 +32,15 @@ class Config:
     loss: Literal["hinge", "bce"] = option(
         "hinge", "adversarial loss: hinge (SN-GAN's) or bce (the original, non-saturating)"
     )
+    classifier_weight: float = option(
+        1.0,
+        "weight of the auxiliary classifier's cross-entropy (AC-GAN): D also learns to name the "
+        "class of real images, and G to draw images it names as the class asked for; 0 for none",
+        min=0,
+    )
     # On by default: on the built-in shapes, D without it tells the first fakes apart at once and
     # G collapses towards one image for every z and label; see docs/evaluation.md.
-    diffaugment: tuple[Augmentation, ...] = diffaugment_option(("color", "translation", "cutout"))
+    diffaugment: tuple[Augmentation, ...] = diffaugment_option(("color", "translation"))
     # β1 = 0 as SN-GAN and BigGAN train: these three reached a higher label accuracy at the same
     # step than DCGAN's 2e-4, 0.5 and 0.999 (docs/evaluation.md).
     lr: float = option(5e-4, "Adam learning rate of both networks", min=0)
@@ -69,8 +76,8 @@ def build(config: Config, spec: DataSpec):
 
 plugin = ModelPlugin(
     name="cdcgan",
-    summary="Convolutional conditional GAN: projection discriminator, class-conditional "
-    "BatchNorm, spectral norm, hinge loss (Miyato & Koyama 2018)",
+    summary="Convolutional conditional GAN: projection discriminator with an auxiliary "
+    "classifier, class-conditional BatchNorm, spectral norm, hinge loss (Miyato & Koyama 2018)",
     Config=Config,
     build=build,
     capabilities=Capabilities(sample=True, conditional=True),

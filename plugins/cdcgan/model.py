@@ -17,10 +17,19 @@ where ψ is DCGAN's unconditional last layer and V_y a learned vector per class.
 this form from the log density ratio of a conditional model; unlike concatenating y to the input,
 it makes "is this a real image of class y" an inner product D cannot ignore.
 
-Spectral normalisation (Miyato et al. 2018) divides every weight of D, V included, by its largest
-singular value (estimated by one power iteration each forward pass), which bounds D's Lipschitz
-constant and replaces its BatchNorm. The hinge loss is the one those papers train with; bce is the
-original game. DiffAugment, on by default, shows D real and generated images augmented alike.
+D also has an auxiliary classifier (Odena et al. 2017, AC-GAN): a linear map from the same φ(x)
+to class logits. D is trained to name the class of real images, and G, besides fooling D, to draw
+images D's classifier names as the class asked for. The projection alone tells D whether an
+image fits its label, a signal G receives only through the adversarial game; the classifier's
+cross-entropy is a direct one. On the built-in shapes it more than doubled the label accuracy at
+the same step (docs/evaluation.md). D's classifier never sees fakes, so it cannot learn G's
+mistakes as classes.
+
+Spectral normalisation (Miyato et al. 2018) divides every weight of D, V and the classifier
+included, by its largest singular value (estimated by one power iteration each forward pass),
+which bounds D's Lipschitz constant and replaces its BatchNorm. The hinge loss is the one those
+papers train with; bce is the original game. DiffAugment, on by default, shows D real and
+generated images augmented alike.
 
 At 32×32 the generator is z 100 → 4×4×256 (conditional) → 8×8×128 (conditional) → 16×16×64
 (fused) → 32×32×C, and the discriminator mirrors it: 32×32×C → 16×16×64 → 8×8×128 → 4×4×256.
@@ -29,6 +38,7 @@ At 32×32 the generator is z 100 → 4×4×256 (conditional) → 8×8×128 (cond
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
@@ -115,17 +125,25 @@ class Discriminator(nn.Module):
         self.body = nn.Sequential(*layers)  # (B, C, H, W) → (B, width, 4, 4)
         self.head = nn.Conv2d(width, 1, 4, 1, 0, bias=bias)  # ψ: DCGAN's last layer
         self.projection = nn.Embedding(num_classes, width)  # V: one row per class
+        self.classifier = nn.Linear(width, num_classes) if config.classifier_weight > 0 else None
         self.apply(init_weights)
         nn.init.normal_(self.projection.weight, 0.0, 0.02)
         if config.spectral_norm:  # after initialising: it reparametrises the weights it wraps
-            for layer in [m for m in self.modules() if isinstance(m, (nn.Conv2d, nn.Embedding))]:
+            for layer in [
+                m for m in self.modules() if isinstance(m, (nn.Conv2d, nn.Embedding, nn.Linear))
+            ]:
                 spectral_norm(layer)
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, images: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """D's logits (B,), and the auxiliary classifier's class logits (B, classes) where it has
+        one: both read the same features, so one pass serves the two losses."""
         features = self.body(images)
         pooled = features.sum(dim=(2, 3))  # φ(x): (B, width)
         projected = (self.projection(labels) * pooled).sum(dim=1)  # ⟨V_y, φ(x)⟩
-        return self.head(features).flatten() + projected  # (B,) logits
+        logits = self.head(features).flatten() + projected
+        return logits, None if self.classifier is None else self.classifier(pooled)
 
 
 class CDCGAN(ConditionalSampling, nn.Module):
@@ -154,7 +172,7 @@ class CDCGAN(ConditionalSampling, nn.Module):
         }
 
     def augment(self, images: torch.Tensor) -> torch.Tensor:
-        """What D sees of an image, real or fake: DiffAugment's policies (none by default)."""
+        """What D sees of an image, real or fake: the configured DiffAugment policies."""
         return diff_augment(images, self.config.diffaugment)
 
     def training_step(self, batch: Batch, ctx: TrainContext) -> dict[str, torch.Tensor]:
@@ -167,21 +185,23 @@ class CDCGAN(ConditionalSampling, nn.Module):
         fake = self.generator(z, labels)
 
         ctx.optimizers["d"].zero_grad(set_to_none=True)
-        real_logits = self.discriminator(self.augment(real), labels)
-        fake_logits = self.discriminator(self.augment(fake.detach()), labels)
+        real_logits, real_classes = self.discriminator(self.augment(real), labels)
+        fake_logits, _ = self.discriminator(self.augment(fake.detach()), labels)
         loss_d = discriminator_loss(self.config.loss, real_logits, fake_logits)
+        logs = {"d_real": real_logits.mean(), "d_fake": fake_logits.mean()}  # before G's update
+        if real_classes is not None:  # D learns to name the class of real images only
+            logs["class_real"] = F.cross_entropy(real_classes, labels)
+            loss_d = loss_d + self.config.classifier_weight * logs["class_real"]
         ctx.backward(loss_d)
         ctx.step("d")
 
         ctx.optimizers["g"].zero_grad(set_to_none=True)
-        fooled_logits = self.discriminator(self.augment(fake), labels)
+        fooled_logits, fake_classes = self.discriminator(self.augment(fake), labels)
         loss_g = generator_loss(self.config.loss, fooled_logits)
+        if fake_classes is not None:  # and G to draw images it names as the class asked for
+            logs["class_fake"] = F.cross_entropy(fake_classes, labels)
+            loss_g = loss_g + self.config.classifier_weight * logs["class_fake"]
         ctx.backward(loss_g)  # also leaves grads on D; its next zero_grad drops them unused
         ctx.step("g")
-
-        return {
-            "loss_d": loss_d.detach(),
-            "loss_g": loss_g.detach(),
-            "d_real": real_logits.mean().detach(),  # D's mean logit on real images
-            "d_fake": fake_logits.mean().detach(),  # and on G's, before G's update
-        }
+        logs = {"loss_d": loss_d, "loss_g": loss_g, **logs}
+        return {name: value.detach() for name, value in logs.items()}
