@@ -1,4 +1,4 @@
-"""The gentool plugin API, version 1.1: the one module a model plugin imports from gentool.
+"""The gentool plugin API, version 1.2: the one module a model plugin imports from gentool.
 
 A plugin is a pip package that declares an entry point in the group ``gentool.models``::
 
@@ -18,7 +18,7 @@ upgrade. The API only grows by optional members with defaults, so a plugin writt
 unchanged with 1.1 (`API_REVISION`), which added: labels for conditional models' `encode` and
 `reconstruct`; integer (discrete) codes; `TrainContext.all_reduce`; a model's own evaluation
 metrics (`evaluation_metrics`); `Capabilities.baseline_sampler`; `ModelPlugin.test_configs` and
-`ModelPlugin.capabilities_for`.
+`ModelPlugin.capabilities_for`; 1.2 added `ModelPlugin.older_run_defaults`.
 
 Labels: a conditional model (`Capabilities.conditional`) is given `labels`, (B,) int64 class
 indexes on its device, in every call gentool makes: `batch.labels` in training, and `labels=` to
@@ -63,7 +63,7 @@ __all__ = [
 ]
 
 API_VERSION = 1
-API_REVISION = "1.1"  # the version of this API that this gentool implements, major.minor
+API_REVISION = "1.2"  # the version of this API that this gentool implements, major.minor
 SUPPORTED_API_VERSIONS = frozenset({1})
 
 
@@ -138,10 +138,19 @@ class ModelPlugin:
     # a prior to sample from, say); None means `capabilities` whatever the config. It must not
     # import torch: `gentool info` and the commands call it before building the model.
     capabilities_for: Callable[[Any], Capabilities] | None = None
+    # API 1.2: for options added to a released plugin, the value that runs trained before them
+    # had in effect. A run's run.json lacks such an option, and today's default may build a
+    # different model (an extra layer, say): the run is read with this value instead.
+    older_run_defaults: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def parse_config(self, values: Mapping[str, Any] | None = None) -> Any:
         """The config from user values over the defaults; a ConfigError names what is wrong."""
         return parse_config(self.Config, values or {}, owner=self.name)
+
+    def parse_recorded_config(self, recorded: Mapping[str, Any]) -> Any:
+        """The config a run recorded in its run.json, with `older_run_defaults` for the options
+        it predates."""
+        return self.parse_config({**self.older_run_defaults, **recorded})
 
     def config_fields(self) -> tuple[ConfigField, ...]:
         return config_fields(self.Config)

@@ -89,7 +89,8 @@ class TrainedModel:
         averaged: bool,
     ) -> None:
         assert entry.plugin is not None  # the registry resolves loaded plugins only
-        self.plugin = plugin_for_config(entry.plugin, entry.plugin.parse_config(record.config))
+        config = entry.plugin.parse_recorded_config(record.config)
+        self.plugin = plugin_for_config(entry.plugin, config)
         self.entry, self.module = entry, module
         self.record, self.run = record, run
         self.weights = "ema" if averaged and record.training.ema is not None else "raw"

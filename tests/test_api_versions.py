@@ -34,7 +34,7 @@ def test_the_api_1_0_scaffold_passes_the_kit_and_every_command(tmp_path, monkeyp
     (info / "entry_points.txt").write_text("[gentool.models]\ntiny-vae = gentool_tiny_vae:plugin\n")
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.setenv("PYTHONPATH", str(site))  # the kit imports the plugin afresh
-    assert API_REVISION == "1.1" and {1} == SUPPORTED_API_VERSIONS
+    assert API_REVISION == "1.2" and {1} == SUPPORTED_API_VERSIONS
 
     assert all(result.passed for result in check_plugin(resolve("tiny-vae").plugin))
     options = ["-o", "image_size=8", "-o", "hidden=16", "--limit", "16", "-b", "8"]

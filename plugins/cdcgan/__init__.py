@@ -84,6 +84,7 @@ plugin = ModelPlugin(
     value_range=(-1.0, 1.0),
     latent_distribution="standard normal",  # sample_latent: torch.randn
     default_batch_size=64,
+    older_run_defaults={"classifier_weight": 0.0},  # the classifier came after the first runs
     test_config={
         "image_size": 16,
         "latent_dim": 8,

@@ -4,6 +4,7 @@ projection; spectral norm keeps D's layers at unit norm; the losses are the hing
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -301,6 +302,37 @@ def train(run_dir, epochs: int, *, resume: bool = False) -> None:
         device="cpu",
     )
     run_training(request, Console(file=io.StringIO()))
+
+
+def test_a_run_from_before_the_classifier_still_samples_evaluates_and_resumes(
+    in_tmp, tiny_cpu_training
+):
+    request = TrainRequest(
+        entry=resolve("cdcgan"),
+        config_values={**plugin.test_config, "classifier_weight": 0},
+        data="builtin:shapes",
+        limit=48,
+        batch_size=16,
+        epochs=1,
+        run_dir=in_tmp / "run",
+        device="cpu",
+    )
+    run_training(request, Console(file=io.StringIO()))
+    record_path = in_tmp / "run" / "run.json"
+    record = json.loads(record_path.read_text())
+    del record["config"]["classifier_weight"]  # as the runs trained before the option recorded
+    record_path.write_text(json.dumps(record))
+
+    runner = CliRunner()
+    drawn = runner.invoke(app, ["sample", "cdcgan", "--run", "run", "--label", "star", "--n", "4"])
+    assert drawn.exit_code == 0, drawn.output
+    scored = runner.invoke(app, ["eval", "cdcgan", "--run", "run", "--metrics", "labels",
+                                 "--n", "12", "--json"])  # fmt: skip
+    assert scored.exit_code == 0, scored.output
+    resumed = runner.invoke(app, ["train", "cdcgan", "--run-dir", "run", "--resume",
+                                  "--epochs", "2"])  # fmt: skip
+    assert resumed.exit_code == 0, resumed.output
+    assert "class_real" not in (in_tmp / "run" / "metrics.jsonl").read_text()
 
 
 def test_a_resumed_run_with_diffaugment_ends_where_an_uninterrupted_one_does(
