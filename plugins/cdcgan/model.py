@@ -21,9 +21,9 @@ D also has an auxiliary classifier (Odena et al. 2017, AC-GAN): a linear map fro
 to class logits. D is trained to name the class of real images, and G, besides fooling D, to draw
 images D's classifier names as the class asked for. The projection alone tells D whether an
 image fits its label, a signal G receives only through the adversarial game; the classifier's
-cross-entropy is a direct one. On the built-in shapes it more than doubled the label accuracy at
-the same step (docs/evaluation.md). D's classifier never sees fakes, so it cannot learn G's
-mistakes as classes.
+cross-entropy is a direct one. With it, and without DiffAugment's cutout, the label accuracy on
+the built-in shapes after 15 CPU minutes rose from 0.65 to 0.88 (docs/evaluation.md). D's
+classifier never sees fakes, so it cannot learn G's mistakes as classes.
 
 Spectral normalisation (Miyato et al. 2018) divides every weight of D, V and the classifier
 included, by its largest singular value (estimated by one power iteration each forward pass),
