@@ -212,9 +212,18 @@ def _unknown_key_message(key: str, fields: Mapping[str, ConfigField], owner: str
     return f"unknown option {key!r} for {owner}; {hint}known options: {known}"
 
 
+class NonFiniteNumber(ValueError):
+    """nan or ±inf where an option takes a number."""
+
+
 def _coerce(field: ConfigField, value: Any, owner: str) -> Any:
     try:
         result = _coerce_type(field.type, value)
+    except NonFiniteNumber:
+        raise ConfigError(
+            f"option {field.name!r} of {owner} must be a finite number ({field.accepted}), "
+            f"got {value!r}"
+        ) from None
     except (TypeError, ValueError):
         raise ConfigError(
             f"option {field.name!r} of {owner} must be {field.accepted}, got {value!r}"
@@ -236,7 +245,10 @@ def _coerce_type(expected: Any, value: Any) -> Any:
     if origin is tuple:
         item_type = typing.get_args(base)[0]
         if isinstance(value, str):
-            items = [item for item in value.replace(" ", "").split(",") if item]
+            text = value.replace(" ", "")
+            items = text.split(",") if text else []
+            if "" in items:  # `a,,b` or a trailing comma: a slip, not a wish for fewer items
+                raise ValueError(value)
         elif isinstance(value, (list, tuple)):
             items = list(value)
         else:
@@ -257,7 +269,7 @@ def _coerce_type(expected: Any, value: Any) -> Any:
             raise TypeError(value)
         number = float(value)
         if not math.isfinite(number):  # nan and inf pass every range check and poison training
-            raise ValueError(value)
+            raise NonFiniteNumber(value)
         return number
     if base is str:
         if not isinstance(value, str):

@@ -47,6 +47,10 @@ def test_strings_from_the_command_line_are_coerced_to_field_types():
     )
 
 
+def test_an_empty_list_option_means_no_items():
+    assert parse(hidden="").hidden == ()
+
+
 def test_toml_values_are_accepted_as_they_are():
     config = parse(size=32, rate=1, flag=True, hidden=[8, 4], limit=5)
     assert (config.rate, config.hidden, config.limit) == (1.0, (8, 4), 5)
@@ -71,6 +75,10 @@ def test_unknown_key_is_rejected_with_a_suggestion():
         ("flag", "maybe", r"option 'flag' of example must be bool"),
         ("loss", "l1", r"must be one of bce, mse, got 'l1'"),
         ("hidden", "64,0", r"option 'hidden' of example must be list of int >= 1"),
+        ("hidden", "64,,32", r"option 'hidden' of example must be list of int >= 1"),
+        ("hidden", "64,", r"option 'hidden' of example must be list of int >= 1"),
+        ("rate", "inf", r"option 'rate' of example must be a finite number \(float >= 0\)"),
+        ("rate", float("nan"), r"must be a finite number"),
         ("label", 3, r"option 'label' of example must be str"),
         ("limit", 0, r"must be int >= 1 or none"),
     ],

@@ -22,8 +22,8 @@ TINY_RUN = [*TINY_DCGAN_ARGS, "--device", "cpu"]
 
 BAD_INPUT: list[tuple[list[str], int, str]] = [
     # model config: wrong type, out of range, not a number, unknown key, malformed
-    (["train", "dcgan", "-o", "lr=nan"], 1, "option 'lr' of dcgan must be float >= 0, got 'nan'"),
-    (["train", "dcgan", "--lr", "inf"], 1, "option 'lr' of dcgan must be float >= 0, got inf"),
+    (["train", "dcgan", "-o", "lr=nan"], 1, "'lr' of dcgan must be a finite number (float >= 0)"),
+    (["train", "dcgan", "--lr", "inf"], 1, "'lr' of dcgan must be a finite number (float >= 0)"),
     (["train", "dcgan", "-o", "beta1=1.5"], 1, "option 'beta1' of dcgan must be float in [0,"),
     (["train", "dcgan", "-o", "latent_dim=0"], 1, "option 'latent_dim' of dcgan must be int >= 1"),
     (["train", "dcgan", "-o", "image_size=8"], 1, "option 'image_size' of dcgan must be int >= 16"),
@@ -58,7 +58,7 @@ BAD_INPUT: list[tuple[list[str], int, str]] = [
         1,
         "--overwrite and --resume contradict each other",
     ),
-    (["train", "dcgan", "--resume", "--seed", "3"], 1, "--seed cannot change a run being resumed"),
+    (["train", "dcgan", "--resume", "--seed", "3"], 1, "--seed cannot be given with --resume"),
     (["train", "dcgan", "--ema", "1.5"], 1, "--ema 1.5 must lie between 0 and 1, e.g. 0.999"),
     (["train", "dcgan", "--ema", "nan"], 1, "--ema nan must lie between 0 and 1"),
     (["train", "dcgan", "--nproc", "0"], 2, "Invalid value for '--nproc'"),
