@@ -136,7 +136,9 @@ def _check_run_options(request: TrainRequest) -> None:
         given = [flag for flag, value in changed.items() if value not in (None, {}, [])]
         if given:
             raise ConfigError(
-                f"{', '.join(given)} cannot change a run being resumed; start a new run instead"
+                f"{', '.join(given)} cannot be given with --resume: a resumed run trains on "
+                "with the settings its run.json records; leave them out, or start a new run "
+                "to train with others"
             )
 
 

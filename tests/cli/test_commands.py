@@ -118,7 +118,7 @@ def test_config_file_and_overrides_set_config_fields(in_tmp):
         (["train", "dcgan", "--data", "nowhere"], "data path 'nowhere' does not exist"),
         (
             ["train", "dcgan", "--resume", "-o", "lr=1"],
-            "--option cannot change a run being resumed",
+            "--option cannot be given with --resume",
         ),
         (["train", "dcgan", "--resume"], "no runs of 'dcgan' under runs/dcgan"),
         (["train", "dcgan", "--device", "tpu"], "unknown --device 'tpu'"),
