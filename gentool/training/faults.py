@@ -20,7 +20,7 @@ from gentool.record import RunRecord
 from gentool.registry import plugin_tracebacks
 from gentool.training.claim import StagedRun
 
-LR_FAR_ABOVE_DEFAULT = 100  # a learning rate this many times the default is the likely cause
+FAR_ABOVE_DEFAULT = 100  # a number option this many times its default is the likely cause
 
 
 def kept(run: RunFolder, record: RunRecord) -> str:
@@ -90,14 +90,20 @@ def check_finite_weights(
 
 
 def divergence_advice(plugin: ModelPlugin, config: object) -> str:
-    """What to try when training diverges: a lower learning rate, pointing at one far above
-    the plugin's default."""
-    chosen, default = getattr(config, "lr", None), getattr(plugin.parse_config({}), "lr", None)
-    if (
-        isinstance(chosen, float)
-        and isinstance(default, float)
-        and default > 0
-        and chosen > LR_FAR_ABOVE_DEFAULT * default
-    ):
-        return f"lr {chosen:g} is far above {plugin.name}'s default {default:g}: lower --lr"
+    """What to try when training diverges: a lower learning rate, or bringing back an option set
+    far above the plugin's default (a learning rate, a loss weight), when one is."""
+    defaults = plugin.parse_config({})
+    for field in plugin.config_fields():
+        chosen, default = getattr(config, field.name, None), getattr(defaults, field.name, None)
+        if (
+            isinstance(chosen, float)
+            and isinstance(default, float)
+            and default > 0
+            and chosen > FAR_ABOVE_DEFAULT * default
+        ):
+            flag = "--lr" if field.name == "lr" else f"-o {field.name}=..."
+            return (
+                f"{field.name} {chosen:g} is far above {plugin.name}'s default {default:g}: "
+                f"lower {flag}"
+            )
     return "try a lower learning rate"
