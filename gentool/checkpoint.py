@@ -19,6 +19,7 @@ import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
@@ -26,7 +27,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as serialize_safetensors
 
 from gentool.atomic import fsync_path, write_text
-from gentool.errors import CheckpointError
+from gentool.errors import CheckpointError, ConfigError
 from gentool.limits import check_allocation, open_untrusted, read_untrusted
 from gentool.optimizer_state import cpu_copies, flatten_optimizer, restore_optimizer
 from gentool.record import FutureRunFormat, RunRecord, now
@@ -41,6 +42,9 @@ from gentool.run_files import (
     RunFiles,
     checkpoint_name,
 )
+
+if TYPE_CHECKING:
+    from gentool.api import ModelPlugin
 
 RUNS_ROOT = Path("runs")
 MAX_RUN_FILE_BYTES = 2**26  # run.json is kilobytes; far larger is damage
@@ -97,6 +101,17 @@ class RunFolder(RunFiles):
                 f"{self.path} is a run of {record.plugin.name!r}, not {expected_plugin!r}"
             )
         return record
+
+    def read_config(self, plugin: ModelPlugin, record: RunRecord) -> Any:
+        """The plugin's config of this run, as its run.json records it."""
+        try:
+            return plugin.parse_recorded_config(record.config)
+        except ConfigError as error:
+            raise CheckpointError(
+                f"{self.run_file} records a config that {plugin.name} does not accept: {error}; "
+                f"was it edited by hand, or trained by another version of the plugin "
+                f"({record.plugin.version})?"
+            ) from None
 
     def save(
         self,

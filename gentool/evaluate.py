@@ -162,7 +162,7 @@ def evaluate_run(
     model, record, run = load_trained(
         entry, run_dir, resolve_device(device), averaged=not raw_weights
     )
-    config = plugin.parse_recorded_config(record.config)
+    config = run.read_config(plugin, record)
     plugin = plugin_for_config(plugin, config)
     check_metrics_apply(settings.metrics, plugin, "--metrics")
     source = data or record.data.source

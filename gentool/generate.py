@@ -235,7 +235,7 @@ def _load(entry: PluginEntry, run_dir: Path | None, device: str, raw_weights: bo
 
 def _run_data(model: TrainedModel, data: str | None, *, limit: int | None) -> ImageDataset:
     """`data`, or the run's own data, fitted to the run's model."""
-    config = model.plugin.parse_recorded_config(model.record.config)
+    config = model.run.read_config(model.plugin, model.record)
     source = data or model.record.data.source
     if limit is None and data is None:
         limit = model.record.data.limit

@@ -153,7 +153,7 @@ def load_trained(
     assert entry.plugin is not None
     run = RunFolder(run_dir) if run_dir is not None else latest_run(entry.name)
     record = run.read(expected_plugin=entry.name)
-    config = entry.plugin.parse_recorded_config(record.config)
+    config = run.read_config(entry.plugin, record)
     model = build_model(entry.plugin, config, record.data.spec, device)
     try:
         with calling(entry.plugin, "load_state_dict"):

@@ -89,7 +89,7 @@ class TrainedModel:
         averaged: bool,
     ) -> None:
         assert entry.plugin is not None  # the registry resolves loaded plugins only
-        config = entry.plugin.parse_recorded_config(record.config)
+        config = run.read_config(entry.plugin, record)
         self.plugin = plugin_for_config(entry.plugin, config)
         self.entry, self.module = entry, module
         self.record, self.run = record, run

@@ -99,6 +99,15 @@ def edit_run_json(run: RunFolder, change) -> None:
             r"run's config changed",
         ),
         (
+            lambda run: edit_run_json(run, lambda r: r["config"].update(lr="fast")),
+            r"run.json records a config that dcgan does not accept: option 'lr' of dcgan must "
+            r"be float >= 0, got 'fast'; was it edited by hand",
+        ),
+        (
+            lambda run: edit_run_json(run, lambda r: r["config"].update(latent_dimension=8)),
+            r"run.json records a config that dcgan does not accept: unknown option",
+        ),
+        (
             lambda run: (run.path / run.read().checkpoint / "model.safetensors").unlink(),
             r"model.safetensors is missing",
         ),

@@ -271,6 +271,17 @@ def test_a_hand_edited_run_json_is_refused_with_the_field_at_fault(trained, chan
         assert message in one_line_error(invoke(*command)), command
 
 
+def test_a_hand_edited_config_names_run_json_wherever_it_is_read(trained):
+    edit(trained, lambda r: r["config"].update(lr="fast"))
+    for command in (
+        ["train", "dcgan", "--resume", "--run-dir", "run", "--epochs", "2"],
+        ["sample", "dcgan", "--run", "run", "--device", "cpu"],
+        ["eval", "dcgan", "--run", "run", "--device", "cpu"],
+    ):
+        line = one_line_error(invoke(*command))
+        assert "run/run.json records a config that dcgan does not accept: option 'lr'" in line
+
+
 def forge(run: Path, file_name: str, change) -> None:
     """Rewrite a checkpoint file through `change` and list its new digest in run.json, as a
     deliberate edit would: the digest alone cannot catch it."""

@@ -116,7 +116,7 @@ def start_resumed_run(
     )
     record = run.read(expected_plugin=plugin.name)
     claim = claims.enter_context(RunClaim(run, "resume")) if claims is not None else None
-    config = plugin.parse_recorded_config(record.config)
+    config = run.read_config(plugin, record)
     epochs = request.epochs or record.training.epochs
     if epochs <= record.progress.epoch:
         raise GentoolError(
