@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from gentool.plugins._latent import StandardNormalLatent
+
 
 def labels_or_default(
     labels: torch.Tensor | None, n: int, class_names: tuple[str, ...], model: str
@@ -52,24 +54,13 @@ def check_classes(spec_classes: int, class_names: tuple[str, ...], model: str) -
         )
 
 
-class ConditionalSampling:
+class ConditionalSampling(StandardNormalLatent):
     """`sample_latent`, `decode` and `sample` of a conditional GAN module: z ~ N(0, I) of
     `config.latent_dim`, drawn by `generator(z, labels)` for `class_names`; `model_name` names
     the model in errors."""
 
     model_name: str
     class_names: tuple[str, ...]
-
-    def sample_latent(
-        self,
-        n: int,
-        *,
-        labels: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """Noise vectors z ~ N(0, I); the class enters through `decode`'s labels."""
-        device = next(self.parameters()).device
-        return torch.randn(n, self.config.latent_dim, device=device, generator=generator)
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor, *, labels: torch.Tensor | None = None) -> torch.Tensor:

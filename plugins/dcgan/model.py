@@ -24,6 +24,7 @@ from torch import nn
 from gentool.api import Batch, DataSpec, TrainContext
 from gentool.kernels import ConvTransposeBNReLU
 from gentool.plugins._diffaugment import diff_augment
+from gentool.plugins._latent import StandardNormalLatent
 from gentool.plugins.dcgan import Config
 
 LEAKY_SLOPE = 0.2
@@ -80,7 +81,7 @@ def init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-class DCGAN(nn.Module):
+class DCGAN(StandardNormalLatent, nn.Module):
     manual_optimization = True  # D and G alternate, each with its own optimizer
 
     def __init__(self, config: Config, spec: DataSpec) -> None:
@@ -136,17 +137,6 @@ class DCGAN(nn.Module):
             "d_real": torch.sigmoid(real_logits).mean().detach(),  # D(x), → 0.5 at equilibrium
             "d_fake": torch.sigmoid(fake_logits).mean().detach(),  # D(G(z)) before G's update
         }
-
-    def sample_latent(
-        self,
-        n: int,
-        *,
-        labels: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """Noise vectors z ~ N(0, I), the generator's input."""
-        device = next(self.parameters()).device
-        return torch.randn(n, self.config.latent_dim, generator=generator, device=device)
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor, *, labels: torch.Tensor | None = None) -> torch.Tensor:

@@ -28,6 +28,7 @@ from torch import nn
 
 from gentool.api import Batch, DataSpec, TrainContext
 from gentool.plugins._blocks import mlp
+from gentool.plugins._latent import StandardNormalLatent
 from gentool.plugins.gan import Config
 
 LEAKY_SLOPE = 0.2
@@ -59,7 +60,7 @@ class Discriminator(nn.Module):
         return self.net(images.flatten(1)).flatten()  # (B, C, H, W) → (B, C·H·W) → (B,) logits
 
 
-class GAN(nn.Module):
+class GAN(StandardNormalLatent, nn.Module):
     manual_optimization = True  # D and G alternate, each with its own optimizer
 
     def __init__(self, config: Config, spec: DataSpec) -> None:
@@ -80,17 +81,6 @@ class GAN(nn.Module):
             "d": torch.optim.Adam(self.discriminator.parameters(), lr=self.config.lr, betas=betas),
             "g": torch.optim.Adam(self.generator.parameters(), lr=self.config.lr, betas=betas),
         }
-
-    def sample_latent(
-        self,
-        n: int,
-        *,
-        labels: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """Noise vectors z ~ N(0, I), the generator's input."""
-        device = next(self.parameters()).device
-        return torch.randn(n, self.config.latent_dim, device=device, generator=generator)
 
     def training_step(self, batch: Batch, ctx: TrainContext) -> dict[str, torch.Tensor]:
         real = batch.images  # (B, C, H, W) in [-1, 1]

@@ -22,6 +22,7 @@ from torch import nn
 from gentool.api import Batch, DataSpec, TrainContext
 from gentool.kernels import ConvTransposeBNReLU, reparameterize_kl
 from gentool.plugins._blocks import reconstruction_loss
+from gentool.plugins._latent import StandardNormalLatent
 from gentool.plugins.vae import Config
 
 
@@ -66,7 +67,7 @@ class Decoder(nn.Module):
         return self.blocks(hidden)  # (B, C, H, W) logits
 
 
-class VAE(nn.Module):
+class VAE(StandardNormalLatent, nn.Module):
     def __init__(self, config: Config, spec: DataSpec) -> None:
         super().__init__()
         if (spec.height, spec.width) != (config.image_size, config.image_size):
@@ -89,17 +90,6 @@ class VAE(nn.Module):
         z, kl = reparameterize_kl(mu, logvar, reduction="mean")
         recon = reconstruction_loss(self.decoder(z), x, self.config.recon_loss)
         return {"loss": recon + self.config.beta * kl, "recon": recon.detach(), "kl": kl.detach()}
-
-    def sample_latent(
-        self,
-        n: int,
-        *,
-        labels: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """Codes from the prior N(0, I)."""
-        device = next(self.parameters()).device
-        return torch.randn(n, self.config.latent_dim, generator=generator, device=device)
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor, *, labels: torch.Tensor | None = None) -> torch.Tensor:
