@@ -45,7 +45,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 from gentool.api import Batch, DataSpec, TrainContext
 from gentool.kernels import ConvTransposeBNReLU
 from gentool.plugins._diffaugment import diff_augment
-from gentool.plugins._gan_losses import discriminator_loss, generator_loss
+from gentool.plugins._gan_losses import discriminator_loss, frozen, generator_loss
 from gentool.plugins._labels import ConditionalSampling, check_classes
 from gentool.plugins.cdcgan import Config, generator_hidden_blocks
 from gentool.plugins.dcgan.model import LEAKY_SLOPE, init_weights
@@ -196,12 +196,13 @@ class CDCGAN(ConditionalSampling, nn.Module):
         ctx.step("d")
 
         ctx.optimizers["g"].zero_grad(set_to_none=True)
-        fooled_logits, fake_classes = self.discriminator(self.augment(fake), labels)
-        loss_g = generator_loss(self.config.loss, fooled_logits)
-        if fake_classes is not None:  # and G to draw images it names as the class asked for
-            logs["class_fake"] = F.cross_entropy(fake_classes, labels)
-            loss_g = loss_g + self.config.classifier_weight * logs["class_fake"]
-        ctx.backward(loss_g)  # also leaves grads on D; its next zero_grad drops them unused
+        with frozen(self.discriminator):
+            fooled_logits, fake_classes = self.discriminator(self.augment(fake), labels)
+            loss_g = generator_loss(self.config.loss, fooled_logits)
+            if fake_classes is not None:  # and G to draw images it names as the class asked for
+                logs["class_fake"] = F.cross_entropy(fake_classes, labels)
+                loss_g = loss_g + self.config.classifier_weight * logs["class_fake"]
+            ctx.backward(loss_g)
         ctx.step("g")
         logs = {"loss_d": loss_d, "loss_g": loss_g, **logs}
         return {name: value.detach() for name, value in logs.items()}

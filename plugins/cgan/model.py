@@ -32,6 +32,7 @@ from torch import nn
 
 from gentool.api import Batch, DataSpec, TrainContext
 from gentool.plugins._blocks import mlp
+from gentool.plugins._gan_losses import frozen
 from gentool.plugins._labels import ConditionalSampling, check_classes
 from gentool.plugins.cgan import Config
 
@@ -121,7 +122,7 @@ class CGAN(ConditionalSampling, nn.Module):
         for _ in range(self.config.d_steps):
             with torch.no_grad():  # G is fixed: no graph through it
                 fake = self.generator(self.sample_latent(batch_size), labels)
-            ctx.optimizers["d"].zero_grad(set_to_none=True)  # drops grads left by G's last step
+            ctx.optimizers["d"].zero_grad(set_to_none=True)
             real_logits = self.discriminator(real, labels)
             fake_logits = self.discriminator(fake, labels)
             loss_d = F.binary_cross_entropy_with_logits(
@@ -134,9 +135,12 @@ class CGAN(ConditionalSampling, nn.Module):
         # (Goodfellow et al. §3). Fresh noise, and again the real batch's labels.
         ctx.optimizers["g"].zero_grad(set_to_none=True)
         fake = self.generator(self.sample_latent(batch_size), labels)
-        fooled_logits = self.discriminator(fake, labels)
-        loss_g = F.binary_cross_entropy_with_logits(fooled_logits, torch.ones_like(fooled_logits))
-        ctx.backward(loss_g)  # also leaves grads on D; its next zero_grad drops them unused
+        with frozen(self.discriminator):
+            fooled_logits = self.discriminator(fake, labels)
+            loss_g = F.binary_cross_entropy_with_logits(
+                fooled_logits, torch.ones_like(fooled_logits)
+            )
+            ctx.backward(loss_g)
         ctx.step("g")
 
         return {

@@ -24,6 +24,7 @@ from torch import nn
 from gentool.api import Batch, DataSpec, TrainContext
 from gentool.kernels import ConvTransposeBNReLU
 from gentool.plugins._diffaugment import diff_augment
+from gentool.plugins._gan_losses import frozen
 from gentool.plugins._latent import StandardNormalLatent
 from gentool.plugins.dcgan import Config
 
@@ -126,9 +127,12 @@ class DCGAN(StandardNormalLatent, nn.Module):
 
         # (2) Update G: maximise log D(G(z)), the non-saturating loss (Goodfellow et al. 2014 §3).
         ctx.optimizers["g"].zero_grad(set_to_none=True)
-        fooled_logits = self.discriminator(self.augment(fake))
-        loss_g = F.binary_cross_entropy_with_logits(fooled_logits, torch.ones_like(fooled_logits))
-        ctx.backward(loss_g)
+        with frozen(self.discriminator):
+            fooled_logits = self.discriminator(self.augment(fake))
+            loss_g = F.binary_cross_entropy_with_logits(
+                fooled_logits, torch.ones_like(fooled_logits)
+            )
+            ctx.backward(loss_g)
         ctx.step("g")
 
         return {

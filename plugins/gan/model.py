@@ -28,6 +28,7 @@ from torch import nn
 
 from gentool.api import Batch, DataSpec, TrainContext
 from gentool.plugins._blocks import mlp
+from gentool.plugins._gan_losses import frozen
 from gentool.plugins._latent import StandardNormalLatent
 from gentool.plugins.gan import Config
 
@@ -93,7 +94,7 @@ class GAN(StandardNormalLatent, nn.Module):
         for _ in range(self.config.d_steps):
             with torch.no_grad():  # G is fixed: no graph through it
                 fake = self.generator(self.sample_latent(batch_size))
-            ctx.optimizers["d"].zero_grad(set_to_none=True)  # drops grads left by G's last step
+            ctx.optimizers["d"].zero_grad(set_to_none=True)
             real_logits = self.discriminator(real)
             fake_logits = self.discriminator(fake)
             loss_d = F.binary_cross_entropy_with_logits(
@@ -105,9 +106,12 @@ class GAN(StandardNormalLatent, nn.Module):
         # (2) Update G: maximise log D(G(z)), with D fixed: the non-saturating loss
         # −log D(G(z)) = BCE(D(G(z)), 1) (paper §3). Fresh noise, as in Algorithm 1.
         ctx.optimizers["g"].zero_grad(set_to_none=True)
-        fooled_logits = self.discriminator(self.generator(self.sample_latent(batch_size)))
-        loss_g = F.binary_cross_entropy_with_logits(fooled_logits, torch.ones_like(fooled_logits))
-        ctx.backward(loss_g)  # also leaves grads on D; its next zero_grad drops them unused
+        with frozen(self.discriminator):
+            fooled_logits = self.discriminator(self.generator(self.sample_latent(batch_size)))
+            loss_g = F.binary_cross_entropy_with_logits(
+                fooled_logits, torch.ones_like(fooled_logits)
+            )
+            ctx.backward(loss_g)
         ctx.step("g")
 
         return {
