@@ -212,8 +212,11 @@ def _unknown_key_message(key: str, fields: Mapping[str, ConfigField], owner: str
     return f"unknown option {key!r} for {owner}; {hint}known options: {known}"
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 class NonFiniteNumber(ValueError):
-    """nan or ±inf where an option takes a number."""
+    """nan, ±inf, or a number that is infinite in float32, where an option takes a number."""
 
 
 def _coerce(field: ConfigField, value: Any, owner: str) -> Any:
@@ -221,8 +224,8 @@ def _coerce(field: ConfigField, value: Any, owner: str) -> Any:
         result = _coerce_type(field.type, value)
     except NonFiniteNumber:
         raise ConfigError(
-            f"option {field.name!r} of {owner} must be a finite number ({field.accepted}), "
-            f"got {value!r}"
+            f"option {field.name!r} of {owner} must be a finite number ({field.accepted}) "
+            f"within float32's range (±{FLOAT32_MAX:.2g}), got {value!r}"
         ) from None
     except (TypeError, ValueError):
         raise ConfigError(
@@ -263,12 +266,17 @@ def _coerce_type(expected: Any, value: Any) -> Any:
     if base is int:
         if isinstance(value, bool) or not isinstance(value, (int, str)):
             raise TypeError(value)
-        return int(value)
+        number = int(value)
+        if not -(2**63) <= number < 2**63:  # a size past int64 is no size torch can hold
+            raise ValueError(value)
+        return number
     if base is float:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise TypeError(value)
         number = float(value)
-        if not math.isfinite(number):  # nan and inf pass every range check and poison training
+        # nan and inf pass every range check and poison training; so does a number past
+        # float32's range, which the models compute in, and which becomes inf there.
+        if not math.isfinite(number) or abs(number) > FLOAT32_MAX:
             raise NonFiniteNumber(value)
         return number
     if base is str:

@@ -105,17 +105,22 @@ def _check_size(plugin: ModelPlugin, config: Any, spec: DataSpec, device: torch.
     """Refuse a model whose weights, gradients and optimizer state would not fit in memory.
 
     A plugin that cannot build on the meta device is built for real without this check."""
+    what = f"{plugin.name} with this config"
+    fix = "choose smaller sizes in its config (see gentool info)"
     try:
         with torch.device("meta"), _ValuesNotDrawn():
             model = plugin.build(config, spec)
         tensors = [*model.parameters(), *model.buffers()]
-    except (Exception, SystemExit):  # the real build below reports its own failure
+    except (RuntimeError, TypeError, OverflowError) as error:
+        if "overflow" in str(error).lower():  # a size whose byte count int64 cannot hold
+            raise ConfigError(f"{what} asks for tensors too large to count: {fix}") from None
+        return  # the real build below reports its own failure
+    except (Exception, SystemExit):
         return
     weights = sum(tensor.numel() * tensor.element_size() for tensor in tensors)
     # Weights, their gradients and two moments of Adam: four times the weights.
     needed = TRAINING_COPIES * weights
-    what = f"{plugin.name} with this config ({format_bytes(weights)} of weights)"
-    fix = "choose smaller sizes in its config (see gentool info)"
+    what = f"{what} ({format_bytes(weights)} of weights)"
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         if needed > free:

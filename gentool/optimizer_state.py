@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from gentool.config import FLOAT32_MAX
+
 
 def cpu_copies(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Contiguous CPU copies: safetensors refuses tensors that share memory (tied weights)."""
@@ -91,13 +93,16 @@ def _check_groups(configured: list[dict[str, Any]], saved: list[Any]) -> None:
 
 
 def _kind(value: object) -> object:
-    """What a setting must stay across a save: a finite number, a flag, a pair of numbers..."""
+    """What a setting must stay across a save: a finite number of the same sign (a learning
+    rate that turned negative would climb the loss), a flag, a pair of numbers..."""
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         value = value.item()
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return type(value)
     if isinstance(value, (int, float)):
-        return "number" if math.isfinite(value) else "non-finite"
+        if not math.isfinite(value) or abs(value) > FLOAT32_MAX:  # inf once the step uses it
+            return "non-finite"
+        return "negative number" if value < 0 else "number"
     if isinstance(value, (list, tuple)):
         return tuple(_kind(item) for item in value)
     return type(value)

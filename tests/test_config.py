@@ -79,6 +79,8 @@ def test_unknown_key_is_rejected_with_a_suggestion():
         ("hidden", "64,", r"option 'hidden' of example must be list of int >= 1"),
         ("rate", "inf", r"option 'rate' of example must be a finite number \(float >= 0\)"),
         ("rate", float("nan"), r"must be a finite number"),
+        ("rate", "-1e39", r"must be a finite number \(float >= 0\) within float32's range"),
+        ("limit", 2**63, r"option 'limit' of example must be int >= 1 or none"),
         ("label", 3, r"option 'label' of example must be str"),
         ("limit", 0, r"must be int >= 1 or none"),
     ],

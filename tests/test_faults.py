@@ -94,7 +94,7 @@ def committed_files(run_dir: Path) -> dict[str, bytes]:
             "nan",
             "error: non-finite values at epoch 2, step 2 (loss_d=nan) from plugin 'faulty-gan' "
             "(from fake-models 1.2); training stopped and the last checkpoint in run is kept; "
-            "try a lower learning rate",
+            "train a new run with a lower learning rate",
         ),
         (
             "step",

@@ -62,6 +62,9 @@ def one_class(in_tmp) -> Path:
     [
         (["-b", "1000"], "fewer than one batch of 1000"),
         (["-o", "latent_dim=10000000000"], "would take"),
+        (["-o", "latent_dim=9223372036854775807"], "asks for tensors too large to count"),
+        (["-o", "latent_dim=9223372036854775808"], "option 'latent_dim' of dcgan must be int >= 1"),
+        (["-o", "lr=1e39"], "option 'lr' of dcgan must be a finite number (float >= 0) within"),
         (["--data", "missing"], "data path 'missing' does not exist"),
         (["--data", "builtin:cats"], "unknown built-in data set 'cats'"),
     ],
@@ -303,6 +306,16 @@ def first_moment(tensors: dict) -> str:
         (
             lambda run: edit(run, lambda r: r["optimizers"]["g"]["param_groups"][0].update(lr="x")),
             "optimizer 'g' state in run does not fit: parameter group 0 has lr = 'x'",
+        ),
+        (  # gradient ascent, had it been restored
+            lambda run: edit(run, lambda r: r["optimizers"]["g"]["param_groups"][0].update(lr=-1)),
+            "parameter group 0 has lr = -1, where the plugin configures 0.0002",
+        ),
+        (  # infinite in float32, where the step computes with it
+            lambda run: edit(
+                run, lambda r: r["optimizers"]["d"]["param_groups"][0].update(lr=1e39)
+            ),
+            "parameter group 0 has lr = 1e+39, where the plugin configures 0.0002",
         ),
         (
             lambda run: edit(

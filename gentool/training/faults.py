@@ -91,7 +91,8 @@ def check_finite_weights(
 
 def divergence_advice(plugin: ModelPlugin, config: object) -> str:
     """What to try when training diverges: a lower learning rate, or bringing back an option set
-    far above the plugin's default (a learning rate, a loss weight), when one is."""
+    far above the plugin's default (a learning rate, a loss weight), when one is. In a new run:
+    a resume keeps the settings that diverged."""
     defaults = plugin.parse_config({})
     for field in plugin.config_fields():
         chosen, default = getattr(config, field.name, None), getattr(defaults, field.name, None)
@@ -104,6 +105,6 @@ def divergence_advice(plugin: ModelPlugin, config: object) -> str:
             flag = "--lr" if field.name == "lr" else f"-o {field.name}=..."
             return (
                 f"{field.name} {chosen:g} is far above {plugin.name}'s default {default:g}: "
-                f"lower {flag}"
+                f"train a new run with a lower {flag}"
             )
-    return "try a lower learning rate"
+    return "train a new run with a lower learning rate"

@@ -28,7 +28,10 @@ class Config:
     beta1: float = option(0.5, "Adam β1, lowered from 0.9 to damp oscillation", min=0, max=0.9999)
     beta2: float = option(0.999, "Adam β2", min=0, max=0.9999)
     d_steps: int = option(
-        1, "k, discriminator steps per generator step (Algorithm 1; the paper's k = 1)", min=1
+        1,
+        "k, discriminator steps per generator step (Algorithm 1; the paper's k = 1)",
+        min=1,
+        max=100,  # each step of training would take k of D's; far more is a slip, not a choice
     )
 
     def __post_init__(self) -> None:

@@ -25,6 +25,7 @@ BAD_INPUT: list[tuple[list[str], int, str]] = [
     (["train", "dcgan", "-o", "lr=nan"], 1, "'lr' of dcgan must be a finite number (float >= 0)"),
     (["train", "dcgan", "--lr", "inf"], 1, "'lr' of dcgan must be a finite number (float >= 0)"),
     (["train", "dcgan", "-o", "beta1=1.5"], 1, "option 'beta1' of dcgan must be float in [0,"),
+    (["train", "gan", "-o", "d_steps=1000"], 1, "option 'd_steps' of gan must be int in [1, 100]"),
     (["train", "dcgan", "-o", "latent_dim=0"], 1, "option 'latent_dim' of dcgan must be int >= 1"),
     (["train", "dcgan", "-o", "image_size=8"], 1, "option 'image_size' of dcgan must be int >= 16"),
     (["train", "vae", "-o", "image_size=7"], 1, "option 'image_size' of vae must be int >= 16"),

@@ -172,7 +172,7 @@ def test_a_confident_discriminator_gives_the_generator_a_large_loss_not_a_vanish
         ({"image_size": 4}, "'image_size' of gan must be int >= 8"),
         ({"g_hidden": ()}, "g_hidden needs at least one hidden layer width"),
         ({"d_hidden": (32, 0)}, "'d_hidden' of gan must be list of int >= 1"),
-        ({"d_steps": 0}, "'d_steps' of gan must be int >= 1"),
+        ({"d_steps": 0}, r"'d_steps' of gan must be int in \[1, 100\]"),
     ],
 )
 def test_bad_configs_are_refused(values, text):
