@@ -27,8 +27,8 @@ LOSSES = ("bce", "hinge")
 def frozen(discriminator: torch.nn.Module) -> Iterator[None]:
     """D's weights out of autograd inside the block. G's loss needs D's gradient with respect to
     its input only; the gradients of D's weights that the backward pass would also compute
-    (about a tenth of a DCGAN step on the CPU) are never used, as D's next step starts from
-    zero."""
+    (7–9 % of a step on the CPU, docs/benchmarks.md) are never used, as D's next step starts
+    from zero."""
     parameters = [p for p in discriminator.parameters() if p.requires_grad]
     for parameter in parameters:
         parameter.requires_grad_(False)
