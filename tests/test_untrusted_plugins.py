@@ -137,6 +137,7 @@ def test_a_learning_rate_far_above_the_default_is_named_when_training_diverges(i
     assert result.exit_code == 1 and "Traceback" not in result.output
     advice = "lr 1e+38 is far above dcgan's default 0.0002: train a new run with a lower --lr"
     assert advice in result.output
+    assert "run keeps only the untrained start of the run (step 0)" in result.output
 
 
 def rogue_model(methods: str) -> str:

@@ -18,6 +18,7 @@ from gentool.checkpoint import RunFolder
 from gentool.errors import GentoolError, PluginError, TrainingError, describe_exception
 from gentool.record import RunRecord
 from gentool.registry import plugin_tracebacks
+from gentool.run_files import checkpoint_name
 from gentool.training.claim import StagedRun
 
 FAR_ABOVE_DEFAULT = 100  # a number option this many times its default is the likely cause
@@ -27,6 +28,8 @@ def kept(run: RunFolder, record: RunRecord) -> str:
     """What a stopped training leaves, in words."""
     if isinstance(run, StagedRun):  # an --overwrite whose new run never trained: it is dropped
         return f"the run in {run.replaces} is untouched, as its replacement had not trained yet"
+    if record.checkpoint == checkpoint_name(0):  # written at the start, to resume from
+        return f"{run} keeps only the untrained start of the run (step 0)"
     if record.checkpoint:
         return f"the last checkpoint in {run} is kept"
     return f"no checkpoint had been written yet in {run}"
