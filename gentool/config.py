@@ -215,17 +215,21 @@ def _unknown_key_message(key: str, fields: Mapping[str, ConfigField], owner: str
 FLOAT32_MAX = 3.4028234663852886e38
 
 
-class NonFiniteNumber(ValueError):
-    """nan, ±inf, or a number that is infinite in float32, where an option takes a number."""
+class RefusedValue(ValueError):
+    """A value of the option's type that it still refuses, with the rule it breaks in words."""
+
+    def __init__(self, value: Any, rule: str) -> None:
+        super().__init__(value)
+        self.rule = rule
 
 
 def _coerce(field: ConfigField, value: Any, owner: str) -> Any:
     try:
         result = _coerce_type(field.type, value)
-    except NonFiniteNumber:
+    except RefusedValue as refused:
         raise ConfigError(
-            f"option {field.name!r} of {owner} must be a finite number ({field.accepted}) "
-            f"within float32's range (±{FLOAT32_MAX:.2g}), got {value!r}"
+            f"option {field.name!r} of {owner} must be {field.accepted}, {refused.rule}; "
+            f"got {value!r}"
         ) from None
     except (TypeError, ValueError):
         raise ConfigError(
@@ -251,7 +255,7 @@ def _coerce_type(expected: Any, value: Any) -> Any:
             text = value.replace(" ", "")
             items = text.split(",") if text else []
             if "" in items:  # `a,,b` or a trailing comma: a slip, not a wish for fewer items
-                raise ValueError(value)
+                raise RefusedValue(value, "with no empty item between commas")
         elif isinstance(value, (list, tuple)):
             items = list(value)
         else:
@@ -268,7 +272,7 @@ def _coerce_type(expected: Any, value: Any) -> Any:
             raise TypeError(value)
         number = int(value)
         if not -(2**63) <= number < 2**63:  # a size past int64 is no size torch can hold
-            raise ValueError(value)
+            raise RefusedValue(value, "within int64's range")
         return number
     if base is float:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
@@ -277,7 +281,7 @@ def _coerce_type(expected: Any, value: Any) -> Any:
         # nan and inf pass every range check and poison training; so does a number past
         # float32's range, which the models compute in, and which becomes inf there.
         if not math.isfinite(number) or abs(number) > FLOAT32_MAX:
-            raise NonFiniteNumber(value)
+            raise RefusedValue(value, f"finite and within float32's range (±{FLOAT32_MAX:.2g})")
         return number
     if base is str:
         if not isinstance(value, str):
