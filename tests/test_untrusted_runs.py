@@ -387,6 +387,17 @@ def test_a_run_that_keeps_an_average_never_samples_without_it(in_tmp):
     assert "trains with --ema, but its checkpoint" in one_line_error(result)
 
 
+def test_a_resume_never_drops_the_average_a_checkpoint_keeps(in_tmp):
+    assert invoke("train", "dcgan", *TINY, "--ema", "0.9", "--run-dir", "run").exit_code == 0
+    edit(in_tmp / "run", lambda r: r["training"].update(ema=None))
+    before = every_file(in_tmp / "run")
+    result = invoke("train", "dcgan", "--resume", "--run-dir", "run", "--epochs", "6")
+    line = one_line_error(result)
+    assert "run/run.json records no --ema, but its checkpoint checkpoint-" in line
+    assert "keeps a moving average of the weights: was training.ema edited by hand?" in line
+    assert every_file(in_tmp / "run") == before
+
+
 @pytest.mark.parametrize(
     "lines",
     [

@@ -31,7 +31,7 @@ from gentool.loggers import RunInfo
 from gentool.models import build_model, calling, plugin_for_config
 from gentool.progress import progress_bars
 from gentool.record import Progress, RunRecord
-from gentool.run_files import checkpoint_name
+from gentool.run_files import EMA_FILE, checkpoint_name
 from gentool.training.claim import RunClaim, StagedRun
 from gentool.training.display import TrainingDisplay
 from gentool.training.distributed import (
@@ -271,6 +271,12 @@ def _moving_average(
 ) -> ExponentialMovingAverage | None:
     decay = record.training.ema
     if decay is None:
+        if resume and EMA_FILE in record.checkpoint_sha256:  # resuming would drop the average
+            raise CheckpointError(
+                f"{run.run_file} records no --ema, but its checkpoint {record.checkpoint} keeps "
+                "a moving average of the weights: was training.ema edited by hand? put back the "
+                "decay the run was trained with"
+            )
         return None
     ema = ExponentialMovingAverage(model, decay)
     if resume:
