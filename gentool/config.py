@@ -113,12 +113,7 @@ def config_fields(config_class: type) -> tuple[ConfigField, ...]:
 
 def parse_config(config_class: type[ConfigT], values: Mapping[str, Any], *, owner: str) -> ConfigT:
     """Validate `values` against the schema and build the config; `owner` names it in errors."""
-    fields = {field.name: field for field in config_fields(config_class)}
-    parsed = {}
-    for key, value in values.items():
-        if key not in fields:
-            raise ConfigError(_unknown_key_message(key, fields, owner))
-        parsed[key] = _coerce(fields[key], value, owner)
+    parsed = coerce_values(config_class, values, owner=owner)
     try:
         return config_class(**parsed)
     except (ValueError, TypeError) as error:
@@ -129,6 +124,18 @@ def parse_config(config_class: type[ConfigT], values: Mapping[str, Any], *, owne
         raise PluginError(
             f"the config of {owner} raised {describe_exception(error)} while checking it"
         ) from None
+
+
+def coerce_values(config_class: type, values: Mapping[str, Any], *, owner: str) -> dict[str, Any]:
+    """`values` as their options' types, each key and value checked on its own: what can be
+    blamed on one value before the config's checks that weigh several together."""
+    fields = {field.name: field for field in config_fields(config_class)}
+    parsed = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(_unknown_key_message(key, fields, owner))
+        parsed[key] = _coerce(fields[key], value, owner)
+    return parsed
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -213,6 +220,7 @@ def _unknown_key_message(key: str, fields: Mapping[str, ConfigField], owner: str
 
 
 FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32_TINY = 1.401298464324817e-45  # the smallest positive float32; anything smaller is 0 there
 
 
 class RefusedValue(ValueError):
@@ -282,6 +290,13 @@ def _coerce_type(expected: Any, value: Any) -> Any:
         # float32's range, which the models compute in, and which becomes inf there.
         if not math.isfinite(number) or abs(number) > FLOAT32_MAX:
             raise RefusedValue(value, f"finite and within float32's range (±{FLOAT32_MAX:.2g})")
+        # 1e-400 reads as 0.0, and 1e-50 becomes 0 in float32: both would train silently as 0.
+        mantissa = value.lower().partition("e")[0] if isinstance(value, str) else ""
+        rounded_to_zero = number == 0 and any(map(str.isdigit, mantissa.strip("0.+-")))
+        if rounded_to_zero or 0 < abs(number) < FLOAT32_TINY:
+            raise RefusedValue(
+                value, f"not so small that float32 rounds it to 0 (below {FLOAT32_TINY:.2g})"
+            )
         return number
     if base is str:
         if not isinstance(value, str):

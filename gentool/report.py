@@ -19,7 +19,7 @@ from gentool.atomic import write_text
 from gentool.plots import event_records, read_history, step_records, training_figure_png
 from gentool.record import RunRecord
 from gentool.run_files import RunFiles
-from gentool.terminal import printable
+from gentool.terminal import counted, printable
 
 MAX_EPOCH_GRIDS = 12  # sample grids shown: evenly spaced over the epochs, the last included
 
@@ -68,8 +68,8 @@ def _summary(record: RunRecord) -> str:
         ("gentool", record.gentool_version),
         (
             "trained",
-            f"{record.progress.epoch} of {training.epochs} epochs, "
-            f"{record.progress.global_step} steps",
+            f"{record.progress.epoch} of {counted(training.epochs, 'epoch')}, "
+            f"{counted(record.progress.global_step, 'step')}",
         ),
         ("batch size", training.batch_size),
         ("seed", training.seed),

@@ -45,6 +45,11 @@ def escaped(text: object) -> str:
     return escape(printable(text))
 
 
+def counted(number: int, noun: str) -> str:
+    """ "1 epoch", "3 epochs": a count with its noun, for the nouns gentool counts."""
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
 def _escape(match: re.Match[str]) -> str:
     character = match.group()
     if "\udc80" <= character <= "\udcff":  # os.fsdecode's stand-in for the byte 0x80-0xff

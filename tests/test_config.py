@@ -80,6 +80,8 @@ def test_unknown_key_is_rejected_with_a_suggestion():
         ("rate", "inf", r"option 'rate' of example must be float >= 0, finite and within float32"),
         ("rate", float("nan"), r"must be float >= 0, finite and within"),
         ("rate", "-1e39", r"must be float >= 0, finite and within float32's range \(±3.4e\+38\)"),
+        ("rate", "1e-400", r"must be float >= 0, not so small that float32 rounds it to 0"),
+        ("rate", 1e-50, r"not so small that float32 rounds it to 0 \(below 1.4e-45\)"),
         ("limit", 2**63, r"option 'limit' of example must be int >= 1 or none, within int64's"),
         ("label", 3, r"option 'label' of example must be str"),
         ("limit", 0, r"must be int >= 1 or none"),
@@ -88,6 +90,11 @@ def test_unknown_key_is_rejected_with_a_suggestion():
 def test_bad_values_name_the_option_and_what_it_accepts(key, value, message):
     with pytest.raises(ConfigError, match=message):
         parse(**{key: value})
+
+
+@pytest.mark.parametrize("zero", ["0", "-0.0", "0e-400", "000.000e5", 0.0])
+def test_zero_written_any_way_is_zero(zero):
+    assert parse(rate=zero).rate == 0
 
 
 def test_cross_field_checks_become_config_errors():

@@ -174,7 +174,7 @@ def test_resume_refuses_other_data_and_finished_runs(dcgan_entry, tmp_path):
     train(dcgan_entry, tmp_path / "run", epochs=1)
     with pytest.raises(DataError, match=r"differs from what .* was trained on"):
         train(dcgan_entry, tmp_path / "run", epochs=2, resume=True, data="builtin:shapes")
-    with pytest.raises(GentoolError, match="already trained 1 epochs: pass --epochs N with N > 1"):
+    with pytest.raises(GentoolError, match="already trained 1 epoch: pass --epochs N with N > 1"):
         train(dcgan_entry, tmp_path / "run", epochs=1, resume=True)
 
 

@@ -232,7 +232,7 @@ def test_weights_made_non_finite_are_never_committed(in_tmp, monkeypatch):
     resumed = invoke("train", "dcgan", "--resume", "--run-dir", "run", "--epochs", "2")
     assert "is a run of 'poisoned-gan', not 'dcgan'" in one_line_error(resumed)
     again = invoke("train", "poisoned-gan", "--resume", "--run-dir", "run", "--epochs", "1")
-    assert "already trained 1 epochs" in one_line_error(again)  # epoch 1's checkpoint loads
+    assert "already trained 1 epoch" in one_line_error(again)  # epoch 1's checkpoint loads
 
 
 def edit(run: Path, change) -> None:

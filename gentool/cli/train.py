@@ -17,7 +17,7 @@ from gentool.errors import GentoolError
 from gentool.launcher import PROCESS_ERRORS
 from gentool.loggers import installed_loggers
 from gentool.registry import resolve
-from gentool.terminal import escaped
+from gentool.terminal import counted, escaped
 
 DATA, TRAINING, MODEL, RUN, SCALE, EVAL = (
     "Data", "Training", "Model config", "Run folder", "Speed and scale", "Evaluation",
@@ -301,11 +301,11 @@ def train(
     if ranks_from_environment().main:
         last = summary.last_sample_grid
         grid = f"; last samples: {escaped(last)}" if last else ""
-        steps = f"{summary.total_steps} steps"
+        steps = counted(summary.total_steps, "step")
         if summary.steps != summary.total_steps:  # a resumed run: say what this command did
             steps += f", {summary.steps} of them now"
         console.print(
-            f"[green]done:[/] {summary.epochs_done} epochs of {escaped(entry.name)} in "
+            f"[green]done:[/] {counted(summary.epochs_done, 'epoch')} of {escaped(entry.name)} in "
             f"{escaped(run)} ({steps}, {summary.seconds:.1f} s, "
             f"{summary.images_per_second:.1f} images/s){grid}",
             highlight=False,

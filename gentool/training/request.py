@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gentool.api import ModelPlugin
-from gentool.config import toml_load_file
+from gentool.config import coerce_values, toml_load_file
 from gentool.errors import ConfigError, GentoolError
 from gentool.evaluate import SAMPLING_METRICS, EvalSettings, parse_metrics
 from gentool.features import FEATURE_NAMES, load_extractor
@@ -183,6 +183,10 @@ def merged_config(request: TrainRequest, plugin: ModelPlugin) -> dict[str, Any]:
     values: dict[str, Any] = {}
     if request.config_file is not None:
         values.update(toml_load_file(request.config_file))
+        try:  # a wrong key or value in the file is named at the file
+            coerce_values(plugin.Config, values, owner=plugin.name)
+        except ConfigError as error:
+            raise ConfigError(f"--config {request.config_file}: {error}") from None
     values.update(request.config_values)
     if request.lr is not None:
         if "lr" not in {field.name for field in plugin.config_fields()}:

@@ -21,6 +21,7 @@ from gentool.errors import ConfigError, DataError, GentoolError
 from gentool.models import image_size_of, plugin_for_config
 from gentool.record import DataInfo, PluginInfo, RunRecord, TrainingSettings
 from gentool.run_files import enclosing_run
+from gentool.terminal import counted
 from gentool.training.claim import RunClaim, remove_stale_replacements
 from gentool.training.request import TrainingPlan
 from gentool.training.tracking import LoggerChoice, load_loggers
@@ -120,7 +121,7 @@ def start_resumed_run(
     epochs = request.epochs or record.training.epochs
     if epochs <= record.progress.epoch:
         raise GentoolError(
-            f"{run} has already trained {record.progress.epoch} epochs: "
+            f"{run} has already trained {counted(record.progress.epoch, 'epoch')}: "
             f"pass --epochs N with N > {record.progress.epoch} to train further"
         )
     record.training.epochs = epochs

@@ -24,7 +24,10 @@ class Config:
         "batch; l1, Σ_j |h_j| per image",
     )
     rho: float = option(
-        0.05, "target mean activation of each hidden unit (kl only; Ng's 0.05)", min=0, max=1
+        0.05,
+        "target mean activation of each hidden unit, strictly between 0 and 1 (kl only; Ng's 0.05)",
+        min=0,
+        max=1,
     )
     beta: float = option(3.0, "β, weight of the sparsity penalty (Ng's 3)", min=0)
     loss: Literal["mse", "bce"] = option(

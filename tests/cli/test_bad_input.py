@@ -34,8 +34,16 @@ BAD_INPUT: list[tuple[list[str], int, str]] = [
     (["train", "stacked-ae", "-o", "hidden=0,a"], 1, "'hidden' of stacked-ae must be list of int"),
     (["train", "dcgan", "-o", "=3"], 1, "expected key=value after -o, got '=3'"),
     (["train", "dcgan", "--config", "."], 1, "cannot read config file .: Is a directory"),
-    (["train", "dcgan", "--config", "list.toml"], 1, "option 'image_size' of dcgan must be int"),
-    (["train", "dcgan", "--config", "section.toml"], 1, "unknown option 'model' for dcgan"),
+    (
+        ["train", "dcgan", "--config", "list.toml"],
+        1,
+        "--config list.toml: option 'image_size' of dcgan must be int",
+    ),
+    (
+        ["train", "dcgan", "--config", "section.toml"],
+        1,
+        "--config section.toml: unknown option 'model' for dcgan",
+    ),
     # data
     (["train", "dcgan", "--data", "notes.txt"], 1, "cannot read 'notes.txt': give a folder"),
     (["train", "dcgan", "--data", "empty"], 1, "no images found in 'empty'"),

@@ -59,7 +59,7 @@ def test_a_scaffolded_plugin_installs_lists_passes_its_kit_and_trains(tmp_path):
                   "--limit", "32", "-b", "8", "--epochs", "1", "--device", "cpu",
                   site=site, cwd=tmp_path)  # fmt: skip
     assert trained.returncode == 0, trained.stderr
-    assert "done: 1 epochs of tiny-vae" in trained.stdout
+    assert "done: 1 epoch of tiny-vae" in trained.stdout
 
 
 def test_the_example_third_party_plugin_installs_and_trains(tmp_path):
@@ -70,7 +70,7 @@ def test_the_example_third_party_plugin_installs_and_trains(tmp_path):
                   "-o", "d_features=8", "-o", "critic_steps=2", "--limit", "32", "-b", "16",
                   "--epochs", "1", "--device", "cpu", site=site, cwd=tmp_path)  # fmt: skip
     assert trained.returncode == 0, trained.stderr
-    assert "done: 1 epochs of wgan-gp" in trained.stdout
+    assert "done: 1 epoch of wgan-gp" in trained.stdout
     own_tests = run("-m", "pytest", "-q", "-p", "no:cacheprovider", str(example / "tests"),
                     site=site, cwd=tmp_path)  # fmt: skip
     assert own_tests.returncode == 0, own_tests.stdout[-2000:]
