@@ -2,6 +2,7 @@
 
     python scripts/quality_table.py calibrate dcgan:shapes cdcgan:shapes …   # seconds an epoch
     python scripts/quality_table.py run cdcgan:shapes --budgets 2,5,15       # train and evaluate
+    python scripts/quality_table.py run cdcgan:shapes --budgets 15 --ema 0.999 --flags=--amp
     python scripts/quality_table.py table                                     # the markdown rows
 
 A budget is minutes of training on this machine, turned into whole epochs by the model's measured
@@ -10,6 +11,9 @@ The run then trains for that many epochs, so a row reproduces with the same comm
 machine, however loaded; only the minutes it stands for belong to the machine that calibrated.
 Each budget resumes the run of the one before, exactly as an uninterrupted run would train, and
 a budget whose epochs the run already has is skipped, so longer budgets extend earlier runs.
+`--flags` are the `gentool train` flags a run does not record (--amp, --channels-last), so
+every training command of the run is given them; a calibration with flags is timed with them and
+kept under its own name. `--ema D` goes to the first command, and the run keeps it.
 
 Every command the script runs is `gentool` itself, printed and recorded with its results in
 `quality/results.jsonl`, so each row of the table carries the commands that made it.
@@ -50,8 +54,11 @@ def train_arguments(model: str, data: str, limit: int, seed: int, options: list[
     return arguments
 
 
-def run_name(model: str, data: str, limit: int, seed: int, options: list[str]) -> str:
+def run_name(
+    model: str, data: str, limit: int, seed: int, options: list[str], flags: list[str]
+) -> str:
     suffix = "".join(f"-{option.replace('=', '_').replace(',', '+')}" for option in options)
+    suffix += "".join(f"-{flag.lstrip('-')}" for flag in flags)
     return f"{model}-{data}-{limit}-seed{seed}{suffix}"
 
 
@@ -64,10 +71,10 @@ def calibrate(args: argparse.Namespace) -> None:
     calibration = json.loads(CALIBRATION.read_text()) if CALIBRATION.exists() else {}
     for target in args.targets:
         model, data = target.split(":")
-        key = run_name(model, data, args.limit, 0, args.option)
+        key = run_name(model, data, args.limit, 0, args.option, args.flags)
         run = OUT / "calibration" / key
         train = train_arguments(model, data, args.limit, 0, args.option)
-        gentool("train", *train, "--epochs", "2", "--run-dir", str(run), "--overwrite")
+        gentool("train", *train, *args.flags, "--epochs", "2", "--run-dir", str(run), "--overwrite")
         calibration[key] = epoch_seconds(run)[-1]
         print(f"{key}: {calibration[key]:.2f} s an epoch", flush=True)
         CALIBRATION.write_text(json.dumps(calibration, indent=2) + "\n")
@@ -83,9 +90,10 @@ def evaluate(model: str, run: Path, seed: int) -> tuple[list[str], dict]:
 def run(args: argparse.Namespace) -> None:
     calibration = json.loads(CALIBRATION.read_text())
     model, data = args.target.split(":")
-    key = run_name(model, data, args.limit, 0, args.option)
+    key = run_name(model, data, args.limit, 0, args.option, args.flags)
     per_epoch = calibration[key]
-    run_dir = OUT / "runs" / run_name(model, data, args.limit, args.seed, args.option)
+    named = args.flags + (["--ema", str(args.ema)] if args.ema else [])
+    run_dir = OUT / "runs" / run_name(model, data, args.limit, args.seed, args.option, named)
     train = train_arguments(model, data, args.limit, args.seed, args.option)
     done = len(epoch_seconds(run_dir)) if run_dir.exists() else 0  # budgets run before
     for budget in sorted(args.budgets):
@@ -93,13 +101,14 @@ def run(args: argparse.Namespace) -> None:
         if epochs <= done:
             continue
         resume = ["--resume"] if done else []
-        command = ["train", *(train if not done else [model]), "--epochs", str(epochs)]
-        command += ["--run-dir", str(run_dir), *resume]
+        first = [*train, *(["--ema", str(args.ema)] if args.ema else [])]
+        command = ["train", *(first if not done else [model]), *args.flags]
+        command += ["--epochs", str(epochs), "--run-dir", str(run_dir), *resume]
         gentool(*command)
         evaluation_command, values = evaluate(model, run_dir, args.seed)
         record = {
             "model": model, "data": data, "limit": args.limit, "seed": args.seed,
-            "options": args.option, "budget_minutes": budget, "epochs": epochs,
+            "options": args.option, "flags": named, "budget_minutes": budget, "epochs": epochs,
             "seconds_per_epoch": per_epoch, "train": ["gentool", *command],
             "eval": ["gentool", "eval", *evaluation_command], "values": values,
         }  # fmt: skip
@@ -123,7 +132,8 @@ def table(args: argparse.Namespace) -> None:
         labels = "–"
         if accuracy is not None:
             labels = f"{accuracy:.3f} ({min(values['label_accuracy_by_class'].values()):.3f})"
-        options = ", ".join(record["options"]) or "defaults"
+        flags = [shlex.join(record["flags"])] if record.get("flags") else []
+        options = ", ".join(record["options"] + flags) or "defaults"
         print(
             f"| {record['model']} | {record['data']} | {record['limit']:,} | {options} "
             f"| {record['budget_minutes']:g} min | {record['epochs']} | {values['fid']:.1f} "
@@ -152,8 +162,12 @@ def main() -> None:
             command.add_argument("target", help="MODEL:SET, e.g. dcgan:shapes")
             command.add_argument("--budgets", type=lambda text: [float(x) for x in text.split(",")])
             command.add_argument("--seed", type=int, default=0)
+            command.add_argument("--ema", type=float, help="train --ema D: evaluate the average")
         command.add_argument("--limit", type=int, default=5000, help="images of the set")
         command.add_argument("-o", "--option", action="append", default=[], help="KEY=VALUE")
+        command.add_argument(
+            "--flags", type=shlex.split, default=[], help="gentool train flags, as one string"
+        )
     commands.add_parser("table")
     args = parser.parse_args()
     OUT.mkdir(exist_ok=True)

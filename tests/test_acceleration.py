@@ -23,6 +23,7 @@ from gentool.registry import resolve
 from gentool.training.benchmark import bench_training
 from gentool.training.ema import ExponentialMovingAverage
 from gentool.training.speed import Acceleration, prepare_model
+from gentool.training.step import train_step
 from tests.conftest import TINY_DCGAN, TINY_DCGAN_ARGS, entry_for
 from tests.test_train import checkpoint_tensors, logged_losses, train
 
@@ -116,6 +117,34 @@ def test_bench_train_times_channels_last_steps(tiny_cpu_training):
         ("eager", "ok"),
         ("channels-last", "ok"),
     ]
+
+
+def test_bench_train_times_amp_steps_under_autocast(tiny_cpu_training, monkeypatch):
+    import gentool.training.benchmark as benchmark
+
+    autocast_states = []
+
+    def recording_step(*args):
+        autocast_states.append(torch.is_autocast_enabled("cpu"))
+        return train_step(*args)
+
+    monkeypatch.setattr(benchmark, "train_step", recording_step)
+    dcgan = resolve("dcgan").plugin
+    results = bench_training(
+        dcgan,
+        dcgan.parse_config(TINY_DCGAN),
+        batch_size=8,
+        device=torch.device("cpu"),
+        variants=["eager", "amp", "amp+channels-last"],
+        steps=1,
+    )
+    assert [(result.variant, result.status) for result in results] == [
+        ("eager", "ok"),
+        ("amp", "ok"),
+        ("amp+channels-last", "ok"),
+    ]
+    steps = benchmark.WARMUP_STEPS + 1
+    assert autocast_states == [False] * steps + [True] * 2 * steps
 
 
 def test_a_failing_compile_is_one_clear_error(tmp_path, monkeypatch):

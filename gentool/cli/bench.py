@@ -135,12 +135,14 @@ def bench_train(
     variants: str = typer.Option(
         "eager,compile,fused",
         "--variants",
-        help="Comma-separated: eager, compile, fused, channels-last, compile+channels-last",
+        help="Comma-separated: eager, compile, fused, channels-last, compile+channels-last, "
+        "amp, amp+channels-last",
     ),
     device: DeviceOption = "auto",
 ) -> None:
-    """Images per second of full training steps: eager, torch.compile, the fused kernels, and
-    channels-last. Under torchrun, each process steps on its share of the batch.
+    """Images per second of full training steps: eager, torch.compile, the fused kernels,
+    channels-last and mixed precision (--amp). Under torchrun, each process steps on its share
+    of the batch.
 
     [dim]Examples:
       gentool bench train dcgan --steps 10
