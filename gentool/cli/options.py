@@ -31,7 +31,7 @@ ModelOverridesOption = Annotated[
         "--option",
         "-o",
         metavar="KEY=VALUE",
-        help="Set a model config field; repeatable (see `gentool info NAME`)",
+        help="Set a model config field (see `gentool info NAME`); repeatable, the last one wins",
         rich_help_panel="Model config",
     ),
 ]

@@ -126,7 +126,12 @@ LrOption = Annotated[
 ]
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="TOML file of model config fields", rich_help_panel=MODEL),
+    typer.Option(
+        "--config",
+        "-c",
+        help="TOML file of model config fields; -o and --lr override its values",
+        rich_help_panel=MODEL,
+    ),
 ]
 RunDirOption = Annotated[
     Path | None,

@@ -191,6 +191,8 @@ def merged_config(request: TrainRequest, plugin: ModelPlugin) -> dict[str, Any]:
     if request.lr is not None:
         if "lr" not in {field.name for field in plugin.config_fields()}:
             raise ConfigError(f"{plugin.name} has no learning-rate option 'lr'; see gentool info")
+        if "lr" in request.config_values:
+            raise ConfigError("--lr and -o lr= both set the learning rate: give one of them")
         values["lr"] = request.lr
     plugin.parse_config(values)
     return values

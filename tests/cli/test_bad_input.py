@@ -24,6 +24,7 @@ BAD_INPUT: list[tuple[list[str], int, str]] = [
     # model config: wrong type, out of range, not a number, unknown key, malformed
     (["train", "dcgan", "-o", "lr=nan"], 1, "'lr' of dcgan must be float >= 0, finite and within"),
     (["train", "dcgan", "--lr", "inf"], 1, "'lr' of dcgan must be float >= 0, finite and within"),
+    (["train", "dcgan", "--lr", "1e-3", "-o", "lr=2e-3"], 1, "--lr and -o lr= both set"),
     (["train", "dcgan", "-o", "beta1=1.5"], 1, "option 'beta1' of dcgan must be float in [0,"),
     (["train", "gan", "-o", "d_steps=1000"], 1, "option 'd_steps' of gan must be int in [1, 100]"),
     (["train", "dcgan", "-o", "latent_dim=0"], 1, "option 'latent_dim' of dcgan must be int >= 1"),
