@@ -22,6 +22,7 @@ import errno
 import json
 import math
 import os
+import struct
 import sys
 import types
 import typing
@@ -158,7 +159,7 @@ def config_to_toml(config: Any) -> str:
 
 def toml_loads(text: str) -> dict[str, Any]:
     """Parse TOML text (tomllib, or tomli before Python 3.11)."""
-    return _toml_module().loads(text)
+    return _toml_module().loads(text, parse_float=_toml_float)
 
 
 def toml_load_file(path: Any) -> dict[str, Any]:
@@ -168,7 +169,7 @@ def toml_load_file(path: Any) -> dict[str, Any]:
         if os.path.isdir(path):
             raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
         text = read_untrusted(path, MAX_CONFIG_BYTES)
-        return module.loads(text.decode("utf-8"))
+        return toml_loads(text.decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except OSError as error:  # a folder, a FIFO, a device, an unreadable file
@@ -220,7 +221,6 @@ def _unknown_key_message(key: str, fields: Mapping[str, ConfigField], owner: str
 
 
 FLOAT32_MAX = 3.4028234663852886e38
-FLOAT32_TINY = 1.401298464324817e-45  # the smallest positive float32; anything smaller is 0 there
 
 
 class RefusedValue(ValueError):
@@ -262,12 +262,12 @@ def _coerce_type(expected: Any, value: Any) -> Any:
         if isinstance(value, str):
             text = value.replace(" ", "")
             items = text.split(",") if text else []
-            if "" in items:  # `a,,b` or a trailing comma: a slip, not a wish for fewer items
-                raise RefusedValue(value, "with no empty item between commas")
         elif isinstance(value, (list, tuple)):
             items = list(value)
         else:
             raise TypeError(value)
+        if "" in items:  # `a,,b`, a trailing comma, `["a", ""]`: a slip, not a wish for fewer
+            raise RefusedValue(value, "with no empty item between commas")
         return tuple(_coerce_type(item_type, item) for item in items)
     if base is bool:
         if isinstance(value, bool):
@@ -290,19 +290,30 @@ def _coerce_type(expected: Any, value: Any) -> Any:
         # float32's range, which the models compute in, and which becomes inf there.
         if not math.isfinite(number) or abs(number) > FLOAT32_MAX:
             raise RefusedValue(value, f"finite and within float32's range (±{FLOAT32_MAX:.2g})")
-        # 1e-400 reads as 0.0, and 1e-50 becomes 0 in float32: both would train silently as 0.
-        mantissa = value.lower().partition("e")[0] if isinstance(value, str) else ""
-        rounded_to_zero = number == 0 and any(map(str.isdigit, mantissa.strip("0.+-")))
-        if rounded_to_zero or 0 < abs(number) < FLOAT32_TINY:
-            raise RefusedValue(
-                value, f"not so small that float32 rounds it to 0 (below {FLOAT32_TINY:.2g})"
-            )
+        if _rounds_to_zero(value, number):
+            raise RefusedValue(value, "not so small that float32 rounds it to 0")
         return number
     if base is str:
         if not isinstance(value, str):
             raise TypeError(value)
         return value
     raise TypeError(f"unsupported config field type {expected!r}")
+
+
+def _rounds_to_zero(written: Any, number: float) -> bool:
+    """Whether a number written non-zero reads as 0 (1e-400 as a float) or becomes 0 in float32
+    (1e-50), which the models compute in: either would train silently as 0."""
+    mantissa = written.lower().partition("e")[0] if isinstance(written, str) else ""
+    if number == 0:
+        return any(map(str.isdigit, mantissa.strip("0.+-")))
+    return struct.unpack("f", struct.pack("f", number))[0] == 0
+
+
+def _toml_float(text: str) -> float:
+    number = float(text)
+    if _rounds_to_zero(text, number):
+        raise ValueError(f"{text} is a number float32 rounds to 0: write 0, or a larger number")
+    return number
 
 
 def _check_range(field: ConfigField, value: Any, owner: str) -> None:

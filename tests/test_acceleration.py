@@ -19,7 +19,7 @@ from gentool.errors import GentoolError, Interrupted, TrainingError
 from gentool.kernels import ConvTransposeBNReLU
 from gentool.models import load_trained
 from gentool.plugins.dcgan.model import DCGAN
-from gentool.registry import resolve
+from gentool.registry import discover, resolve
 from gentool.training.benchmark import bench_training
 from gentool.training.ema import ExponentialMovingAverage
 from gentool.training.speed import Acceleration, prepare_model
@@ -145,6 +145,25 @@ def test_bench_train_times_amp_steps_under_autocast(tiny_cpu_training, monkeypat
     ]
     steps = benchmark.WARMUP_STEPS + 1
     assert autocast_states == [False] * steps + [True] * 2 * steps
+
+
+BUILTIN_MODELS = [entry.name for entry in discover() if entry.distribution == "gentool"]
+
+
+@pytest.mark.parametrize("name", BUILTIN_MODELS)
+def test_every_builtin_model_trains_under_amp(name, tiny_cpu_training):
+    """A step under bfloat16 autocast, as --amp runs it: deep-ae's CD-1 wrote bfloat16
+    gradients into float32 parameters until its gradients took their parameters' dtype."""
+    plugin = resolve(name).plugin
+    results = bench_training(
+        plugin,
+        plugin.parse_config(plugin.test_config),
+        batch_size=4,
+        device=torch.device("cpu"),
+        variants=["amp"],
+        steps=1,
+    )
+    assert (results[0].status, results[0].reason) == ("ok", "")
 
 
 def test_a_failing_compile_is_one_clear_error(tmp_path, monkeypatch):

@@ -141,12 +141,14 @@ def test_a_full_disk_while_saving_keeps_the_last_checkpoint_and_says_how_to_go_o
     monkeypatch.setattr(
         "gentool.checkpoint.write_tensor_file", disk_full_on_call(1, checkpoint.write_tensor_file)
     )
-    result = invoke("train", "dcgan", "--resume", "--run-dir", "run", "--epochs", "2")
+    # The command it advises asks for the steps as this one computed them.
+    resume = ("--resume", "--run-dir", "run", "--epochs", "2", "--amp", "--channels-last")
+    result = invoke("train", "dcgan", *resume)
     assert one_line_error(result) == (
         "error: could not save a checkpoint in run: the disk is full (No space left on device); "
         "nothing was lost: the previous checkpoint checkpoint-00000003 is intact and run.json "
         "still names it; once fixed, resume with: gentool train dcgan --resume --run-dir run "
-        "--epochs 2"
+        "--epochs 2 --amp --channels-last"
     )
     assert committed_files(in_tmp / "run") == before
     assert sorted(

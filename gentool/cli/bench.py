@@ -157,7 +157,12 @@ def bench_train(
 
     entry = resolve(name)
     config = entry.plugin.parse_config(dict(map(parse_assignment, overrides)))
-    chosen = [variant.strip() for variant in variants.split(",") if variant.strip()]
+    chosen = [variant.strip() for variant in variants.split(",")]
+    if "" in chosen or len(set(chosen)) < len(chosen):
+        raise GentoolError(
+            f"--variants takes distinct names between commas, got {variants!r}: "
+            f"any of {', '.join(TRAIN_VARIANTS)}"
+        )
     for variant in chosen:
         choice("--variants", variant, dict.fromkeys(TRAIN_VARIANTS))
     target = resolve_device(device)

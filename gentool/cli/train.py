@@ -66,6 +66,7 @@ EpochsOption = Annotated[
         "--epochs",
         "-e",
         min=1,
+        max=2**63 - 1,  # as --seed: a count past int64 is a slip
         help="Train until this many epochs are done (default: 5; on --resume, the run's own "
         "target)",
         rich_help_panel=TRAINING,
@@ -120,9 +121,12 @@ LogOption = Annotated[
         rich_help_panel=TRAINING,
     ),
 ]
+# A string, checked as -o lr= is: a float would already have read 1e-400 as 0.
 LrOption = Annotated[
-    float | None,
-    typer.Option("--lr", help="Learning rate (same as -o lr=...)", rich_help_panel=MODEL),
+    str | None,
+    typer.Option(
+        "--lr", metavar="FLOAT", help="Learning rate (same as -o lr=...)", rich_help_panel=MODEL
+    ),
 ]
 ConfigOption = Annotated[
     Path | None,

@@ -10,6 +10,7 @@ import torch
 from gentool.api import Batch
 from gentool.data.dataset import ImageDataset, to_value_range
 from gentool.errors import DataError
+from gentool.terminal import counted
 
 AUGMENTATIONS = ("flip",)
 _FLIP_STREAM = 0x666C6970  # keeps the flips' random stream apart from the shuffle's
@@ -46,8 +47,8 @@ class BatchLoader:
             raise DataError(f"--batch-size must be at least 1, got {batch_size}")
         if len(dataset) < batch_size:
             raise DataError(
-                f"the data has {len(dataset)} images, fewer than one batch of {batch_size}: "
-                "lower --batch-size or add images"
+                f"the data has {counted(len(dataset), 'image')}, fewer than one batch of "
+                f"{batch_size}: lower --batch-size or add images"
             )
         unknown = sorted(set(augment) - set(AUGMENTATIONS))
         if unknown:

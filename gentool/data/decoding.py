@@ -25,6 +25,7 @@ from gentool.image_files import (
     start_worker,
 )
 from gentool.progress import Tracker
+from gentool.terminal import counted
 
 # Below this many files, starting worker processes costs more than it saves.
 MIN_FILES_FOR_WORKERS = 512
@@ -130,7 +131,8 @@ def _can_fork() -> bool:
 def _count_failures(failures: list[str], total: int, source: str) -> None:
     if len(failures) == total:
         raise DataError(
-            f"none of the {total} image files in {source!r} could be decoded (first: {failures[0]})"
+            f"none of the {counted(total, 'image file')} in {source!r} could be decoded "
+            f"(first: {failures[0]})"
         )
     if failures:
         warnings.warn(

@@ -18,6 +18,7 @@ import torch
 
 from gentool.api import Batch, DataSpec, ModelPlugin
 from gentool.kernels.dispatch import use_backend
+from gentool.limits import check_allocation
 from gentool.models import build_model, image_size_of
 from gentool.training.distributed import Ranks, shard_size
 from gentool.training.speed import (
@@ -91,6 +92,9 @@ def bench_training(
 
 def _random_batch(plugin: ModelPlugin, config: Any, shard: int, device: torch.device) -> Batch:
     size = image_size_of(config) or BENCH_IMAGE_SIZE
+    check_allocation(
+        shard * 3 * size * size * 4, f"a batch of {shard} images of {size}×{size}", "lower -b"
+    )
     low, high = plugin.value_range
     images = low + (high - low) * torch.rand(shard, 3, size, size, device=device)
     labels = None

@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Column
 
 from gentool.interrupts import interrupted
-from gentool.terminal import escaped
+from gentool.terminal import counted, escaped
 
 
 class StopRequest:
@@ -119,8 +119,8 @@ class TrainingDisplay:
         if self.progress is None:
             seconds = time.perf_counter() - self.epoch_started
             self.console.print(
-                f"{self.label}: {self._means()}  ({self.steps} steps, {self._rate():.1f} it/s, "
-                f"{seconds:.1f} s)",
+                f"{self.label}: {self._means()}  ({counted(self.steps, 'step')}, "
+                f"{self._rate():.1f} it/s, {seconds:.1f} s)",
                 highlight=False,
             )
 

@@ -44,7 +44,7 @@ class TrainRequest:
     entry: PluginEntry
     config_values: Mapping[str, Any] = field(default_factory=dict)
     config_file: Path | None = None
-    lr: float | None = None
+    lr: float | str | None = None  # a string as -o values are, coerced and checked alike
     data: str | None = None
     limit: int | None = None
     epochs: int | None = None

@@ -112,11 +112,11 @@ class Session:
 
     @property
     def resume_command(self) -> str:
-        processes = f" --nproc {self.ranks.world_size}" if self.ranks.distributed else ""
-        return (
-            f"gentool train {self.plugin.name} --resume --run-dir {shlex.quote(str(self.run))} "
-            f"--epochs {self.record.training.epochs}{processes}"
-        )
+        processes = ["--nproc", str(self.ranks.world_size)] if self.ranks.distributed else []
+        return shlex.join([
+            "gentool", "train", self.plugin.name, "--resume", "--run-dir", str(self.run),
+            "--epochs", str(self.record.training.epochs), *processes, *self.acceleration.flags(),
+        ])  # fmt: skip
 
 
 def open_session(

@@ -24,6 +24,16 @@ class Acceleration:
     sync_bn: bool = False  # BatchNorm statistics over the whole global batch (CUDA only)
     kernels: str | None = None  # fused-kernel backend: auto, triton, torch; None: $GENTOOL_KERNELS
 
+    def flags(self) -> list[str]:
+        """The `gentool train` flags that ask for these choices: a resume given them again
+        computes its steps as the run did."""
+        chosen = {
+            "--amp": self.amp, "--compile": self.compile,
+            "--channels-last": self.channels_last, "--sync-bn": self.sync_bn,
+        }  # fmt: skip
+        kernels = ["--kernels", self.kernels] if self.kernels not in (None, "auto") else []
+        return [flag for flag, on in chosen.items() if on] + kernels
+
 
 def prepare_model(model: torch.nn.Module, acceleration: Acceleration) -> torch.nn.Module:
     """The model with synchronised BatchNorm and channels-last weights where asked; neither

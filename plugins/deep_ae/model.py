@@ -86,9 +86,11 @@ class RBM(nn.Module):
         p1 = self.hidden_mean(v1)  # (B, n_h), negative phase
         batch = v0.shape[0]
         positive, negative = p0.t() @ v0, p1.t() @ v1  # (n_h, n_v) each
-        self.weight.grad = -(positive - negative) / batch + weight_cost * self.weight
-        self.visible_bias.grad = -(v0 - v1).mean(dim=0)
-        self.hidden_bias.grad = -(p0 - p1).mean(dim=0)
+        # Under --amp these are bfloat16; a gradient takes its parameter's dtype.
+        dtype = self.weight.dtype
+        self.weight.grad = (-(positive - negative) / batch + weight_cost * self.weight).to(dtype)
+        self.visible_bias.grad = -(v0 - v1).mean(dim=0).to(dtype)
+        self.hidden_bias.grad = -(p0 - p1).mean(dim=0).to(dtype)
         return F.mse_loss(v1, v0)
 
 

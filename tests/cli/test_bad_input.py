@@ -45,6 +45,12 @@ BAD_INPUT: list[tuple[list[str], int, str]] = [
         1,
         "--config section.toml: unknown option 'model' for dcgan",
     ),
+    (
+        ["train", "dcgan", "--config", "tiny.toml"],
+        1,
+        "config file tiny.toml is not a model config: 1e-400 is a number float32 rounds to 0",
+    ),
+    (["train", "dcgan", "--lr", "1e-400"], 1, "'lr' of dcgan must be float >= 0, not so small"),
     # data
     (["train", "dcgan", "--data", "notes.txt"], 1, "cannot read 'notes.txt': give a folder"),
     (["train", "dcgan", "--data", "empty"], 1, "no images found in 'empty'"),
@@ -154,6 +160,9 @@ BAD_INPUT: list[tuple[list[str], int, str]] = [
     (["bench", "kernels", "--op", "matmul"], 1, "--op must be one of reparam_kl, convt_bn_relu"),
     (["bench", "kernels", "--dtype", "int8"], 1, "--dtype must be one of float32, bfloat16"),
     (["bench", "train", "dcgan", "--variants", "turbo"], 1, "--variants must be one of eager"),
+    (["bench", "train", "dcgan", "--variants", "eager,,amp"], 1, "takes distinct names between"),
+    (["bench", "train", "dcgan", "--variants", "amp,amp"], 1, "takes distinct names between"),
+    (["bench", "train", "dcgan", "-b", str(2**70)], 1, f"a batch of {2**70} images of 64×64"),
 ]
 if not torch.cuda.is_available():
     BAD_INPUT.append(
@@ -173,6 +182,7 @@ def bad_files(in_tmp):
     (in_tmp / "damaged" / "run.json").write_text("{")
     (in_tmp / "list.toml").write_text("image_size = [16, 32]\n")
     (in_tmp / "section.toml").write_text("[model]\nlr = 0.1\n")
+    (in_tmp / "tiny.toml").write_text("lr = 1e-400\n")
     os.mkfifo(in_tmp / "pipe.toml")
     return in_tmp
 
