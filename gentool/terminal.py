@@ -46,7 +46,7 @@ def escaped(text: object) -> str:
 
 
 def counted(number: int, noun: str) -> str:
-    """ "1 epoch", "3 epochs": a count with its noun, for the nouns gentool counts."""
+    """A count with its noun, in the singular for one: "1 epoch", "3 epochs"."""
     return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
