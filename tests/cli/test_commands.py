@@ -112,7 +112,7 @@ def test_config_file_and_overrides_set_config_fields(in_tmp):
             "option 'image_size' of dcgan must be int >= 16",
         ),
         (["train", "dcgan", "-o", "image_size=48"], "must be a power of two"),
-        (["train", "dcgan", "--lr", "-1"], "option 'lr' of dcgan must be float >= 0, got '-1'"),
+        (["train", "dcgan", "--lr", "-1"], "option 'lr' of dcgan must be float >= 0, got -1.0"),
         (["train", "dcgan", "-o", "latent_dim"], "expected key=value after -o"),
         (["train", "dcgan", "--config", "missing.toml"], "config file missing.toml does not exist"),
         (["train", "dcgan", "--data", "nowhere"], "data path 'nowhere' does not exist"),

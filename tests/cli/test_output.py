@@ -256,7 +256,7 @@ def test_training_shows_a_models_value_and_phase_names_escaped():
         display.end_epoch()
     assert_inert(written.getvalue())
     assert written.getvalue().startswith(
-        f"epoch 1/1 · phase{HOSTILE_SHOWN}: loss{HOSTILE_SHOWN} 0.5  (1 steps,"
+        f"epoch 1/1 · phase{HOSTILE_SHOWN}: loss{HOSTILE_SHOWN} 0.5  (1 step,"
     )
 
 
