@@ -52,7 +52,7 @@ def test_immediate_sub_folders_are_class_labels(tmp_path):
 def test_loose_images_beside_class_folders_make_the_set_unlabelled_with_a_warning(tmp_path):
     write_png(tmp_path / "cats" / "0.png")
     write_png(tmp_path / "loose.png")
-    with pytest.warns(DataWarning, match="1 images lie directly in"):
+    with pytest.warns(DataWarning, match="1 image lies directly in"):
         dataset = load_dataset(str(tmp_path), image_size=8)
     assert dataset.labels is None and len(dataset) == 2
 

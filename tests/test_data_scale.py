@@ -187,7 +187,7 @@ def test_a_zip_bomb_inflates_no_further_than_the_limit(tmp_path, monkeypatch):
     bomb = bytes(8 * 2**20)  # 8 MiB of zeros: a few kilobytes compressed
     archive = write_zip(tmp_path / "bomb.zip", {"a.png": png_bytes((1, 2, 3)), "b.png": bomb})
     assert archive.stat().st_size < 50_000
-    with pytest.warns(DataWarning, match="skipped 1 images in .* larger than 1 MiB .*b.png"):
+    with pytest.warns(DataWarning, match="skipped 1 image in .* larger than 1 MiB .*b.png"):
         assert len(load_dataset(str(archive), image_size=8)) == 1
 
 

@@ -338,7 +338,7 @@ def test_a_huge_sparse_file_among_the_images_is_skipped_unread(tmp_path):
     with (folder / "huge.png").open("wb") as file:
         file.truncate(2**40)  # a terabyte that takes no disk
     started = time.perf_counter()
-    with pytest.warns(DataWarning, match="skipped 1 image files larger than 1024 MiB"):
+    with pytest.warns(DataWarning, match="skipped 1 image file larger than 1024 MiB"):
         dataset = load_dataset(str(folder), image_size=8)
     assert len(dataset) == 4 and time.perf_counter() - started < 10
 

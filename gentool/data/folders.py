@@ -28,6 +28,7 @@ from gentool.data.pixels import PixelWriter, cached
 from gentool.errors import DataError
 from gentool.image_files import IMAGE_SUFFIXES, ImageFile
 from gentool.limits import MAX_FOLDER_DEPTH, MAX_IMAGE_FILE_BYTES, SYSTEM_FOLDERS
+from gentool.terminal import counted
 
 _SUFFIXES = tuple(IMAGE_SUFFIXES)
 
@@ -100,7 +101,8 @@ def _classes(listing: Listing) -> list[str] | None:
         return [shown_as[parts[0]] for parts in listing.parts]
     if loose < len(listing.parts):
         warnings.warn(
-            f"{loose} images lie directly in {listing.root} beside class sub-folders; "
+            f"{counted(loose, 'image')} {'lies' if loose == 1 else 'lie'} directly in "
+            f"{listing.root} beside class sub-folders; "
             "the data is treated as unlabelled",
             DataWarning,
             stacklevel=5,
@@ -188,8 +190,8 @@ def _warn_skipped(too_large: list[_Found], too_deep: list[str]) -> None:
         )
     if too_large:
         warnings.warn(
-            f"skipped {len(too_large)} image files larger than {MAX_IMAGE_FILE_BYTES // 2**20} "
-            f"MiB (first: {shown(Path(too_large[0].path))})",
+            f"skipped {counted(len(too_large), 'image file')} larger than "
+            f"{MAX_IMAGE_FILE_BYTES // 2**20} MiB (first: {shown(Path(too_large[0].path))})",
             DataWarning,
             stacklevel=5,
         )

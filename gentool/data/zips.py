@@ -24,6 +24,7 @@ from gentool.data.folders import Listing, load_listing, sample
 from gentool.errors import DataError
 from gentool.image_files import IMAGE_SUFFIXES, ImageFile
 from gentool.limits import MAX_FOLDER_DEPTH, MAX_IMAGE_FILE_BYTES, open_untrusted
+from gentool.terminal import counted
 
 MAX_ARCHIVE_MEMBERS = 4_000_000  # ImageNet's 1.28 M images three times over
 _END_OF_DIRECTORY = b"PK\x05\x06"
@@ -114,14 +115,14 @@ def _warn_skipped(
     repeated: list[zipfile.ZipInfo],
 ) -> None:
     skipped = [
-        (too_large, f"images in {source!r} larger than {MAX_IMAGE_FILE_BYTES // 2**20} MiB"),
-        (escaping, f"members of {source!r} whose names are absolute or contain '..'"),
-        (repeated, f"members of {source!r} whose names a later member repeats"),
+        (too_large, "image", f"in {source!r} larger than {MAX_IMAGE_FILE_BYTES // 2**20} MiB"),
+        (escaping, "member", f"of {source!r} whose names are absolute or contain '..'"),
+        (repeated, "member", f"of {source!r} whose names a later member repeats"),
     ]
-    for members, what in skipped:
+    for members, noun, what in skipped:
         if members:
             warnings.warn(
-                f"skipped {len(members)} {what} (first: {members[0].filename})",
+                f"skipped {counted(len(members), noun)} {what} (first: {members[0].filename})",
                 DataWarning,
                 stacklevel=5,
             )
