@@ -103,7 +103,7 @@ def test_compile_trains_and_keeps_the_plain_checkpoint_keys(tmp_path, tiny_cpu_t
         torch.testing.assert_close(compiled[key], value, rtol=1e-4, atol=1e-5, msg=key)
 
 
-def test_bench_train_times_each_variant_and_amp_s_under_autocast(tiny_cpu_training, monkeypatch):
+def test_bench_train_times_each_variant_with_amp_under_autocast(tiny_cpu_training, monkeypatch):
     import gentool.training.benchmark as benchmark
 
     autocast_states = []
