@@ -35,6 +35,8 @@ REFUSED: list[tuple[dict, str]] = [
     ({"eval_every": 1, "eval_n": 5}, "--eval-n must be at least 10, got 5"),
     ({"eval_every": 0}, "--eval-every must be at least 1, got 0"),
     ({"epochs": 0}, "--epochs must be at least 1, got 0"),
+    ({"epochs": 10**20}, f"--epochs must be at most {2**63 - 1}, got {10**20}"),
+    ({"lr": "1e-400"}, "option 'lr' of dcgan must be float >= 0, not so small that float32"),
     ({"batch_size": 0}, "--batch-size must be at least 1, got 0"),
     ({"limit": 0}, "--limit must be at least 1, got 0"),
     ({"log_every": 0}, "--log-every must be at least 1, got 0"),

@@ -66,7 +66,7 @@ EpochsOption = Annotated[
         "--epochs",
         "-e",
         min=1,
-        max=2**63 - 1,  # as --seed: a count past int64 is a slip
+        max=2**63 - 1,  # as --seed: run.json holds int64
         help="Train until this many epochs are done (default: 5; on --resume, the run's own "
         "target)",
         rich_help_panel=TRAINING,

@@ -154,6 +154,8 @@ def _check_numbers(request: TrainRequest) -> None:
     for flag, value in at_least_one.items():
         if value is not None and (isinstance(value, bool) or value < 1):
             raise ConfigError(f"{flag} must be at least 1, got {value}")
+        if value is not None and value > MAX_SEED:  # run.json holds int64, as for the seed
+            raise ConfigError(f"{flag} must be at most {MAX_SEED}, got {value}")
     if request.seed is not None and not 0 <= request.seed <= MAX_SEED:
         raise ConfigError(f"--seed must be between 0 and {MAX_SEED}, got {request.seed}")
     if request.ema is not None:
