@@ -17,6 +17,7 @@ scalar types) and `X | None`.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import difflib
 import errno
 import json
@@ -127,15 +128,25 @@ def parse_config(config_class: type[ConfigT], values: Mapping[str, Any], *, owne
         ) from None
 
 
-def coerce_values(config_class: type, values: Mapping[str, Any], *, owner: str) -> dict[str, Any]:
+def coerce_values(
+    config_class: type, values: Mapping[str, Any], *, owner: str, typed: bool = False
+) -> dict[str, Any]:
     """`values` as their options' types, each key and value checked on its own: what can be
-    blamed on one value before the config's checks that weigh several together."""
+    blamed on one value before the config's checks that weigh several together. `typed` values
+    come from a format with types of its own (TOML), where text is taken only for an option of
+    text: `lr = "0.001"` is a slip there, where `-o lr=0.001` is the only way to write it."""
     fields = {field.name: field for field in config_fields(config_class)}
     parsed = {}
     for key, value in values.items():
         if key not in fields:
             raise ConfigError(_unknown_key_message(key, fields, owner))
-        parsed[key] = _coerce(fields[key], value, owner)
+        field = fields[key]
+        if typed and isinstance(value, str) and not _takes_text(field.type, value):
+            raise ConfigError(
+                f"option {key!r} of {owner} must be {field.accepted}, got the string {value!r}: "
+                "write it without quotes"
+            )
+        parsed[key] = _coerce(field, value, owner)
     return parsed
 
 
@@ -169,7 +180,8 @@ def toml_load_file(path: Any) -> dict[str, Any]:
         if os.path.isdir(path):
             raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
         text = read_untrusted(path, MAX_CONFIG_BYTES)
-        return toml_loads(text.decode("utf-8"))
+        # utf-8-sig drops the byte-order mark that some editors write and TOML does not allow
+        return toml_loads(text.decode("utf-8-sig"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except OSError as error:  # a folder, a FIFO, a device, an unreadable file
@@ -237,14 +249,21 @@ def _coerce(field: ConfigField, value: Any, owner: str) -> Any:
     except RefusedValue as refused:
         raise ConfigError(
             f"option {field.name!r} of {owner} must be {field.accepted}, {refused.rule}; "
-            f"got {value!r}"
+            f"got {_shown(value)}"
         ) from None
     except (TypeError, ValueError):
         raise ConfigError(
-            f"option {field.name!r} of {owner} must be {field.accepted}, got {value!r}"
+            f"option {field.name!r} of {owner} must be {field.accepted}, got {_shown(value)}"
         ) from None
     _check_range(field, result, owner)
     return result
+
+
+def _shown(value: Any) -> str:
+    """A value as an error quotes it: a TOML date or time as TOML writes it, the rest by repr."""
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    return repr(value)
 
 
 def _coerce_type(expected: Any, value: Any) -> Any:
@@ -327,6 +346,19 @@ def _check_range(field: ConfigField, value: Any, owner: str) -> None:
             raise ConfigError(
                 f"option {field.name!r} of {owner} must be {field.accepted}, got {value!r}"
             )
+
+
+def _takes_text(expected: Any, text: str) -> bool:
+    """Whether an option of type `expected` is written as this text in a typed format: a string
+    or a choice of strings, a list of them (`"color,translation"` as -o writes it), or `none`."""
+    base, optional = _unwrap_optional(expected)
+    if optional and text.lower() == "none":
+        return True
+    if typing.get_origin(base) is tuple:
+        base = typing.get_args(base)[0]
+    if typing.get_origin(base) is Literal:
+        return all(isinstance(choice, str) for choice in typing.get_args(base))
+    return base is str
 
 
 def _unwrap_optional(expected: Any) -> tuple[Any, bool]:

@@ -13,7 +13,7 @@ import typer
 
 from gentool.cli.app import EXIT_INTERRUPTED, app, console, error_console, user_errors
 from gentool.cli.options import DeviceOption, ModelOverridesOption
-from gentool.errors import GentoolError
+from gentool.errors import ConfigError, GentoolError
 from gentool.launcher import PROCESS_ERRORS
 from gentool.loggers import installed_loggers
 from gentool.registry import resolve
@@ -128,11 +128,13 @@ LrOption = Annotated[
         "--lr", metavar="FLOAT", help="Learning rate (same as -o lr=...)", rich_help_panel=MODEL
     ),
 ]
+# A list, so that a second --config is refused rather than silently replacing the first.
 ConfigOption = Annotated[
-    Path | None,
+    list[str] | None,
     typer.Option(
         "--config",
         "-c",
+        metavar="FILE",
         help="TOML file of model config fields; -o and --lr override its values",
         rich_help_panel=MODEL,
     ),
@@ -262,7 +264,7 @@ def train(
     log: LogOption = None,
     lr: LrOption = None,
     overrides: ModelOverridesOption = [],  # noqa: B006 - Typer's declaration, never mutated
-    config_file: ConfigOption = None,
+    config_files: ConfigOption = None,
     run_dir: RunDirOption = None,
     resume: ResumeOption = False,
     overwrite: OverwriteOption = False,
@@ -296,7 +298,7 @@ def train(
     entry = resolve(name)
     request = TrainRequest(
         entry=entry, config_values=dict(map(parse_assignment, overrides)),
-        config_file=config_file, lr=lr, data=data, limit=limit, epochs=epochs,
+        config_file=_config_file(config_files), lr=lr, data=data, limit=limit, epochs=epochs,
         batch_size=batch_size, seed=seed, device=device, run_dir=run_dir, resume=resume,
         overwrite=overwrite, ema=ema, eval_every=eval_every, eval_n=eval_n,
         eval_metrics=eval_metrics, eval_features=eval_features, log_every=log_every, log=log,
@@ -319,6 +321,21 @@ def train(
             f"{summary.images_per_second:.1f} images/s){grid}",
             highlight=False,
         )
+
+
+def _config_file(given: list[str] | None) -> Path | None:
+    """The one --config file, refusing a second (which one would win is a guess) and an empty
+    name (which reads as the current folder)."""
+    if not given:
+        return None
+    if len(given) > 1:
+        raise ConfigError(
+            f"--config was given {len(given)} times: give one file, and override its values "
+            "with -o KEY=VALUE"
+        )
+    if not given[0].strip():
+        raise ConfigError("--config needs a file name, and was given an empty one")
+    return Path(given[0])
 
 
 def _run_torchrun(nproc: int) -> int:

@@ -182,22 +182,37 @@ def _settled_acceleration(acceleration: Acceleration) -> Acceleration:
 def merged_config(request: TrainRequest, plugin: ModelPlugin) -> dict[str, Any]:
     """Config values from the TOML file, then `config_values`, then `lr`, later ones winning;
     checked against the plugin's schema now, before any data is read."""
-    values: dict[str, Any] = {}
+    from_file: dict[str, Any] = {}
     if request.config_file is not None:
-        values.update(toml_load_file(request.config_file))
+        from_file = toml_load_file(request.config_file)
         try:  # a wrong key or value in the file is named at the file
-            coerce_values(plugin.Config, values, owner=plugin.name)
+            coerce_values(plugin.Config, from_file, owner=plugin.name, typed=True)
         except ConfigError as error:
             raise ConfigError(f"--config {request.config_file}: {error}") from None
-    values.update(request.config_values)
+    values = {**from_file, **request.config_values}
     if request.lr is not None:
         if "lr" not in {field.name for field in plugin.config_fields()}:
             raise ConfigError(f"{plugin.name} has no learning-rate option 'lr'; see gentool info")
         if "lr" in request.config_values:
             raise ConfigError("--lr and -o lr= both set the learning rate: give one of them")
         values["lr"] = request.lr
-    plugin.parse_config(values)
+    try:
+        plugin.parse_config(values)
+    except ConfigError as error:
+        if from_file and _same_failure(plugin, from_file, error):  # the file's values clash
+            raise ConfigError(f"--config {request.config_file}: {error}") from None
+        raise
     return values
+
+
+def _same_failure(plugin: ModelPlugin, values: dict[str, Any], error: ConfigError) -> bool:
+    """Whether `values` alone fail the plugin's checks as the merged config did, so that the
+    failure is theirs and not one that -o or --lr brought in."""
+    try:
+        plugin.parse_config(values)
+    except ConfigError as alone:
+        return str(alone) == str(error)
+    return False
 
 
 def eval_schedule(request: TrainRequest, plugin: ModelPlugin) -> EvalSchedule | None:

@@ -51,6 +51,29 @@ BAD_INPUT: list[tuple[list[str], int, str]] = [
         "config file tiny.toml is not a model config: 1e-400 is a number float32 rounds to 0",
     ),
     (["train", "dcgan", "--lr", "1e-400"], 1, "'lr' of dcgan must be float >= 0, not so small"),
+    (
+        ["train", "dcgan", "--config", "quoted.toml"],
+        1,
+        "--config quoted.toml: option 'lr' of dcgan must be float >= 0, got the string '0.001': "
+        "write it without quotes",
+    ),
+    (
+        ["train", "dcgan", "--config", "odd_size.toml"],
+        1,
+        "--config odd_size.toml: invalid config for dcgan: image_size must be a power of two",
+    ),
+    (
+        ["train", "dcgan", "--config", "dated.toml"],
+        1,
+        "--config dated.toml: option 'lr' of dcgan must be float >= 0, got 1979-05-27",
+    ),
+    (  # the clash is -o's, so the file goes unnamed
+        ["train", "dcgan", "--config", "good.toml", "-o", "image_size=48"],
+        1,
+        "error: invalid config for dcgan: image_size must be a power of two",
+    ),
+    (["train", "dcgan", "-c", "list.toml", "-c", "tiny.toml"], 1, "--config was given 2 times"),
+    (["train", "dcgan", "--config", ""], 1, "--config needs a file name, and was given an empty"),
     # data
     (["train", "dcgan", "--data", "notes.txt"], 1, "cannot read 'notes.txt': give a folder"),
     (["train", "dcgan", "--data", "empty"], 1, "no images found in 'empty'"),
@@ -183,6 +206,10 @@ def bad_files(in_tmp):
     (in_tmp / "list.toml").write_text("image_size = [16, 32]\n")
     (in_tmp / "section.toml").write_text("[model]\nlr = 0.1\n")
     (in_tmp / "tiny.toml").write_text("lr = 1e-400\n")
+    (in_tmp / "quoted.toml").write_text('lr = "0.001"\n')
+    (in_tmp / "odd_size.toml").write_text("image_size = 48\n")
+    (in_tmp / "dated.toml").write_text("lr = 1979-05-27\n")
+    (in_tmp / "good.toml").write_text("latent_dim = 8\n")
     os.mkfifo(in_tmp / "pipe.toml")
     return in_tmp
 

@@ -76,12 +76,18 @@ def test_training_on_a_folder_of_pngs_made_by_data_make(in_tmp):
 
 
 def test_config_file_and_overrides_set_config_fields(in_tmp):
-    (in_tmp / "tiny.toml").write_text("image_size = 16\nlatent_dim = 8\ng_features = 4\n")
+    # A byte-order mark, text where the option takes text, and a size only -o makes valid.
+    (in_tmp / "tiny.toml").write_text(
+        '\ufeffimage_size = 48\nlatent_dim = 8\ng_features = 4\ndiffaugment = "color"\n',
+        encoding="utf-8",
+    )
     trained = invoke(
         "train",
         "dcgan",
         "--config",
         "tiny.toml",
+        "-o",
+        "image_size=16",
         "-o",
         "d_features=4",
         "-o",
@@ -100,6 +106,7 @@ def test_config_file_and_overrides_set_config_fields(in_tmp):
     assert trained.exit_code == 0, trained.output
     config = json.loads((in_tmp / "run" / "run.json").read_text())["config"]
     assert (config["g_features"], config["d_features"], config["lr"]) == (6, 4, 1e-3)
+    assert (config["image_size"], config["diffaugment"]) == (16, ["color"])
 
 
 @pytest.mark.parametrize(
