@@ -19,10 +19,10 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import difflib
-import errno
 import json
 import math
 import os
+import re
 import struct
 import sys
 import types
@@ -38,6 +38,7 @@ ConfigT = TypeVar("ConfigT")
 
 MAX_CONFIG_BYTES = 2**20  # a model config is a few lines
 _TRUE = {"true", "yes", "on", "1"}
+_PLAIN_INTEGER = re.compile(r"[+-]?[0-9]+")
 _FALSE = {"false", "no", "off", "0"}
 
 
@@ -141,10 +142,10 @@ def coerce_values(
         if key not in fields:
             raise ConfigError(_unknown_key_message(key, fields, owner))
         field = fields[key]
-        if typed and isinstance(value, str) and not _takes_text(field.type, value):
+        if typed and _quoted_number(field.type, value):
             raise ConfigError(
-                f"option {key!r} of {owner} must be {field.accepted}, got the string {value!r}: "
-                "write it without quotes"
+                f"option {key!r} of {owner} must be {field.accepted}, got {_shown(value)}: "
+                "write numbers and true or false without quotes"
             )
         parsed[key] = _coerce(field, value, owner)
     return parsed
@@ -175,21 +176,28 @@ def toml_loads(text: str) -> dict[str, Any]:
 
 def toml_load_file(path: Any) -> dict[str, Any]:
     """Parse a TOML file; a ConfigError names the file when it is missing or malformed."""
-    module = _toml_module()
+    if os.path.isdir(path):
+        raise ConfigError(f"config file {path} is a folder: give a TOML file")
     try:
-        if os.path.isdir(path):
-            raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
         text = read_untrusted(path, MAX_CONFIG_BYTES)
         # utf-8-sig drops the byte-order mark that some editors write and TOML does not allow
         return toml_loads(text.decode("utf-8-sig"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
-    except OSError as error:  # a folder, a FIFO, a device, an unreadable file
+    except OSError as error:  # a FIFO, a device, an unreadable file
         reason = error.strerror or str(error)
         raise ConfigError(f"cannot read config file {path}: {reason}") from None
-    except ValueError as error:
-        if not isinstance(error, module.TOMLDecodeError | UnicodeDecodeError):
-            raise ConfigError(f"config file {path} is not a model config: {error}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte 0x{error.object[error.start]:02x} at "
+            f"offset {error.start}): save it as UTF-8"
+        ) from None
+    except RefusedValue as refused:
+        raise ConfigError(
+            f"config file {path} holds {refused.args[0]}, a number {refused.rule}: write 0, or a "
+            "larger number"
+        ) from None
+    except ValueError as error:  # tomllib's TOMLDecodeError
         raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
     except RecursionError:
         raise ConfigError(f"config file {path} nests too deeply to be a model config") from None
@@ -221,7 +229,12 @@ def parse_assignment(text: str) -> tuple[str, str]:
     """Split one `key=value` command-line override."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"expected key=value after -o, got {text!r}")
+        raise ConfigError(f"expected key=value after -o, got {_shown(text)}")
+    if key.strip().startswith("-"):
+        raise ConfigError(
+            f"-o takes a config field as key=value, got {_shown(text)}: give command-line "
+            "options such as --lr on their own"
+        )
     return key.strip().replace("-", "_"), value.strip()
 
 
@@ -229,10 +242,11 @@ def _unknown_key_message(key: str, fields: Mapping[str, ConfigField], owner: str
     close = difflib.get_close_matches(key, list(fields), n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
     known = ", ".join(fields) or "(none)"
-    return f"unknown option {key!r} for {owner}; {hint}known options: {known}"
+    return f"unknown option {_shown(key)} for {owner}; {hint}known options: {known}"
 
 
 FLOAT32_MAX = 3.4028234663852886e38
+MAX_SHOWN = 80  # characters of a value an error quotes
 
 
 class RefusedValue(ValueError):
@@ -260,10 +274,19 @@ def _coerce(field: ConfigField, value: Any, owner: str) -> Any:
 
 
 def _shown(value: Any) -> str:
-    """A value as an error quotes it: a TOML date or time as TOML writes it, the rest by repr."""
-    if isinstance(value, (datetime.date, datetime.time)):
-        return value.isoformat()
-    return repr(value)
+    """A value as an error quotes it: as TOML writes it (true, [8, 8], a date), text quoted with
+    the bytes it could not decode as \\xNN, all of it cut short to keep the error one line."""
+    if isinstance(value, bool):
+        shown = "true" if value else "false"
+    elif isinstance(value, (list, tuple)):
+        shown = "[" + ", ".join(map(_shown, value)) + "]"
+    elif isinstance(value, (datetime.date, datetime.time)):
+        shown = value.isoformat()
+    elif isinstance(value, str) and any("\udc80" <= char <= "\udcff" for char in value):
+        shown = repr(value.encode("utf-8", "surrogateescape"))[1:]  # b'x\xff' less its b
+    else:
+        shown = repr(value)
+    return shown if len(shown) <= MAX_SHOWN else shown[: MAX_SHOWN - 1] + "…"
 
 
 def _coerce_type(expected: Any, value: Any) -> Any:
@@ -280,6 +303,8 @@ def _coerce_type(expected: Any, value: Any) -> Any:
         item_type = typing.get_args(base)[0]
         if isinstance(value, str):
             text = value.replace(" ", "")
+            if text.startswith(("[", "(")):
+                raise RefusedValue(value, "its items between commas, without brackets")
             items = text.split(",") if text else []
         elif isinstance(value, (list, tuple)):
             items = list(value)
@@ -297,6 +322,8 @@ def _coerce_type(expected: Any, value: Any) -> Any:
     if base is int:
         if isinstance(value, bool) or not isinstance(value, (int, str)):
             raise TypeError(value)
+        if isinstance(value, str) and not _PLAIN_INTEGER.fullmatch(value.strip()):
+            raise ValueError(value)  # int() also reads 4_0 as 40, and full-width digits
         number = int(value)
         if not -(2**63) <= number < 2**63:  # a size past int64 is no size torch can hold
             raise RefusedValue(value, "within int64's range")
@@ -304,6 +331,8 @@ def _coerce_type(expected: Any, value: Any) -> Any:
     if base is float:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise TypeError(value)
+        if isinstance(value, str) and (not value.isascii() or "_" in value):
+            raise ValueError(value)  # as for int: float() reads 1_0 and full-width digits
         number = float(value)
         # nan and inf pass every range check and poison training; so does a number past
         # float32's range, which the models compute in, and which becomes inf there.
@@ -331,7 +360,7 @@ def _rounds_to_zero(written: Any, number: float) -> bool:
 def _toml_float(text: str) -> float:
     number = float(text)
     if _rounds_to_zero(text, number):
-        raise ValueError(f"{text} is a number float32 rounds to 0: write 0, or a larger number")
+        raise RefusedValue(text, "float32 rounds to 0")
     return number
 
 
@@ -344,21 +373,26 @@ def _check_range(field: ConfigField, value: Any, owner: str) -> None:
         too_high = field.max is not None and item > field.max
         if too_low or too_high:
             raise ConfigError(
-                f"option {field.name!r} of {owner} must be {field.accepted}, got {value!r}"
+                f"option {field.name!r} of {owner} must be {field.accepted}, got {_shown(value)}"
             )
 
 
-def _takes_text(expected: Any, text: str) -> bool:
-    """Whether an option of type `expected` is written as this text in a typed format: a string
-    or a choice of strings, a list of them (`"color,translation"` as -o writes it), or `none`."""
+def _quoted_number(expected: Any, value: Any) -> bool:
+    """Whether a typed value (TOML's) gives text where an option of type `expected` takes no
+    text: a number, a switch, or such an item of a list. Text is taken for a string or a choice
+    of strings, a list of them (`"color,translation"` as -o writes it), and `none`."""
     base, optional = _unwrap_optional(expected)
-    if optional and text.lower() == "none":
-        return True
+    if optional and isinstance(value, str) and value.lower() == "none":
+        return False
     if typing.get_origin(base) is tuple:
         base = typing.get_args(base)[0]
+        if isinstance(value, list):
+            return any(_quoted_number(base, item) for item in value)
+    if not isinstance(value, str):
+        return False
     if typing.get_origin(base) is Literal:
-        return all(isinstance(choice, str) for choice in typing.get_args(base))
-    return base is str
+        return not all(isinstance(choice, str) for choice in typing.get_args(base))
+    return base is not str
 
 
 def _unwrap_optional(expected: Any) -> tuple[Any, bool]:

@@ -185,8 +185,10 @@ def merged_config(request: TrainRequest, plugin: ModelPlugin) -> dict[str, Any]:
     from_file: dict[str, Any] = {}
     if request.config_file is not None:
         from_file = toml_load_file(request.config_file)
+        overridden = {*request.config_values, *(["lr"] if request.lr is not None else [])}
+        kept = {key: value for key, value in from_file.items() if key not in overridden}
         try:  # a wrong key or value in the file is named at the file
-            coerce_values(plugin.Config, from_file, owner=plugin.name, typed=True)
+            coerce_values(plugin.Config, kept, owner=plugin.name, typed=True)
         except ConfigError as error:
             raise ConfigError(f"--config {request.config_file}: {error}") from None
     values = {**from_file, **request.config_values}

@@ -34,7 +34,7 @@ BAD_INPUT: list[tuple[list[str], int, str]] = [
     (["train", "gan", "-o", "g_hidden="], 1, "g_hidden needs at least one hidden layer width"),
     (["train", "stacked-ae", "-o", "hidden=0,a"], 1, "'hidden' of stacked-ae must be list of int"),
     (["train", "dcgan", "-o", "=3"], 1, "expected key=value after -o, got '=3'"),
-    (["train", "dcgan", "--config", "."], 1, "cannot read config file .: Is a directory"),
+    (["train", "dcgan", "--config", "."], 1, "config file . is a folder: give a TOML file"),
     (
         ["train", "dcgan", "--config", "list.toml"],
         1,
@@ -48,14 +48,14 @@ BAD_INPUT: list[tuple[list[str], int, str]] = [
     (
         ["train", "dcgan", "--config", "tiny.toml"],
         1,
-        "config file tiny.toml is not a model config: 1e-400 is a number float32 rounds to 0",
+        "config file tiny.toml holds 1e-400, a number float32 rounds to 0: write 0, or a larger",
     ),
     (["train", "dcgan", "--lr", "1e-400"], 1, "'lr' of dcgan must be float >= 0, not so small"),
     (
         ["train", "dcgan", "--config", "quoted.toml"],
         1,
-        "--config quoted.toml: option 'lr' of dcgan must be float >= 0, got the string '0.001': "
-        "write it without quotes",
+        "--config quoted.toml: option 'lr' of dcgan must be float >= 0, got '0.001': write "
+        "numbers and true or false without quotes",
     ),
     (
         ["train", "dcgan", "--config", "odd_size.toml"],
@@ -73,6 +73,14 @@ BAD_INPUT: list[tuple[list[str], int, str]] = [
         "error: invalid config for dcgan: image_size must be a power of two",
     ),
     (["train", "dcgan", "-c", "list.toml", "-c", "tiny.toml"], 1, "--config was given 2 times"),
+    (["train", "ae", "-c", "quoted_item.toml"], 1, "must be list of int >= 1, got [8, '8']: write"),
+    (["train", "ae", "-c", "switch.toml"], 1, "option 'linear' of ae must be bool, got 3"),
+    (["train", "ae", "-c", "latin1.toml"], 1, "latin1.toml is not UTF-8 text (byte 0xe9 at offset"),
+    (["train", "ae", "-o", "--lr=1"], 1, "-o takes a config field as key=value, got '--lr=1'"),
+    (["train", "ae", "-o", "hidden=[8,8]"], 1, "between commas, without brackets; got '[8,8]'"),
+    (["train", "ae", "-o", "hidden=0"], 1, "'hidden' of ae must be list of int >= 1, got [0]"),
+    (["train", "ae", "-o", "code_dim=4_0"], 1, "'code_dim' of ae must be int >= 1, got '4_0'"),
+    (["train", "ae", "-o", "k" * 300 + "=1"], 1, f"unknown option '{'k' * 78}… for ae; known"),
     (["train", "dcgan", "--config", ""], 1, "--config needs a file name, and was given an empty"),
     # data
     (["train", "dcgan", "--data", "notes.txt"], 1, "cannot read 'notes.txt': give a folder"),
@@ -210,6 +218,9 @@ def bad_files(in_tmp):
     (in_tmp / "odd_size.toml").write_text("image_size = 48\n")
     (in_tmp / "dated.toml").write_text("lr = 1979-05-27\n")
     (in_tmp / "good.toml").write_text("latent_dim = 8\n")
+    (in_tmp / "quoted_item.toml").write_text('hidden = [8, "8"]\n')
+    (in_tmp / "switch.toml").write_text("linear = 3\n")
+    (in_tmp / "latin1.toml").write_bytes("lr = 0.001  # café\n".encode("latin-1"))
     os.mkfifo(in_tmp / "pipe.toml")
     return in_tmp
 

@@ -76,9 +76,10 @@ def test_training_on_a_folder_of_pngs_made_by_data_make(in_tmp):
 
 
 def test_config_file_and_overrides_set_config_fields(in_tmp):
-    # A byte-order mark, text where the option takes text, and a size only -o makes valid.
+    # A byte-order mark, text where the option takes text, and values only -o makes valid.
     (in_tmp / "tiny.toml").write_text(
-        '\ufeffimage_size = 48\nlatent_dim = 8\ng_features = 4\ndiffaugment = "color"\n',
+        '\ufeffimage_size = 48\nlatent_dim = 8\ng_features = 4\ndiffaugment = "color"\n'
+        'd_features = "4"\n',
         encoding="utf-8",
     )
     trained = invoke(
