@@ -180,13 +180,16 @@ def toml_load_file(path: Any) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is a folder: give a TOML file")
     try:
         text = read_untrusted(path, MAX_CONFIG_BYTES)
-        # utf-8-sig drops the byte-order mark that some editors write and TOML does not allow
-        return toml_loads(text.decode("utf-8-sig"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except OSError as error:  # a FIFO, a device, an unreadable file
         reason = error.strerror or str(error)
         raise ConfigError(f"cannot read config file {path}: {reason}") from None
+    except ValueError as error:  # larger than any model config
+        raise ConfigError(f"config file {path} is not a model config: {error}") from None
+    try:
+        # utf-8-sig drops the byte-order mark that some editors write and TOML does not allow
+        return toml_loads(text.decode("utf-8-sig"))
     except UnicodeDecodeError as error:
         raise ConfigError(
             f"config file {path} is not UTF-8 text (byte 0x{error.object[error.start]:02x} at "

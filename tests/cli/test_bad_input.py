@@ -76,6 +76,7 @@ BAD_INPUT: list[tuple[list[str], int, str]] = [
     (["train", "ae", "-c", "quoted_item.toml"], 1, "must be list of int >= 1, got [8, '8']: write"),
     (["train", "ae", "-c", "switch.toml"], 1, "option 'linear' of ae must be bool, got 3"),
     (["train", "ae", "-c", "latin1.toml"], 1, "latin1.toml is not UTF-8 text (byte 0xe9 at offset"),
+    (["train", "ae", "-c", "big.toml"], 1, "big.toml is not a model config: it is larger than 1.0"),
     (["train", "ae", "-o", "--lr=1"], 1, "-o takes a config field as key=value, got '--lr=1'"),
     (["train", "ae", "-o", "hidden=[8,8]"], 1, "between commas, without brackets; got '[8,8]'"),
     (["train", "ae", "-o", "hidden=0"], 1, "'hidden' of ae must be list of int >= 1, got [0]"),
@@ -221,6 +222,7 @@ def bad_files(in_tmp):
     (in_tmp / "quoted_item.toml").write_text('hidden = [8, "8"]\n')
     (in_tmp / "switch.toml").write_text("linear = 3\n")
     (in_tmp / "latin1.toml").write_bytes("lr = 0.001  # café\n".encode("latin-1"))
+    (in_tmp / "big.toml").write_text("lr = 0.001\n#" + "x" * 2**20)
     os.mkfifo(in_tmp / "pipe.toml")
     return in_tmp
 
