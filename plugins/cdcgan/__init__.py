@@ -38,6 +38,13 @@ class Config:
         "class of real images, and G to draw images it names as the class asked for; 0 for none",
         min=0,
     )
+    d_classifier_weight: float | None = option(
+        None,
+        "weight of the classifier's cross-entropy in D's loss alone, where it should differ from "
+        "G's: a higher one makes D's classifier sharper, and G's images follow; none: "
+        "classifier_weight",
+        min=0,
+    )
     # On by default: on the built-in shapes, D without it tells the first fakes apart at once and
     # G collapses towards one image for every z and label; see docs/evaluation.md.
     diffaugment: tuple[Augmentation, ...] = diffaugment_option(("color", "translation"))
@@ -53,6 +60,11 @@ class Config:
                 f"image_size must be a power of two (16, 32, 64, 128, …), got {self.image_size}"
             )
         check_diffaugment(self.diffaugment)
+        if self.d_classifier_weight is not None and self.classifier_weight == 0:
+            raise ValueError(
+                "d_classifier_weight weights the auxiliary classifier, which classifier_weight 0 "
+                "leaves out: give classifier_weight above 0, or leave d_classifier_weight out"
+            )
         hidden_blocks = generator_hidden_blocks(self.image_size)
         if self.conditional_blocks > hidden_blocks:
             raise ValueError(

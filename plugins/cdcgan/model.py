@@ -191,7 +191,9 @@ class CDCGAN(ConditionalSampling, nn.Module):
         logs = {"d_real": real_logits.mean(), "d_fake": fake_logits.mean()}  # before G's update
         if real_classes is not None:  # D learns to name the class of real images only
             logs["class_real"] = F.cross_entropy(real_classes, labels)
-            loss_d = loss_d + self.config.classifier_weight * logs["class_real"]
+            weight = self.config.d_classifier_weight
+            weight = self.config.classifier_weight if weight is None else weight
+            loss_d = loss_d + weight * logs["class_real"]
         ctx.backward(loss_d)
         ctx.step("d")
 

@@ -79,13 +79,15 @@ def test_the_coarse_blocks_take_the_label_and_the_fine_ones_run_fused(
     assert strides == [1] + [2] * (conditional + fused - 1)
 
 
-def test_too_many_conditional_blocks_or_a_size_that_is_no_power_of_two_is_refused():
+def test_configs_the_networks_cannot_take_are_refused():
     with pytest.raises(ConfigError, match="the generator of 16×16 images has 2 hidden blocks"):
         plugin.parse_config({"image_size": 16, "conditional_blocks": 3})
     with pytest.raises(ConfigError, match="power of two"):
         plugin.parse_config({"image_size": 48})
     with pytest.raises(ConfigError, match="diffaugment"):
         plugin.parse_config({"diffaugment": "color,zoom"})
+    with pytest.raises(ConfigError, match="d_classifier_weight weights the auxiliary classifier"):
+        plugin.parse_config({"classifier_weight": 0, "d_classifier_weight": 3})
 
 
 def test_conditional_batchnorm_is_batchnorm_then_the_label_s_gain_and_bias():
@@ -219,10 +221,10 @@ def test_bce_losses_match_their_formulas():
     assert logs["loss_g"].item() == pytest.approx(-torch.log(d_fooled).mean().item(), rel=1e-5)
 
 
-@pytest.mark.parametrize("weight", [0.5, 2.0])
-def test_the_auxiliary_classifier_adds_its_weighted_cross_entropy_to_both_losses(weight):
+@pytest.mark.parametrize(("weight", "d_weight"), [(0.5, None), (2.0, None), (1.0, 3.0)])
+def test_the_auxiliary_classifier_adds_its_weighted_cross_entropy_to_both_losses(weight, d_weight):
     torch.manual_seed(0)
-    model = build(loss="hinge", classifier_weight=weight)
+    model = build(loss="hinge", classifier_weight=weight, d_classifier_weight=d_weight)
     batch = labelled_batch(model)
     (real, fake, fooled), (real_classes, fooled_classes), logs = logits_and_logs(model, batch)
     class_real = F.cross_entropy(real_classes, batch.labels)  # D names real images' classes
@@ -230,7 +232,7 @@ def test_the_auxiliary_classifier_adds_its_weighted_cross_entropy_to_both_losses
     hinge_d = torch.clamp(1 - real, min=0).mean() + torch.clamp(1 + fake, min=0).mean()
     assert logs["class_real"].item() == pytest.approx(class_real.item(), rel=1e-6)
     assert logs["class_fake"].item() == pytest.approx(class_fake.item(), rel=1e-6)
-    expected_d = hinge_d + weight * class_real
+    expected_d = hinge_d + (weight if d_weight is None else d_weight) * class_real
     assert logs["loss_d"].item() == pytest.approx(expected_d.item(), rel=1e-6)
     expected_g = -fooled.mean() + weight * class_fake
     assert logs["loss_g"].item() == pytest.approx(expected_g.item(), rel=1e-6)
