@@ -34,6 +34,11 @@ class TrainingError(GentoolError):
     """Training cannot go on (for example, a loss became NaN); the last good checkpoint is kept."""
 
 
+class StepOverflow(TrainingError):
+    """An optimizer's step computed a number past float32's range: a setting far too large (a
+    learning rate of 1e38), not a fault of the plugin whose step called it."""
+
+
 class Interrupted(GentoolError):
     """Training was stopped by a signal after saving a resumable checkpoint."""
 

@@ -140,6 +140,18 @@ def test_a_learning_rate_far_above_the_default_is_named_when_training_diverges(i
     assert "run keeps only the untrained start of the run (step 0)" in result.output
 
 
+def test_an_optimizer_step_past_float32_is_the_settings_fault_not_the_plugins(in_tmp):
+    # Adam's first step divides lr by 1 − β1 = 0.1: 1e38 becomes 1e39, which float32 cannot
+    # hold, and torch fails inside the step before any loss turns non-finite.
+    args = ["train", "ae", "--limit", "16", "-b", "16", "-o", "image_size=16", "-o", "hidden=8"]
+    result = runner.invoke(app, [*args, "--lr", "1e38", "--run-dir", "run"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    line = " ".join(result.output.split())
+    assert "the 'ae' optimizer's step computed a number past float32's range at step 1" in line
+    assert "lr 1e+38 is far above ae's default 0.001: train a new run with a lower --lr" in line
+    assert "raised" not in line
+
+
 def rogue_model(methods: str) -> str:
     """A plugin body whose `build` returns DCGAN with `methods` (indented class members)."""
     return f"""

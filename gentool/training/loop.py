@@ -26,7 +26,7 @@ import torch
 from gentool import rng
 from gentool.api import Batch
 from gentool.checkpoint import RunFolder
-from gentool.errors import CheckpointError, Interrupted, TrainingError
+from gentool.errors import CheckpointError, Interrupted, StepOverflow, TrainingError
 from gentool.images import image_grid, save_png
 from gentool.models import calling
 from gentool.sampling import class_grid, draw_uint8
@@ -112,12 +112,18 @@ def run_step(session: Session, batch: Batch) -> dict[str, torch.Tensor]:
     model, acceleration = session.model, session.acceleration
     if acceleration.channels_last and batch.images.dim() == 4:
         batch.images = batch.images.contiguous(memory_format=torch.channels_last)
-    with (
-        plugin_code(session.record, "training_step", session.run),
-        compile_failures(acceleration.compile, session.plugin.name),
-        session.autocast,
-    ):
-        logs = train_step(model, batch, session.context, session.plugin)
+    try:
+        with (
+            plugin_code(session.record, "training_step", session.run),
+            compile_failures(acceleration.compile, session.plugin.name),
+            session.autocast,
+        ):
+            logs = train_step(model, batch, session.context, session.plugin)
+    except StepOverflow as overflow:
+        raise TrainingError(
+            f"{overflow} at step {session.progress.global_step + 1}; training stopped and "
+            f"{kept(session.run, session.record)}; {session.advice}"
+        ) from None
     if session.context.scaler is not None:
         session.context.scaler.update()
     if session.ranks.distributed and (buffers := list(model.buffers())):

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import torch
 
 from gentool.api import Batch, ModelPlugin, Phase
-from gentool.errors import PluginError
+from gentool.errors import PluginError, StepOverflow
 from gentool.models import calling
 from gentool.training.distributed import Ranks, all_agree, average_gradients
 
@@ -57,10 +57,19 @@ class StepContext:
         if self.ranks.distributed:
             parameters = [p for group in optimizer.param_groups for p in group["params"]]
             average_gradients(parameters, self.ranks.world_size)
-        if self.scaler is not None:
-            self.scaler.step(optimizer)
-        else:
-            optimizer.step()
+        try:
+            if self.scaler is not None:
+                self.scaler.step(optimizer)
+            else:
+                optimizer.step()
+        except RuntimeError as error:
+            # torch's words when a Python number (lr / (1 − β1), say) does not fit the weights'
+            # dtype; any other failure stays the plugin's, whose optimizer this is.
+            if "without overflow" not in str(error):
+                raise
+            raise StepOverflow(
+                f"the {name!r} optimizer's step computed a number past float32's range"
+            ) from None
 
     def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
         """`tensor` summed or averaged over the processes, in place (see gentool.api)."""
