@@ -17,7 +17,6 @@ scalar types) and `X | None`.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import difflib
 import json
 import math
@@ -279,16 +278,13 @@ def _coerce(field: ConfigField, value: Any, owner: str) -> Any:
 def _shown(value: Any) -> str:
     """A value as an error quotes it: as TOML writes it (true, [8, 8], a date), text quoted with
     the bytes it could not decode as \\xNN, all of it cut short to keep the error one line."""
-    if isinstance(value, bool):
-        shown = "true" if value else "false"
+    if isinstance(value, str):
+        undecoded = any("\udc80" <= char <= "\udcff" for char in value)
+        shown = repr(value.encode("utf-8", "surrogateescape"))[1:] if undecoded else repr(value)
     elif isinstance(value, (list, tuple)):
         shown = "[" + ", ".join(map(_shown, value)) + "]"
-    elif isinstance(value, (datetime.date, datetime.time)):
-        shown = value.isoformat()
-    elif isinstance(value, str) and any("\udc80" <= char <= "\udcff" for char in value):
-        shown = repr(value.encode("utf-8", "surrogateescape"))[1:]  # b'x\xff' less its b
     else:
-        shown = repr(value)
+        shown = _toml_value(value)
     return shown if len(shown) <= MAX_SHOWN else shown[: MAX_SHOWN - 1] + "…"
 
 
