@@ -4,6 +4,7 @@ that it measures what training runs."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -65,7 +66,21 @@ def mixed_precision(
         return nullcontext(), None
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         return torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda")
+    if device.type == "cpu" and not cpu_has_bfloat16():
+        warnings.warn(
+            "--amp computes in bfloat16, for which this CPU has no instructions (AVX512-BF16, "
+            "AMX or Arm's BF16): emulated, its steps run several times slower than float32's; "
+            "leave --amp out on this machine",
+            stacklevel=2,
+        )
     return torch.autocast(device.type, dtype=torch.bfloat16), None
+
+
+def cpu_has_bfloat16() -> bool:
+    """Whether oneDNN finds bfloat16 instructions on this CPU. Its probe is a private operator:
+    a PyTorch without it is taken to have them, so that --amp is never warned against wrongly."""
+    probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return probe is None or bool(probe())
 
 
 @contextmanager
