@@ -265,7 +265,13 @@ def _sample_labels(
         return torch.full((count,), index, dtype=torch.int64), square
     if grid_by_class is False:
         return model.class_labels(count), square
-    return class_grid(model.spec.num_classes, count)
+    classes = model.spec.num_classes
+    if grid_by_class and count < classes:
+        raise GentoolError(
+            f"--grid-by-class draws a row for each of the {classes} classes, and --n {count} "
+            f"cannot fill them: give --n {classes} or more"
+        )
+    return class_grid(classes, count)
 
 
 def _save_npz(

@@ -383,6 +383,11 @@ def test_sample_draws_a_class_by_name_and_a_grid_by_class_through_the_cli(in_tmp
     by_class = runner.invoke(app, ["sample", "cdcgan", "--run", "run", "--grid-by-class",
                                    "--n", "12"])  # fmt: skip
     assert "wrote 12 samples (2 per row)" in by_class.output, by_class.output
+    too_few = runner.invoke(app, ["sample", "cdcgan", "--run", "run", "--grid-by-class",
+                                  "--n", "5"])  # fmt: skip
+    assert too_few.exit_code == 1, too_few.output
+    assert "a row for each of the 6 classes, and --n 5 cannot fill them" in too_few.output
+    assert "Traceback" not in too_few.output
 
 
 def test_a_classifier_weight_far_above_the_default_is_named_when_training_diverges(in_tmp):
