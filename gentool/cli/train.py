@@ -233,7 +233,8 @@ EvalMetricsOption = Annotated[
     str | None,
     typer.Option(
         "--eval-metrics",
-        help="Comma-separated: fid, kid, pr, recon (default: all that the model can do)",
+        help="Comma-separated: fid, kid, pr, recon, labels, as gentool eval's --metrics "
+        "(default: all that the model can do)",
         rich_help_panel=EVAL,
     ),
 ]
