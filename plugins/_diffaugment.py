@@ -7,7 +7,9 @@ augmentation of its own images. Augmenting the real images alone would teach G t
 augmentations; augmenting both leaves the target distribution unchanged.
 
 The three policies are the paper's: colour (brightness, saturation, contrast), translation by up
-to 1/8 of the image with zero fill, and cutout of a square half the image's side. Every draw comes
+to 1/8 of the image with zero fill, and cutout of a square half the image's side. The colour
+policy's ranges can be narrowed (`color_strength`): at the paper's full ranges a conditional
+generator learned the shapes of its classes more slowly (docs/evaluation.md). Every draw comes
 from torch's generator on the images' device (or the one given), which a run's checkpoint
 captures, so a resumed run augments exactly as an uninterrupted one.
 
@@ -23,13 +25,20 @@ CUTOUT_RATIO = 1 / 2
 
 
 def diff_augment(
-    images: torch.Tensor, policy: tuple[str, ...], generator: torch.Generator | None = None
+    images: torch.Tensor,
+    policy: tuple[str, ...],
+    generator: torch.Generator | None = None,
+    *,
+    color_strength: float = 1.0,
 ) -> torch.Tensor:
     """(B, C, H, W) images with the `policy`'s augmentations, in the paper's order, each drawn
     independently per image; the images themselves when the policy is empty."""
-    for name in ("color", "translation", "cutout"):
-        if name in policy:
-            images = AUGMENTATIONS[name](images, generator)
+    if "color" in policy:
+        images = color(images, generator, color_strength)
+    if "translation" in policy:
+        images = translation(images, generator)
+    if "cutout" in policy:
+        images = cutout(images, generator)
     return images
 
 
@@ -39,13 +48,20 @@ def _uniform(images: torch.Tensor, generator: torch.Generator | None) -> torch.T
     return torch.rand(shape, generator=generator, device=images.device, dtype=images.dtype)
 
 
-def color(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Brightness shifted by U(−0.5, 0.5), saturation scaled by U(0, 2), contrast by U(0.5, 1.5)."""
-    images = images + (_uniform(images, generator) - 0.5)
+def color(
+    images: torch.Tensor, generator: torch.Generator | None = None, strength: float = 1.0
+) -> torch.Tensor:
+    """Brightness shifted by U(−0.5, 0.5), saturation scaled by U(0, 2), contrast by U(0.5, 1.5):
+    the paper's ranges, each narrowed about its identity (0 or 1) by `strength` in [0, 1]."""
+    # Each factor is written so that at strength 1 it is the paper's expression to the last bit,
+    # and runs from before `strength` resume exactly.
+    images = images + (_uniform(images, generator) - 0.5) * strength
     grey = images.mean(dim=1, keepdim=True)
-    images = (images - grey) * (_uniform(images, generator) * 2) + grey
+    saturation = _uniform(images, generator) * (2 * strength) + (1 - strength)
+    images = (images - grey) * saturation + grey
     mean = images.mean(dim=(1, 2, 3), keepdim=True)
-    return (images - mean) * (_uniform(images, generator) + 0.5) + mean
+    contrast = _uniform(images, generator) * strength + (1 - strength / 2)
+    return (images - mean) * contrast + mean
 
 
 def translation(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -88,6 +104,3 @@ def _cut_span(
     start = centre - length // 2
     positions = torch.arange(size, device=device)
     return (positions >= start) & (positions < start + length)
-
-
-AUGMENTATIONS = {"color": color, "translation": translation, "cutout": cutout}

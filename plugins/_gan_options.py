@@ -26,3 +26,14 @@ def diffaugment_option(default: tuple[str, ...] = ()) -> Any:
         "DiffAugment for small data: augmentations of real and generated images alike on D's "
         "input (see docs/evaluation.md)",
     )
+
+
+def color_strength_option(default: float) -> Any:
+    """The `color_strength` field: how much of the paper's ranges DiffAugment's colour uses."""
+    return option(
+        default,
+        "share of the paper's ranges that DiffAugment's colour policy draws from (brightness "
+        "±0.5, saturation and contrast ×(1 ± 1) and ×(1 ± 0.5)); 0 leaves colours as they are",
+        min=0,
+        max=1,
+    )

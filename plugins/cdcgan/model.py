@@ -173,7 +173,9 @@ class CDCGAN(ConditionalSampling, nn.Module):
 
     def augment(self, images: torch.Tensor) -> torch.Tensor:
         """What D sees of an image, real or fake: the configured DiffAugment policies."""
-        return diff_augment(images, self.config.diffaugment)
+        return diff_augment(
+            images, self.config.diffaugment, color_strength=self.config.color_strength
+        )
 
     def training_step(self, batch: Batch, ctx: TrainContext) -> dict[str, torch.Tensor]:
         if batch.labels is None:

@@ -8,7 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gentool.api import Capabilities, DataSpec, ModelPlugin, option
-from gentool.plugins._gan_options import Augmentation, check_diffaugment, diffaugment_option
+from gentool.plugins._gan_options import (
+    Augmentation,
+    check_diffaugment,
+    color_strength_option,
+    diffaugment_option,
+)
 
 
 @dataclass(frozen=True)
@@ -23,6 +28,7 @@ class Config:
     )
     beta2: float = option(0.999, "Adam β2", min=0, max=0.9999)
     diffaugment: tuple[Augmentation, ...] = diffaugment_option()
+    color_strength: float = color_strength_option(1.0)
 
     def __post_init__(self) -> None:
         check_diffaugment(self.diffaugment)

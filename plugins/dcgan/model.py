@@ -108,7 +108,9 @@ class DCGAN(StandardNormalLatent, nn.Module):
 
     def augment(self, images: torch.Tensor) -> torch.Tensor:
         """What D sees of an image, real or fake: DiffAugment's policies (none by default)."""
-        return diff_augment(images, self.config.diffaugment)
+        return diff_augment(
+            images, self.config.diffaugment, color_strength=self.config.color_strength
+        )
 
     def training_step(self, batch: Batch, ctx: TrainContext) -> dict[str, torch.Tensor]:
         real = batch.images

@@ -22,6 +22,7 @@ from gentool.errors import ConfigError
 from gentool.kernels import ConvTransposeBNReLU
 from gentool.label_accuracy import label_accuracy
 from gentool.models import load_trained
+from gentool.plugins._diffaugment import diff_augment
 from gentool.plugins.cdcgan import plugin
 from gentool.plugins.cdcgan.model import CDCGAN, ConditionalBatchNorm2d, ConditionalBlock
 from gentool.registry import resolve
@@ -284,6 +285,16 @@ def test_diffaugment_shows_d_augmented_real_and_fake_images():
     assert not torch.equal(fake, fooled)  # each pass draws its own augmentation
 
 
+def test_d_sees_colours_drawn_from_half_the_paper_s_ranges_by_default():
+    model = build(diffaugment=("color",))
+    x = torch.rand(6, 3, 16, 16) * 2 - 1
+    torch.manual_seed(0)
+    augmented = model.augment(x)
+    torch.manual_seed(0)
+    expected = diff_augment(x, ("color",), color_strength=0.5)
+    torch.testing.assert_close(augmented, expected, rtol=0, atol=0)
+
+
 def test_a_batch_without_labels_is_refused():
     model = build()
     context = StepContext(model.configure_optimizers(), torch.device("cpu"))
@@ -323,7 +334,10 @@ def test_a_run_from_before_the_classifier_still_samples_evaluates_and_resumes(
     record_path = in_tmp / "run" / "run.json"
     record = json.loads(record_path.read_text())
     del record["config"]["classifier_weight"]  # as the runs trained before the option recorded
+    del record["config"]["color_strength"]
     record_path.write_text(json.dumps(record))
+    model, _, _ = load_trained(resolve("cdcgan"), in_tmp / "run", torch.device("cpu"))
+    assert model.config.color_strength == 1.0  # the colour policy they trained with
 
     runner = CliRunner()
     drawn = runner.invoke(app, ["sample", "cdcgan", "--run", "run", "--label", "star", "--n", "4"])
@@ -409,12 +423,13 @@ def cli_args(config: dict) -> list[str]:
 
 # The short version of the quality target (docs/evaluation.md): a narrow cdcgan trained for about
 # a minute on 16×16 shapes on one thread, 1,482 steps. A model that ignored the label would score
-# 1/6, give or take 0.011 over 1,200 samples; this one scores 0.349, 0.350 and 0.361 (training
-# seeds 0 to 2; the test trains seed 0), circles worst (0.11 to 0.17), crosses best (0.71 to
-# 0.76). The defaults before the auxiliary classifier (and with cutout) scored 0.247 to 0.287.
+# 1/6, give or take 0.011 over 1,200 samples; this one scores 0.400, 0.373 and 0.377 (training
+# seeds 0 to 2; the test trains seed 0), circles worst (0.10 to 0.14), crosses best (0.67 to
+# 0.76). At the paper's full colour ranges it scored 0.349 to 0.361, and the defaults before the
+# auxiliary classifier (with cutout) 0.247 to 0.287.
 LABEL_TEST_CONFIG = {"image_size": 16, "g_features": 32, "d_features": 32}
 LABEL_TEST_EPOCHS = 19  # of 5,000 images, 78 batches of 64 each
-LABEL_TEST_MIN_ACCURACY = 0.30
+LABEL_TEST_MIN_ACCURACY = 0.33
 
 
 def test_samples_show_the_class_they_are_asked_for(tmp_path, tiny_cpu_training):

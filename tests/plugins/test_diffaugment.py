@@ -22,12 +22,17 @@ def seeded(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def test_colour_follows_the_paper_s_formulas_image_by_image():
+@pytest.mark.parametrize("strength", [1.0, 0.5, 0.3])
+def test_colour_follows_the_paper_s_formulas_image_by_image(strength):
+    """At strength 1 the paper's ranges; narrower ones shrink each about its identity."""
     x = images()
     generator = seeded()
-    brightness = torch.rand(6, 1, 1, 1, generator=generator) - 0.5
-    saturation = torch.rand(6, 1, 1, 1, generator=generator) * 2
-    contrast = torch.rand(6, 1, 1, 1, generator=generator) + 0.5
+    brightness = (torch.rand(6, 1, 1, 1, generator=generator) - 0.5) * strength
+    saturation = 1 + (torch.rand(6, 1, 1, 1, generator=generator) * 2 - 1) * strength
+    contrast = 1 + (torch.rand(6, 1, 1, 1, generator=generator) - 0.5) * strength
+    if strength == 1:
+        assert saturation.min() >= 0 and saturation.max() <= 2
+        assert contrast.min() >= 0.5 and contrast.max() <= 1.5
     expected = []
     for index in range(6):
         image = x[index] + brightness[index]
@@ -35,7 +40,33 @@ def test_colour_follows_the_paper_s_formulas_image_by_image():
         image = (image - grey) * saturation[index] + grey
         image = (image - image.mean()) * contrast[index] + image.mean()
         expected.append(image)
-    torch.testing.assert_close(color(x, seeded()), torch.stack(expected))
+    torch.testing.assert_close(color(x, seeded(), strength), torch.stack(expected))
+    torch.testing.assert_close(
+        diff_augment(x, ("color",), seeded(), color_strength=strength), torch.stack(expected)
+    )
+
+
+def test_colour_at_full_strength_is_the_paper_s_expression_to_the_last_bit():
+    """Runs trained before the strength existed resume exactly only if it is."""
+    x = images()
+    generator = seeded()
+    expected = x + (torch.rand(6, 1, 1, 1, generator=generator) - 0.5)
+    grey = expected.mean(dim=1, keepdim=True)
+    expected = (expected - grey) * (torch.rand(6, 1, 1, 1, generator=generator) * 2) + grey
+    mean = expected.mean(dim=(1, 2, 3), keepdim=True)
+    expected = (expected - mean) * (torch.rand(6, 1, 1, 1, generator=generator) + 0.5) + mean
+    assert torch.equal(color(x, seeded(), 1.0), expected)
+
+
+def test_colour_at_strength_zero_leaves_the_images_as_they_are():
+    x = images()
+    torch.testing.assert_close(color(x, seeded(), 0.0), x, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("strength", ["-0.1", "1.5"])
+def test_a_colour_strength_outside_0_to_1_is_refused(strength):
+    with pytest.raises(ConfigError, match="color_strength"):
+        dcgan.parse_config({"diffaugment": "color", "color_strength": strength})
 
 
 @pytest.mark.parametrize(("height", "width"), [(16, 24), (7, 9)])
