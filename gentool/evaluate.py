@@ -220,9 +220,7 @@ def measure(
             "lower --n",
         )
         real = load_dataset(source, image_size=image_size, limit=settings.n, track=track)
-        check_fits(real.spec, spec, source)
-        if plugin.capabilities.conditional:  # it draws the run's classes: refuse data of others
-            labels_by_name(real.labels, real.class_names, spec.class_names, source)
+        check_fits(real.spec, spec, source, conditional=plugin.capabilities.conditional)
         real_stats, cache_hit = real_statistics(real, extractor, track=track)
         fake_images = draw_uint8(model, plugin, spec, settings.n, seed=settings.seed)
         fake = statistics_of(extractor(fake_images, device, track=track, description="generated"))

@@ -56,18 +56,28 @@ def labels_by_name(
     name: other data may hold fewer classes than the run was trained on, or others."""
     if labels is None or tuple(class_names) == tuple(run_classes):
         return labels
+    check_known_classes(class_names, run_classes, source)
     index_of = {name: index for index, name in enumerate(run_classes)}
-    unknown = [name for name in class_names if name not in index_of]
+    return torch.tensor([index_of[name] for name in class_names], dtype=torch.int64)[labels]
+
+
+def check_known_classes(
+    class_names: tuple[str, ...], run_classes: tuple[str, ...], source: str
+) -> None:
+    """Refuse data holding a class that a run was not trained on."""
+    unknown = [name for name in class_names if name not in run_classes]
     if unknown:
         raise DataError(
             f"{source!r} holds the class {unknown[0]!r}, which the run was not trained on; its "
             f"classes are {', '.join(run_classes)}: give data of those classes"
         )
-    return torch.tensor([index_of[name] for name in class_names], dtype=torch.int64)[labels]
 
 
-def check_fits(found: DataSpec, trained: DataSpec, source: str) -> None:
-    """Refuse data whose images are not the shape a run was trained on."""
+def check_fits(
+    found: DataSpec, trained: DataSpec, source: str, *, conditional: bool = False
+) -> None:
+    """Refuse data whose images are not the shape a run was trained on, and for a conditional
+    model, which draws only the run's classes, data of other classes."""
     if (found.channels, found.height, found.width) != (
         trained.channels,
         trained.height,
@@ -78,3 +88,5 @@ def check_fits(found: DataSpec, trained: DataSpec, source: str) -> None:
             f"and the run was trained on {trained.channels}-channel {trained.height}×"
             f"{trained.width} ones"
         )
+    if conditional:
+        check_known_classes(found.class_names, trained.class_names, source)
