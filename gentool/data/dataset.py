@@ -53,7 +53,7 @@ def labels_by_name(
     source: str,
 ) -> torch.Tensor | None:
     """Labels of data whose classes are `class_names` as indexes of a run's classes, matched by
-    name: other data may hold fewer classes than the run was trained on, or others."""
+    name: other data may hold fewer classes than the run was trained on, in another order."""
     if labels is None or tuple(class_names) == tuple(run_classes):
         return labels
     check_known_classes(class_names, run_classes, source)
