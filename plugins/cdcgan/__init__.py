@@ -48,8 +48,9 @@ class Config:
     d_classifier_weight: float | None = option(
         5.0,
         "weight of the classifier's cross-entropy in D's loss alone: a higher one makes D's "
-        "classifier sharper, and G's images follow; none: classifier_weight; unused when "
-        "classifier_weight 0 leaves the classifier out",
+        "classifier sharper, and G's images follow; none: the same as classifier_weight (runs "
+        "from before this option read none); no effect without a classifier (classifier_weight "
+        "0)",
         min=0,
     )
     # On by default: on the built-in shapes, D without it tells the first fakes apart at once and
