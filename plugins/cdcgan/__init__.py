@@ -44,7 +44,8 @@ class Config:
         min=0,
     )
     # Five times G's: with half the colour ranges every class reached 0.90 at the 15-minute
-    # budget, over two seeds, with FID as low (docs/evaluation.md).
+    # budget in three seeds of three, where G's weight left squares at 0.85 to 0.89; one of the
+    # three lost the light grounds (docs/evaluation.md).
     d_classifier_weight: float | None = option(
         5.0,
         "weight of the classifier's cross-entropy in D's loss alone: a higher one makes D's "
