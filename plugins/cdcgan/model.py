@@ -23,9 +23,9 @@ images D's classifier names as the class asked for. The projection alone tells D
 image fits its label, a signal G receives only through the adversarial game; the classifier's
 cross-entropy is a direct one. With it, and without DiffAugment's cutout, the label accuracy on
 the built-in shapes after 15 CPU minutes rose from 0.65 to 0.88 (docs/evaluation.md). D's
-classifier never sees fakes, so it cannot learn G's mistakes as classes. Its cross-entropy weighs
-five times as much in D's loss as in G's (`d_classifier_weight`): a sharper classifier, which G's
-images follow.
+classifier never sees fakes, so it cannot learn G's mistakes as classes. By default its
+cross-entropy weighs five times as much in D's loss as in G's (`d_classifier_weight`): a sharper
+classifier, which G's images follow.
 
 Spectral normalisation (Miyato et al. 2018) divides every weight of D, V and the classifier
 included, by its largest singular value (estimated by one power iteration each forward pass),
